@@ -1,0 +1,7 @@
+"""ONet Reconstruct inference backend: models, MISE, meshing, CLI and (later) the server.
+
+Heavy dependencies (torch, trimesh, PyMCubes) are imported lazily inside the modules that
+need them, so argument errors and the wire protocol work without them.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,210 @@
+"""Benchmarks that print numbers: ``python -m backend.bench [engine] [--full]``.
+
+engine: the paper-size point-cloud ONet (10.4M parameters) on this machine, side by side:
+  - dense: every point of the (R + 1)^3 lattice through the decoder,
+  - official-style MISE: the module's ``decode()`` (Conv1d layers on (B, C, T), CBN
+    recomputed per batch) over 100,000-point batches in fp32, as the official generator runs,
+  - ours: the per-shape folded decoder over 16k-point batches, fp32 and bf16.
+A random network has no surface, so the network is first fitted for a few hundred steps to
+a closed-form shape (two boxes joined by rods) and cached under ~/.cache/onet-reconstruct;
+the surface then has the size and smoothness of a real object's.
+"""
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .generation import Generator, Settings, cpu_has_bf16, logit, resolve_device
+from .mise import dense_lattice, lattice_to_unit, mise
+from .models import PAPER_CONFIGS, build_model
+from .models.analytic import SHAPES
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "onet-reconstruct"
+THRESHOLD = 0.2
+
+
+def fitted_paper_model(steps=300, seed=0):
+    """Paper-size point-cloud ONet fitted to the analytic 'boxes_rods' shape (cached)."""
+    from .checkpoints import load_model, save_model
+
+    path = CACHE / f"bench_pointcloud_onet_fit{steps}_seed{seed}.safetensors"
+    if path.exists():
+        return load_model(path)[0], shape_cloud(seed)
+    torch.manual_seed(seed)
+    model = build_model(PAPER_CONFIGS["pointcloud"])
+    cloud = shape_cloud(seed)
+    sdf = SHAPES["boxes_rods"]
+    # Only the decoder is fitted: the encoder's code for the one input stays fixed, which
+    # is all a benchmark of the decoder loop needs, at a third of the cost.
+    with torch.no_grad():
+        c = model.encode_inputs(cloud)
+    optimizer = torch.optim.Adam(model.decoder.parameters(), lr=1e-3)
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    model.train()
+    for step in range(steps):
+        # Half uniform in the padded cube, half near the surface, as ONet-style training.
+        uniform = rng.uniform(-0.55, 0.55, (1024, 3))
+        near = cloud[0, rng.integers(0, cloud.shape[1], 1024)].numpy() \
+            + rng.normal(0, 0.03, (1024, 3))
+        p = torch.from_numpy(np.concatenate([uniform, near]).astype(np.float32))
+        occupancy = (sdf(p) <= 0).float()
+        logits = model.decode(p[None], model.prior_z(1), c)[0]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, occupancy)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 50 == 0 or step == steps - 1:
+            print(f"  fitting step {step + 1}/{steps}: loss {loss.item():.4f},"
+                  f" {time.perf_counter() - started:.0f} s", flush=True)
+    model.eval()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    save_model(path, model, {"threshold": THRESHOLD,
+                             "provenance": f"backend.bench fit to boxes_rods, {steps} steps"})
+    return model, cloud
+
+
+def shape_cloud(seed=0, n=3000):
+    """(1, n, 3) points on the analytic 'boxes_rods' surface, unit cube."""
+    from .meshing import marching_cubes
+    import trimesh
+
+    decoder = SHAPES["boxes_rods"]
+    *_, last = mise(lambda p: (-decoder(torch.from_numpy(p))).numpy(), 32, 2, 0.0)
+    mesh = trimesh.Trimesh(*marching_cubes(last.values, 0.0), process=False)
+    points, _ = trimesh.sample.sample_surface(mesh, n, seed=seed)
+    return torch.from_numpy(points.astype(np.float32))[None]
+
+
+def official_style(model, cloud, resolution0, steps, batch=100_000):
+    """Encoder, MISE and final marching cubes as im2mesh runs them: every batch through
+    ``model.decode`` (Conv1d layout, CBN recomputed per batch) in fp32.
+
+    Returns (final MISE state, wall seconds, network seconds).
+    """
+    from .meshing import marching_cubes
+
+    started = time.perf_counter()
+    with torch.inference_mode():
+        c = model.encode_inputs(cloud)
+        z = model.prior_z(1)
+        timer = [time.perf_counter() - started]
+
+        def evaluate(points):
+            start = time.perf_counter()
+            out = [model.decode(torch.from_numpy(points[i:i + batch])[None], z, c)[0].numpy()
+                   for i in range(0, len(points), batch)]
+            timer[0] += time.perf_counter() - start
+            return np.concatenate(out)
+
+        *_, last = mise(evaluate, resolution0, steps, logit(THRESHOLD))
+        marching_cubes(last.values, logit(THRESHOLD))
+    return last, time.perf_counter() - started, timer[0]
+
+
+def grid_iou(a, b):
+    """IoU of two inside/outside lattices (bool arrays)."""
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def ours(model, cloud, resolution0, steps, precision, device, stream, repeats=2):
+    """Best of ``repeats`` runs of our generator (encoder + MISE + meshing).
+
+    Returns (final frame, final inside/outside lattice).
+    """
+    settings = Settings(resolution0, steps, THRESHOLD, precision=precision,
+                        mesh_every_level=stream)
+    generator = Generator(model, {"threshold": THRESHOLD}, device, settings)
+    best = None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        code = generator.encode(cloud)
+        frame = list(generator.frames(code, started=started))[-1]
+        if best is None or frame.seconds < best.seconds:
+            best = frame
+    timer = [0.0]
+    evaluate = generator.evaluator(generator.decoder(code), timer)
+    *_, last = mise(evaluate, resolution0, steps, logit(THRESHOLD))
+    return best, last.values >= logit(THRESHOLD)
+
+
+def dense_seconds(model, cloud, resolution, full, device):
+    """Seconds to evaluate the dense lattice with our fp32 decoder (measured or estimated)."""
+    generator = Generator(model, {"threshold": THRESHOLD}, device, Settings(precision="fp32"))
+    code = generator.encode(cloud)
+    points = lattice_to_unit(dense_lattice(resolution), resolution)
+    if not full and len(points) > 500_000:
+        sample = points[:: len(points) // 250_000][:250_000]
+        started = time.perf_counter()
+        generator.logits(code, sample)
+        return (time.perf_counter() - started) * len(points) / len(sample), "est."
+    started = time.perf_counter()
+    generator.logits(code, points)
+    return time.perf_counter() - started, ""
+
+
+def row(config, method, seconds, evaluations, dense_points, network=None, iou=None):
+    outside = f"{100 * (1 - network / seconds):>10.0f}%" if network is not None else ""
+    print(f"{config:<9} {method:<38} {seconds:>8.2f} {evaluations:>10,}"
+          f" {100 * evaluations / dense_points:>7.1f}% {evaluations / seconds:>9,.0f}"
+          f" {outside:>11} {'' if iou is None else f'{iou:.4f}':>11}", flush=True)
+
+
+def engine(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    print(f"engine benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads,"
+          f" device {device}, CPU bf16: {cpu_has_bf16()}")
+    model, cloud = fitted_paper_model()
+    model, cloud = model.to(device), cloud.to(device)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"paper-size point-cloud ONet, {params / 1e6:.1f}M parameters, 3000-point input\n")
+    header = (f"{'config':<9} {'method':<38} {'seconds':>8} {'evals':>10} {'% dense':>8}"
+              f" {'evals/s':>9} {'outside fwd':>11} {'IoU vs fp32':>11}")
+    print(header)
+    print("-" * len(header))
+    precisions = ["fp32", "bf16" if cpu_has_bf16() else None]
+    if device.type == "cuda":
+        precisions = ["fp32", "auto"]
+    for resolution0, steps in [(32, 2), (32, 3)]:
+        finest = resolution0 * 2 ** steps
+        config = f"{resolution0}->{finest}"
+        dense_points = (finest + 1) ** 3
+        seconds, note = dense_seconds(model, cloud, finest, args.full, device)
+        row(config, f"dense lattice, ours fp32 {note}", seconds, dense_points, dense_points)
+        last, wall, network = official_style(model, cloud, resolution0, steps)
+        reference = last.values >= logit(THRESHOLD)
+        row(config, "official-style (decode, 100k batches)", wall, last.evaluations,
+            dense_points, network, 1.0)
+        for precision in filter(None, precisions):
+            for stream in (False, True):
+                frame, inside = ours(model, cloud, resolution0, steps, precision, device, stream)
+                label = f"ours {precision}" + (", mesh every level" if stream else "")
+                row(config, label, frame.seconds, frame.evaluations, dense_points,
+                    frame.network_seconds, grid_iou(inside, reference))
+        print()
+    print("Every row but 'dense' includes the encoder, MISE and marching cubes of the final"
+          " level ('mesh every level':\nof all levels, as when streaming); ours: best of 2."
+          " outside fwd: share of wall time not in the\nnetwork forward (encoder + decoder)."
+          " IoU: final inside/outside lattice vs the official-style fp32 run.")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m backend.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="?", default="engine", choices=["engine"])
+    parser.add_argument("--full", action="store_true",
+                        help="time every dense lattice point instead of estimating from 250k")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    args = parser.parse_args(argv)
+    engine(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""Model files: our safetensors + JSON card format, and the official im2mesh ``.pt`` files.
+
+Our format is ``X.safetensors`` (the state_dict; no pickle, no code on load) with ``X.json``
+next to it, the card: ``config`` (the model config, see ``backend.models``), ``threshold``
+(occupancy probability, default 0.2), ``provenance``, ``metrics`` and free-form others.
+Official checkpoints are ``torch.save`` dicts whose ``'model'`` entry is the state_dict; they
+are read with ``weights_only=True`` and their architecture is recognised from tensor names
+and shapes (``infer_config``).
+"""
+
+import hashlib
+import json
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import UnknownCheckpointError, UserError
+from .models import PAPER_CONFIGS, build_model
+
+DEFAULT_THRESHOLD = 0.2
+
+# im2mesh stores `loss_val_best` as a numpy.float64; numpy 1.x pickles it with these globals
+# (numpy 2 names the first one numpy._core.multiarray.scalar). Nothing else is allowed.
+_NUMPY_SCALAR_GLOBALS = [
+    np.core.multiarray.scalar,
+    (np.core.multiarray.scalar, "numpy._core.multiarray.scalar"),
+    np.dtype,
+    np.dtypes.Float64DType,
+]
+# Exceptions torch.load raises for files that are not (safe) torch checkpoints.
+_TORCH_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError)
+
+
+def save_model(path, model, card):
+    """Write ``path`` (``.safetensors``) and its card ``path.with_suffix('.json')``.
+
+    The card's ``config`` is always the model's own; ``threshold`` defaults to 0.2.
+    Returns the card as written.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise UserError(f"model files must end in .safetensors, got {path.name}")
+    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    card = {**card, "config": model.config}
+    card.setdefault("threshold", DEFAULT_THRESHOLD)
+    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def load_model(path, device="cpu"):
+    """Load our ``.safetensors`` (+ card) or an official ``.pt`` -> (model in eval mode, card)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        model, card = _load_safetensors(path)
+    else:
+        model, card = _load_official(path)
+    return model.to(device).eval(), card
+
+
+def convert_checkpoint(in_pt, out_safetensors):
+    """Convert an official ``.pt`` checkpoint to our format; returns the card written."""
+    model, card = load_model(in_pt)
+    return save_model(out_safetensors, model, card)
+
+
+def infer_config(state_dict):
+    """Recognise the architecture of a state_dict from tensor names and shapes -> config.
+
+    Raises ``UnknownCheckpointError`` (saying what was found and what was expected) unless
+    the config's model has exactly these tensor names and shapes.
+    """
+    shapes = {key: tuple(value.shape) for key, value in state_dict.items()}
+    if "decoder.fc_p.weight" not in shapes:
+        raise _unknown(shapes, "no 'decoder.fc_p.weight' tensor")
+    decoder = _infer_decoder(shapes)
+    input_kind, encoder = _infer_encoder(shapes)
+    config = {
+        "arch": "onet", "input_kind": input_kind, "z_dim": decoder["z_dim"], "encoder": encoder,
+        "decoder": decoder, "encoder_latent": _infer_latent(shapes),
+    }
+    try:
+        expected = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
+    except UserError as error:
+        raise _unknown(shapes, f"inconsistent sizes ({error})") from None
+    if expected != shapes:
+        raise _unknown(shapes, _difference(expected, shapes))
+    return config
+
+
+def _infer_decoder(shapes):
+    fc_p = _shape(shapes, "decoder.fc_p.weight")
+    if len(fc_p) not in (2, 3):
+        raise _unknown(shapes, f"'decoder.fc_p.weight' of shape {list(fc_p)} is no Linear/Conv1d")
+    hidden, _, *kernel = fc_p
+    z_dim = shapes.get("decoder.fc_z.weight", (0, 0))[1]
+    if not kernel:  # Linear fc_p: the plain decoder of the unconditional model.
+        c_dim = shapes.get("decoder.fc_c.weight", (0, 0))[1]
+        return {"name": "simple", "c_dim": c_dim, "z_dim": z_dim, "hidden_size": hidden}
+    legacy = "decoder.bn.fc_gamma.weight" in shapes
+    gamma = _shape(shapes, f"decoder.bn.{'fc' if legacy else 'conv'}_gamma.weight")
+    return {"name": "cbatchnorm", "c_dim": gamma[1], "z_dim": z_dim, "hidden_size": hidden,
+            "legacy": legacy}
+
+
+def _infer_encoder(shapes):
+    """(input_kind, encoder config) or (None, None) without ``encoder.*`` tensors."""
+    if "encoder.fc_pos.weight" in shapes:
+        hidden_dim = _shape(shapes, "encoder.fc_pos.weight")[0] // 2
+        c_dim = _shape(shapes, "encoder.fc_c.weight")[0]
+        return "pointcloud", {"name": "resnet_pointnet", "c_dim": c_dim, "hidden_dim": hidden_dim}
+    if "encoder.conv_in.weight" in shapes:
+        return "voxels", {"name": "voxel_simple", "c_dim": _shape(shapes, "encoder.fc.weight")[0]}
+    if "encoder.features.conv1.weight" in shapes:
+        return "image", {"name": "resnet18", "c_dim": _shape(shapes, "encoder.fc.weight")[0]}
+    if any(key.startswith("encoder.") for key in shapes):
+        raise _unknown(shapes, "encoder tensors of no known encoder (ResNet-PointNet "
+                               "'encoder.fc_pos', voxel CNN 'encoder.conv_in', ResNet-18 "
+                               "'encoder.features')")
+    return None, None
+
+
+def _infer_latent(shapes):
+    if "encoder_latent.fc_pos.weight" not in shapes:
+        return None
+    # Activation and pooling (``leaky``) leave no trace in the weights: assume the paper's.
+    return {
+        "name": "simple",
+        "z_dim": _shape(shapes, "encoder_latent.fc_mean.weight")[0],
+        "c_dim": shapes.get("encoder_latent.fc_c.weight", (0, 0))[1],
+        "hidden_size": _shape(shapes, "encoder_latent.fc_pos.weight")[0],
+        "leaky": PAPER_CONFIGS["unconditional"]["encoder_latent"]["leaky"],
+    }
+
+
+def _shape(shapes, key):
+    if key not in shapes:
+        raise _unknown(shapes, f"missing '{key}'")
+    return shapes[key]
+
+
+def _difference(expected, found):
+    """One-line summary of how two {name: shape} dicts differ."""
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
+    resized = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", resized)):
+        if keys:
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            parts.append(f"{label}: {', '.join(keys[:3])}{more}")
+    return "; ".join(parts)
+
+
+def _unknown(shapes, detail):
+    groups = sorted({".".join(key.split(".")[:2]) for key in shapes})
+    shown = ", ".join(groups[:8]) + (f" (+{len(groups) - 8} more)" if len(groups) > 8 else "")
+    return UnknownCheckpointError(
+        f"unrecognised checkpoint: {detail}. Found {len(shapes)} tensors in groups: "
+        f"{shown or 'none'}. Expected an Occupancy Network state_dict (decoder.*, plus "
+        f"encoder.* for point cloud / voxel / image input, encoder_latent.* for the generative "
+        f"model) as saved by the official code or by this tool"
+    )
+
+
+def _load_safetensors(path):
+    card_path = path.with_suffix(".json")
+    if not card_path.is_file():
+        raise UserError(f"{path.name} has no model card {card_path.name} next to it "
+                        f"(the card holds the architecture config); copy it along with the weights")
+    try:
+        card = json.loads(card_path.read_text())
+    except (ValueError, OSError) as error:
+        raise UserError(f"model card {card_path} is not readable JSON: {error}") from None
+    if not isinstance(card, dict) or "config" not in card:
+        raise UserError(f"model card {card_path} has no 'config' entry")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise UserError(f"{path} is not a readable safetensors file: {error}") from None
+    model = build_model(card["config"])
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in state.items()}
+        raise UserError(f"{path.name} does not match the config in {card_path.name} "
+                        f"({_difference(expected, found)})") from None
+    card.setdefault("threshold", DEFAULT_THRESHOLD)
+    return model, card
+
+
+def _load_official(path):
+    try:
+        with torch.serialization.safe_globals(_NUMPY_SCALAR_GLOBALS):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except _TORCH_LOAD_ERRORS as error:
+        raise UserError(f"{path} is not a PyTorch checkpoint that loads safely (weights only): "
+                        f"{_load_error_reason(error)}") from None
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise UserError(f"{path} is not a model checkpoint: expected a dict whose 'model' entry "
+                        f"is a state_dict of tensors")
+    try:
+        config = infer_config(state)
+    except UnknownCheckpointError as error:
+        raise UnknownCheckpointError(f"{path.name}: {error}") from None
+    model = build_model(config)
+    model.load_state_dict(state, strict=True)
+    card = {
+        "config": model.config,
+        "threshold": DEFAULT_THRESHOLD,
+        "provenance": {
+            "source": "official im2mesh checkpoint (torch.save dict)",
+            "file": path.name,
+            "sha256": _sha256(path),
+            **{key: int(checkpoint[key]) for key in ("it", "epoch_it") if key in checkpoint},
+        },
+        # im2mesh's `loss_val_best` is the best validation model-selection metric (IoU for ONet).
+        "metrics": ({"loss_val_best": float(checkpoint["loss_val_best"])}
+                    if "loss_val_best" in checkpoint else {}),
+    }
+    return model, card
+
+
+def _load_error_reason(error):
+    """One line on why torch.load refused a file (its own errors span several paragraphs)."""
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    if refused:
+        return (f"it holds a Python object ({refused.group(1)}) that is not unpickled, for "
+                f"safety; only tensors and plain values are read")
+    return "not a torch.save file, or a damaged one"
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

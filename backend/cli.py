@@ -1,0 +1,171 @@
+"""Command line: ``python -m backend reconstruct | occupancy | convert``.
+
+Anything the user can fix ends as one line on stderr, ``error: ...``, and exit status 2.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+def positive_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (got {value})")
+    return value
+
+
+def add_model_options(parser):
+    parser.add_argument("--model", help="bundled model name, our .safetensors, an official .pt,"
+                        " or analytic:sphere|box|boxes_rods (default: the bundled model for"
+                        " the input's kind)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    rec = commands.add_parser("reconstruct", help="input file -> closed mesh")
+    rec.add_argument("input", help="point cloud .ply .xyz .txt .npy .npz; voxels .binvox .npy"
+                     " (3-D bool); image .png .jpg")
+    rec.add_argument("-o", "--output", required=True, help="mesh file: .ply .obj .off .glb")
+    add_model_options(rec)
+    rec.add_argument("--resolution0", type=int, default=32, help="MISE start resolution")
+    rec.add_argument("--upsampling-steps", type=positive_int, default=2,
+                     help="MISE levels after the first; finest = resolution0 * 2^steps")
+    rec.add_argument("--threshold", type=float,
+                     help="occupancy probability of the surface (default: the model card's)")
+    rec.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                     help="decoder arithmetic; auto = bf16 where the hardware has it")
+    rec.add_argument("--normals", action="store_true", help="vertex normals from the network")
+    rec.add_argument("--simplify", type=int, metavar="FACES", help="decimate to about FACES")
+    rec.add_argument("--refine-steps", type=positive_int, default=0,
+                     help="gradient refinement steps (paper section 3.3)")
+    rec.add_argument("--json", action="store_true", help="print the summary as JSON")
+    rec.add_argument("--quiet", action="store_true", help="no per-level progress on stderr")
+
+    occ = commands.add_parser("occupancy", help="logits at given query points")
+    occ.add_argument("input")
+    occ.add_argument("--points", required=True, help=".npy (M, 3) unit-cube query points")
+    occ.add_argument("-o", "--output", required=True, help=".npy to write (M,) float32 logits")
+    add_model_options(occ)
+
+    conv = commands.add_parser("convert", help="official .pt checkpoint -> our safetensors")
+    conv.add_argument("checkpoint")
+    conv.add_argument("-o", "--output", required=True, help="OUT.safetensors (+ OUT.json card)")
+    return parser
+
+
+def check_output(path, suffixes):
+    """Fail before any work when the output cannot be written; create its folder."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise UserError(f"cannot write {path}: use one of {' '.join(suffixes)}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: cannot create folder {path.parent} ({exc})")
+
+
+def load_model_for(inp, args):
+    from . import zoo
+    from .generation import resolve_device
+
+    device = resolve_device(args.device)
+    name = args.model or zoo.default_model_name(inp.kind)
+    model, card = zoo.load(name, device)
+    return model, card, name, device
+
+
+def run_reconstruct(args):
+    from . import mesh_io, pipeline
+    from .generation import Generator, Settings
+    from .inputs import read_input
+
+    started = time.perf_counter()
+    check_output(args.output, mesh_io.WRITE_EXTENSIONS)
+    inp = read_input(args.input)
+    model, card, name, device = load_model_for(inp, args)
+    settings = Settings(args.resolution0, args.upsampling_steps, args.threshold,
+                        precision=args.precision, normals=args.normals,
+                        simplify_faces=args.simplify, refine_steps=args.refine_steps,
+                        mesh_every_level=False)
+    generator = Generator(model, card, device, settings)
+    prepared = pipeline.prepare(inp, model, card)
+    for note in prepared.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for frame in pipeline.world_frames(generator, prepared, started=started):
+        if not args.quiet and not args.json:
+            print(f"level {frame.level + 1}/{frame.levels}: {frame.resolution}^3,"
+                  f" {frame.evaluations:,} evaluations, {frame.seconds:.2f} s", file=sys.stderr)
+    mesh_io.write_mesh(args.output, frame.vertices, frame.faces, frame.normals)
+    dense = (frame.resolution + 1) ** 3
+    summary = {"output": str(args.output), "model": name, "vertices": len(frame.vertices),
+               "faces": len(frame.faces), "evaluations": frame.evaluations,
+               "dense_fraction": round(frame.evaluations / dense, 4),
+               "resolution": frame.resolution, "threshold": generator.threshold,
+               "precision": str(generator.dtype).replace("torch.", ""),
+               "device": str(device), "seconds": round(time.perf_counter() - started, 3),
+               "notes": prepared.notes}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['output']}: {summary['vertices']:,} vertices, {summary['faces']:,}"
+              f" faces, {summary['evaluations']:,} network evaluations"
+              f" ({100 * summary['dense_fraction']:.1f}% of {frame.resolution + 1}^3),"
+              f" {summary['seconds']:.2f} s [{name}, {summary['precision']}, {device}]")
+    if len(frame.faces) == 0:
+        print("warning: the surface is empty at this threshold; try a lower --threshold",
+              file=sys.stderr)
+
+
+def run_occupancy(args):
+    import numpy as np
+
+    from . import pipeline
+    from .generation import Generator
+    from .inputs import read_input, validate_points
+
+    check_output(args.output, (".npy",))
+    inp = read_input(args.input)
+    try:
+        queries = np.load(args.points, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read query points {args.points}: {exc}")
+    queries = validate_points(queries, args.points)
+    model, card, _, device = load_model_for(inp, args)
+    generator = Generator(model, card, device)
+    prepared = pipeline.prepare(inp, model, card)
+    logits = generator.logits(generator.encode(prepared.tensor), queries)
+    np.save(args.output, logits)
+    print(f"{args.output}: {len(logits):,} logits (threshold {generator.threshold} ="
+          f" logit {np.log(generator.threshold / (1 - generator.threshold)):.4f})")
+
+
+def run_convert(args):
+    from .checkpoints import convert_checkpoint
+
+    check_output(args.output, (".safetensors",))
+    card = convert_checkpoint(args.checkpoint, args.output)
+    print(f"{args.output}: {card['config'].get('input_kind') or 'unconditional'} model,"
+          f" card {Path(args.output).with_suffix('.json')}")
+
+
+COMMANDS = {"reconstruct": run_reconstruct, "occupancy": run_occupancy, "convert": run_convert}
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

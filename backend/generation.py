@@ -1,0 +1,220 @@
+"""Mesh generation: encode once, run MISE with a batched decoder, mesh every level.
+
+``Generator.frames`` yields one ``MeshFrame`` per MISE level (coarse to fine); the last one
+is post-processed (normals, simplification, refinement) and marked final. Vertices are in
+the network's unit cube; ``backend.pipeline`` maps them back to the input's coordinates.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from . import meshing
+from .errors import UserError
+from .mise import mise
+
+MAX_RESOLUTION = 512  # finest lattice the CLI and server accept; 513^3 logits are 540 MB
+
+
+class Cancelled(Exception):
+    """Raised inside generation when the caller asked to stop; no mesh is produced."""
+
+
+@dataclass
+class Settings:
+    """What to generate. Resolutions follow the paper: finest R = resolution0 * 2^steps."""
+
+    resolution0: int = 32
+    upsampling_steps: int = 2
+    threshold: Optional[float] = None  # probability; None means the model card's
+    batch_points: int = 16384  # decoder batch: bounds memory (16k x 256 floats = 16 MB)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    normals: bool = False
+    simplify_faces: Optional[int] = None
+    refine_steps: int = 0
+    mesh_every_level: bool = True  # False: coarse frames carry statistics but no mesh
+
+    def validate(self):
+        """Raise UserError for settings that cannot work or would exhaust memory."""
+        if self.resolution0 < 2:
+            raise UserError(f"resolution0 must be at least 2 (got {self.resolution0})")
+        if self.upsampling_steps < 0:
+            raise UserError(f"upsampling steps must be >= 0 (got {self.upsampling_steps})")
+        finest = self.resolution0 * 2 ** self.upsampling_steps
+        if finest > MAX_RESOLUTION:
+            raise UserError(f"finest resolution {self.resolution0} x 2^{self.upsampling_steps}"
+                            f" = {finest} is above {MAX_RESOLUTION}; lower resolution0 or the"
+                            " upsampling steps")
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
+            raise UserError(f"threshold is a probability in (0, 1) (got {self.threshold})")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise UserError(f"precision must be auto, fp32, bf16 or fp16 (got {self.precision})")
+        if self.simplify_faces is not None and self.simplify_faces < 4:
+            raise UserError("simplify needs a target of at least 4 faces")
+        if self.refine_steps < 0:
+            raise UserError("refine steps must be >= 0")
+
+
+@dataclass
+class MeshFrame:
+    """The mesh after one MISE level. vertices (V, 3) float32, faces (F, 3) int32."""
+
+    level: int
+    levels: int  # total number of levels, upsampling_steps + 1
+    resolution: int
+    vertices: np.ndarray
+    faces: np.ndarray
+    normals: Optional[np.ndarray]
+    evaluations: int  # network evaluations so far
+    seconds: float  # since frames() started, including encoding done before it
+    network_seconds: float  # of which in the network forward (encoder and decoder)
+    final: bool
+
+
+@dataclass
+class ShapeCode:
+    """A shape's conditioning: encoder output c (1, c_dim) and latent z (1, z_dim)."""
+
+    c: torch.Tensor
+    z: torch.Tensor
+    encode_seconds: float = 0.0
+
+    def lerp(self, other, t):
+        """Linear interpolation between two codes, t in [0, 1]."""
+        return ShapeCode(torch.lerp(self.c, other.c, t), torch.lerp(self.z, other.z, t))
+
+
+def resolve_device(device="auto"):
+    """'auto' picks CUDA when present; asking for CUDA without one is a UserError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but PyTorch sees no CUDA GPU"
+                        f" (torch {torch.__version__}); use --device cpu or install a CUDA build")
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"device must be auto, cpu or cuda (got {device!r})")
+    return torch.device(device)
+
+
+def cpu_has_bf16():
+    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(precision, device):
+    """Decoder matmul dtype. 'auto': bf16 where the hardware runs it natively, else fp32."""
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def logit(probability):
+    return math.log(probability) - math.log1p(-probability)
+
+
+class Generator:
+    """Runs a model's encoder once per input and its decoder over MISE's queries."""
+
+    def __init__(self, model, card, device="cpu", settings=None):
+        self.settings = settings or Settings()
+        self.settings.validate()
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        threshold = self.settings.threshold
+        self.threshold = float(card.get("threshold", 0.2) if threshold is None else threshold)
+        self.dtype = resolve_dtype(self.settings.precision, self.device)
+
+    @torch.no_grad()  # not inference_mode: refinement later differentiates through the code
+    def encode(self, inputs):
+        """inputs: the model's input batch of one, (1, ...) tensor. Returns a ShapeCode.
+
+        The encoder runs in the decoder's precision (autocast), the code is kept in fp32.
+        """
+        started = time.perf_counter()
+        inputs = inputs.to(self.device)
+        with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
+            c = self.model.encode_inputs(inputs).float()
+        return ShapeCode(c, self.model.prior_z(1).to(self.device),
+                         time.perf_counter() - started)
+
+    def decoder(self, code, dtype=None):
+        """Per-shape decoder: (N, 3) float32 tensor -> logits (N,) float32."""
+        return self.model.shape_decoder(code.c, code.z, dtype=dtype or self.dtype)
+
+    def evaluator(self, decoder, timer, should_stop=None):
+        """Batched numpy wrapper: points (M, 3) float32 -> logits (M,) float32."""
+        batch = self.settings.batch_points
+
+        def evaluate(points):
+            out = np.empty(len(points), dtype=np.float32)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                for i in range(0, len(points), batch):
+                    if should_stop is not None and should_stop():
+                        raise Cancelled()
+                    chunk = torch.from_numpy(points[i:i + batch]).to(self.device)
+                    out[i:i + batch] = decoder(chunk).float().cpu().numpy()
+            timer[0] += time.perf_counter() - start
+            return out
+
+        return evaluate
+
+    def logits(self, code, points):
+        """Logits (M,) float32 at unit-cube points (M, 3), always in fp32 (for research use)."""
+        timer = [0.0]
+        return self.evaluator(self.decoder(code, torch.float32), timer)(
+            np.ascontiguousarray(points, dtype=np.float32))
+
+    def frames(self, code, should_stop: Optional[Callable[[], bool]] = None,
+               started=None) -> Iterator[MeshFrame]:
+        """Yield the mesh after every MISE level; the last frame is post-processed and final.
+
+        should_stop: polled at every decoder batch; when it returns True, Cancelled is raised.
+        started: perf_counter() time that ``seconds`` counts from (default: now).
+        """
+        s = self.settings
+        started = time.perf_counter() if started is None else started
+        timer = [code.encode_seconds]
+        decoder = self.decoder(code)
+        evaluate = self.evaluator(decoder, timer, should_stop)
+        threshold = logit(self.threshold)
+        levels = s.upsampling_steps + 1
+        empty = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
+        for state in mise(evaluate, s.resolution0, s.upsampling_steps, threshold):
+            final = state.level == s.upsampling_steps
+            vertices, faces = (meshing.marching_cubes(state.values, threshold)
+                               if final or s.mesh_every_level else empty)
+            normals = None
+            if final:
+                vertices, faces, normals = self.postprocess(code, vertices, faces)
+            yield MeshFrame(state.level, levels, state.resolution, vertices, faces, normals,
+                            state.evaluations, time.perf_counter() - started, timer[0], final)
+
+    def postprocess(self, code, vertices, faces):
+        """Refine, simplify and compute normals as the settings ask (fp32, with gradients)."""
+        s = self.settings
+        if len(faces) == 0:
+            return vertices, faces, None
+        exact = self.decoder(code, torch.float32)
+        if s.refine_steps:
+            vertices = meshing.refine(exact, vertices, faces, self.threshold, s.refine_steps,
+                                      self.device)
+        if s.simplify_faces:
+            vertices, faces = meshing.simplify(vertices, faces, s.simplify_faces)
+        normals = meshing.gradient_normals(exact, vertices, self.device) if s.normals else None
+        return vertices, faces, normals

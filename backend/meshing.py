@@ -1,0 +1,91 @@
+"""From a lattice of logits to a clean, closed triangle mesh, plus optional post-processing.
+
+All vertex coordinates here are in the unit cube of the network (DESIGN.md §3); undoing the
+input's normalisation is the caller's job.
+"""
+
+import numpy as np
+import torch
+
+from .mise import BOX_SIZE
+
+# Value of the one-cell border around the lattice: far outside, so every surface closes.
+OUTSIDE = -1e6
+
+
+def marching_cubes(values, threshold):
+    """Closed mesh of the iso-surface ``values == threshold``.
+
+    values: (R + 1, R + 1, R + 1) float32 logits on the MISE lattice (inside is >= threshold).
+    Returns vertices (V, 3) float32 in unit-cube coordinates (lattice index i at
+    -0.55 + 1.1 * i / R) and faces (F, 3) int32, counter-clockwise seen from outside.
+    """
+    import mcubes
+
+    resolution = values.shape[0] - 1
+    padded = np.pad(values, 1, mode="constant", constant_values=OUTSIDE)
+    vertices, faces = mcubes.marching_cubes(padded, float(threshold))
+    vertices = (vertices - 1.0) * (BOX_SIZE / resolution) - BOX_SIZE / 2
+    return vertices.astype(np.float32), faces.astype(np.int32)
+
+
+def gradient_normals(decoder, vertices, device="cpu", batch_points=65536):
+    """Outward unit normals (V, 3) float32 from the gradient of the network at each vertex.
+
+    decoder: maps (N, 3) float32 tensors to logits (N,) and is differentiable. Logits grow
+    inwards, so the outward normal is minus the normalised gradient.
+    """
+    normals = np.empty_like(vertices, dtype=np.float32)
+    for start in range(0, len(vertices), batch_points):
+        p = torch.from_numpy(vertices[start:start + batch_points]).to(device)
+        with torch.enable_grad():
+            p.requires_grad_(True)
+            (grad,) = torch.autograd.grad(decoder(p).sum(), p)
+        grad = -grad / (grad.norm(dim=1, keepdim=True) + 1e-10)
+        normals[start:start + batch_points] = grad.cpu().numpy()
+    return normals
+
+
+def simplify(vertices, faces, face_count):
+    """Quadric edge-collapse decimation to about ``face_count`` faces (fast-simplification)."""
+    import trimesh
+
+    if face_count >= len(faces):
+        return vertices, faces
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    small = mesh.simplify_quadric_decimation(face_count=int(face_count))
+    return (np.asarray(small.vertices, dtype=np.float32),
+            np.asarray(small.faces, dtype=np.int32))
+
+
+def refine(decoder, vertices, faces, threshold, steps=30, device="cpu", lr=1e-4,
+           normal_weight=0.01, seed=0):
+    """The paper's mesh refinement: move vertices so the surface sits on the threshold.
+
+    For a random point on every face (Dirichlet(0.5) barycentrics) the loss asks the occupancy
+    probability to equal ``threshold`` (a probability) and the face normal to match the
+    network's normalised negative gradient. RMSprop on the vertex positions, faces fixed.
+    decoder: differentiable (N, 3) -> logits (N,). Returns new vertices (V, 3) float32.
+    """
+    generator = np.random.default_rng(seed)
+    v = torch.nn.Parameter(torch.from_numpy(vertices).to(device, torch.float32).clone())
+    face_index = torch.from_numpy(faces.astype(np.int64)).to(device)
+    optimizer = torch.optim.RMSprop([v], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimizer.zero_grad()
+            corners = v[face_index]  # (F, 3, 3)
+            weights = torch.from_numpy(generator.dirichlet(
+                (0.5, 0.5, 0.5), size=len(faces)).astype(np.float32)).to(device)
+            point = (corners * weights[:, :, None]).sum(dim=1)
+            normal = torch.linalg.cross(corners[:, 1] - corners[:, 0],
+                                        corners[:, 2] - corners[:, 1])
+            normal = normal / (normal.norm(dim=1, keepdim=True) + 1e-10)
+            occupancy = torch.sigmoid(decoder(point))
+            (grad,) = torch.autograd.grad(occupancy.sum(), point, create_graph=True)
+            target = -grad / (grad.norm(dim=1, keepdim=True) + 1e-10)
+            loss = ((occupancy - threshold) ** 2).mean() \
+                + normal_weight * ((normal - target) ** 2).sum(dim=1).mean()
+            loss.backward()
+            optimizer.step()
+    return v.detach().cpu().numpy()

@@ -1,0 +1,65 @@
+"""Coordinate frames (DESIGN §3): user/world coordinates <-> the ONet unit cube [-0.5, 0.5]^3.
+
+Both input kinds reduce to the same affine map ``world = center + unit * scale``:
+point clouds get (center, scale) from ``normalize_points``, voxel grids from
+``voxel_world_transform``; ``denormalize`` applies it to mesh vertices.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backend.errors import UserError
+
+
+def normalize_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Centre ``points`` (N, 3) on their bounding-box centre and divide by the longest edge.
+
+    Returns ``(unit_points (N, 3) float32 in [-0.5, 0.5]^3, center (3,) float64, scale float)``
+    with ``points = center + unit_points * scale`` (scale in the caller's units). Raises
+    ``UserError`` when all points coincide, since such a cloud has no size to normalise.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    center = (lo + hi) / 2
+    scale = float((hi - lo).max())
+    if not scale > 0:
+        raise UserError("all points coincide (the bounding box has zero size); "
+                        "give a cloud that spans some volume")
+    unit = (points - center) / scale
+    return unit.astype(np.float32), center, scale
+
+
+def denormalize(vertices: np.ndarray, center: np.ndarray, scale: float) -> np.ndarray:
+    """Map unit-cube ``vertices`` (V, 3) back to world coordinates: ``center + vertices * scale``.
+
+    Exact inverse of ``normalize_points`` (and of the voxel frame of
+    ``voxel_world_transform``). Returns ``(V, 3) float64`` so large world offsets keep
+    their precision; cast to float32 where a consumer needs it.
+    """
+    vertices = np.asarray(vertices, dtype=np.float64)
+    return np.asarray(center, dtype=np.float64) + vertices * float(scale)
+
+
+def voxel_world_transform(translate: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+    """(center (3,) float64, scale float) for ``denormalize`` of a voxel grid's unit-cube output.
+
+    A grid with ``translate`` (3,) and edge length ``scale`` covers
+    [translate, translate + scale]^3; unit-cube coordinate u in [-0.5, 0.5] maps to
+    ``translate + (u + 0.5) * scale``, i.e. ``center = translate + scale / 2``.
+    """
+    scale = float(scale)
+    return np.asarray(translate, dtype=np.float64).reshape(3) + scale / 2, scale
+
+
+def resample_voxels(occupancy: np.ndarray, n: int = 32) -> np.ndarray:
+    """Resample an occupancy grid (m, m, m) to ``(n, n, n) bool`` covering the same cube.
+
+    Nearest neighbour by voxel centre: target voxel j (centre at (j + 0.5) / n of the edge)
+    takes the source voxel containing that centre. Downsampling can drop parts thinner
+    than one target voxel.
+    """
+    occupancy = np.asarray(occupancy, dtype=bool)
+    centres = (np.arange(n) + 0.5) / n
+    index = [np.minimum((centres * m).astype(np.int64), m - 1) for m in occupancy.shape]
+    return occupancy[np.ix_(*index)]

@@ -1,0 +1,133 @@
+"""MISE and meshing on closed-form shapes, whose true surfaces are known."""
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from backend.generation import Generator, Settings
+from backend.meshing import marching_cubes
+from backend.mise import dense_lattice, lattice_to_unit, mise, upsample
+from backend.models.analytic import AnalyticModel, analytic_card
+
+
+def evaluator(shape):
+    decoder = AnalyticModel(shape).shape_decoder()
+    return lambda points: decoder(torch.from_numpy(points)).numpy()
+
+
+def run_mise(shape, resolution0, steps):
+    *_, last = mise(evaluator(shape), resolution0, steps, threshold=0.0)
+    return last
+
+
+def dense_values(shape, resolution):
+    points = lattice_to_unit(dense_lattice(resolution), resolution)
+    return evaluator(shape)(points).reshape((resolution + 1,) * 3)
+
+
+@pytest.mark.parametrize("shape", ["sphere", "boxes_rods"])
+@pytest.mark.parametrize("resolution0,steps", [(32, 2), (16, 3)])
+def test_mise_matches_dense_inside_outside(shape, resolution0, steps):
+    last = run_mise(shape, resolution0, steps)
+    dense = dense_values(shape, 128)
+    assert last.resolution == 128
+    np.testing.assert_array_equal(last.values >= 0, dense >= 0)
+    # Every value MISE really evaluated is the dense value.
+    np.testing.assert_allclose(last.values[last.evaluated], dense[last.evaluated], atol=1e-4)
+
+
+def test_mise_evaluates_a_small_share_of_the_lattice():
+    last = run_mise("sphere", 32, 2)
+    assert last.evaluated.sum() == last.evaluations
+    assert last.evaluations < 0.08 * 129 ** 3
+
+
+def test_mise_yields_every_level_coarse_to_fine():
+    levels = [(s.level, s.resolution, s.evaluations) for s in
+              mise(evaluator("sphere"), 16, 2, threshold=0.0)]
+    assert [lv[:2] for lv in levels] == [(0, 16), (1, 32), (2, 64)]
+    assert levels[0][2] == 17 ** 3
+    assert levels[0][2] < levels[1][2] < levels[2][2]
+
+
+def test_upsample_is_trilinear():
+    coarse = np.random.default_rng(0).normal(size=(5, 5, 5)).astype(np.float32)
+    fine = upsample(coarse)
+    assert fine.shape == (9, 9, 9)
+    np.testing.assert_array_equal(fine[::2, ::2, ::2], coarse)
+    centre = coarse[1:3, 2:4, 0:2].mean()
+    np.testing.assert_allclose(fine[3, 5, 1], centre, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", ["sphere", "box", "boxes_rods"])
+def test_meshes_are_watertight_and_outward(shape):
+    last = run_mise(shape, 32, 2)
+    vertices, faces = marching_cubes(last.values, 0.0)
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    assert mesh.is_watertight and mesh.is_winding_consistent
+    assert mesh.volume > 0
+
+
+def test_sphere_radius_within_half_a_fine_cell():
+    last = run_mise("sphere", 32, 2)
+    vertices, _ = marching_cubes(last.values, 0.0)
+    radii = np.linalg.norm(vertices, axis=1)
+    half_cell = 0.5 * 1.1 / 128
+    assert np.abs(radii - 0.35).max() < half_cell
+
+
+def test_surface_touching_the_padded_cube_is_still_closed():
+    # A box larger than the padded cube: the one-cell border closes it.
+    values = np.ones((17, 17, 17), dtype=np.float32)
+    vertices, faces = marching_cubes(values, 0.0)
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    assert mesh.is_watertight and mesh.volume > 0
+    np.testing.assert_allclose(np.abs(vertices).max(), 0.55, atol=1.1 / 16)
+
+
+def generator(shape, **settings):
+    return Generator(AnalyticModel(shape), analytic_card(shape), "cpu", Settings(**settings))
+
+
+def frames(gen, **kwargs):
+    code = gen.encode(torch.zeros(1, 1, 3))
+    return list(gen.frames(code, **kwargs))
+
+
+def test_generator_frames_and_postprocessing():
+    gen = generator("sphere", resolution0=16, upsampling_steps=2, normals=True,
+                    simplify_faces=2000, refine_steps=3)
+    result = frames(gen)
+    assert [f.level for f in result] == [0, 1, 2]
+    assert [f.final for f in result] == [False, False, True]
+    last = result[-1]
+    assert len(last.faces) <= 2100
+    # Gradient normals of a sphere point along the radius, outwards.
+    radial = last.vertices / np.linalg.norm(last.vertices, axis=1, keepdims=True)
+    assert (np.sum(radial * last.normals, axis=1) > 0.99).all()
+    assert 0 < last.network_seconds <= last.seconds
+
+
+def test_generator_cancels_at_a_batch_boundary():
+    from backend.generation import Cancelled
+
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 3
+
+    gen = generator("sphere", resolution0=32, upsampling_steps=2, batch_points=4096)
+    with pytest.raises(Cancelled):
+        frames(gen, should_stop=stop)
+    assert len(calls) == 4
+
+
+def test_bad_settings_are_user_errors():
+    from backend.errors import UserError
+
+    for bad in [dict(resolution0=1), dict(resolution0=64, upsampling_steps=4),
+                dict(threshold=1.5), dict(precision="int8")]:
+        with pytest.raises(UserError):
+            generator("sphere", **bad)
