@@ -1,4 +1,4 @@
-"""Benchmarks that print numbers: ``python -m backend.bench [engine] [--full]``.
+"""Benchmarks that print numbers: ``python -m backend.bench [engine|serve]``.
 
 engine: the paper-size point-cloud ONet (10.4M parameters) on this machine, side by side:
   - dense: every point of the (R + 1)^3 lattice through the decoder,
@@ -8,6 +8,9 @@ engine: the paper-size point-cloud ONet (10.4M parameters) on this machine, side
 A random network has no surface, so the network is first fitted for a few hundred steps to
 a closed-form shape (two boxes joined by rods) and cached under ~/.cache/onet-reconstruct;
 the surface then has the size and smoothness of a real object's.
+
+serve: time to the first and to the final mesh frame through the HTTP server against the
+engine called in-process, and requests per minute with 4 concurrent clients.
 """
 
 import argparse
@@ -194,16 +197,101 @@ def engine(args):
           " IoU: final inside/outside lattice vs the official-style fp32 run.")
 
 
+def bench_model():
+    """(name, folder) of the model the service bench uses: the bundled point-cloud default,
+    else the fitted paper-size ONet from the engine bench (saved in the cache folder)."""
+    from . import zoo
+    from .errors import UserError
+
+    try:
+        return zoo.default_model_name("pointcloud"), None
+    except UserError:
+        fitted_paper_model()
+        return "bench_pointcloud_onet_fit300_seed0", str(CACHE)
+
+
+def timed_stream(frames):
+    """Consume a frame iterator; returns (seconds to first mesh frame, to the final frame)."""
+    started = time.perf_counter()
+    first = None
+    for frame in frames:
+        if first is None:
+            first = time.perf_counter() - started
+    return first, time.perf_counter() - started
+
+
+def service(args):
+    from threading import Thread
+
+    from . import zoo
+    from .client import launch
+    from .inputs import PointCloudInput
+    from .pipeline import prepare, world_frames
+
+    name, folder = bench_model()
+    cloud = shape_cloud()[0].numpy() * 2.0 + 1.0  # a scan in its own frame
+    print(f"service benchmark: model {name}, 3000-point cloud, 32->128, best of"
+          f" {args.repeats}")
+    model, card = zoo.load(name, "cpu", [folder] if folder else ())
+    generator = Generator(model, card, "cpu", Settings())
+
+    def in_process():
+        prepared = prepare(PointCloudInput(cloud), model, card)
+        return world_frames(generator, prepared)
+
+    server = launch(cwd=Path(__file__).resolve().parents[1],
+                    extra_args=["--models", folder] if folder else [])
+    try:
+        def over_http():
+            return (frame for frame in server.client.reconstruct(points=cloud, model=name)
+                    if frame[0]["type"] == "mesh")
+
+        for run in (in_process, over_http):  # warm up: load, allocate, first-call costs
+            timed_stream(run())
+        results = {}
+        for label, run in [("in-process engine", in_process), ("server (HTTP, loopback)",
+                                                                over_http)]:
+            times = [timed_stream(run()) for _ in range(args.repeats)]
+            results[label] = (min(t[0] for t in times), min(t[1] for t in times))
+        print(f"{'path':<26} {'first mesh frame':>17} {'final frame':>12}")
+        for label, (first, final) in results.items():
+            print(f"{label:<26} {first:>16.3f}s {final:>11.3f}s")
+        engine, http = results.values()
+        print(f"server overhead on the final frame: {100 * (http[1] / engine[1] - 1):+.1f}%")
+
+        done = []
+
+        def client_loop():
+            for _ in range(args.requests):
+                timed_stream(over_http())
+                done.append(1)
+
+        threads = [Thread(target=client_loop) for _ in range(4)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        print(f"4 concurrent clients: {len(done)} requests in {elapsed:.1f} s ="
+              f" {60 * len(done) / elapsed:.0f} requests per minute")
+    finally:
+        server.stop()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m backend.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="?", default="engine", choices=["engine"])
+    parser.add_argument("which", nargs="?", default="engine", choices=["engine", "serve"])
+    parser.add_argument("--repeats", type=int, default=3, help="serve: runs per path")
+    parser.add_argument("--requests", type=int, default=3,
+                        help="serve: requests per concurrent client")
     parser.add_argument("--full", action="store_true",
                         help="time every dense lattice point instead of estimating from 250k")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     args = parser.parse_args(argv)
-    engine(args)
+    (service if args.which == "serve" else engine)(args)
 
 
 if __name__ == "__main__":

@@ -170,6 +170,10 @@ class Generator:
                     chunk = torch.from_numpy(points[i:i + batch]).to(self.device)
                     out[i:i + batch] = decoder(chunk).float().cpu().numpy()
             timer[0] += time.perf_counter() - start
+            if not np.isfinite(out).all():
+                raise UserError(f"the model returned NaN or Inf at {(~np.isfinite(out)).sum():,}"
+                                f" of {len(out):,} points; the checkpoint is broken or does"
+                                " not fit this input")
             return out
 
         return evaluate

@@ -5,7 +5,7 @@ generated mesh is mapped back (DESIGN.md §3); the CLI and the server both call 
 """
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, List
+from typing import Iterator, List
 
 import numpy as np
 import torch
@@ -20,11 +20,17 @@ KIND_NAMES = {"pointcloud": "a point cloud", "voxels": "a voxel grid", "image": 
 
 @dataclass
 class Prepared:
-    """A model's input batch of one and the map from unit-cube to the input's coordinates."""
+    """A model's input batch of one and where its unit cube sits in the input's coordinates:
+    ``world = center + unit * scale`` (center (3,) float64, scale in the input's units)."""
 
     tensor: torch.Tensor
-    to_world: Callable[[np.ndarray], np.ndarray]
+    center: np.ndarray
+    scale: float
     notes: List[str] = field(default_factory=list)
+
+    def to_world(self, vertices):
+        """Unit-cube vertices (V, 3) -> the input's coordinates, (V, 3) float32."""
+        return transforms.denormalize(vertices, self.center, self.scale).astype(np.float32)
 
 
 def check_kind(inp, model):
@@ -54,8 +60,7 @@ def prepare_points(points, card, seed=0):
         notes.append(f"subsampled {len(points)} points to the model's {limit}")
         points = points[np.sort(keep)]
     unit, center, scale = transforms.normalize_points(points)
-    return Prepared(torch.from_numpy(unit)[None],
-                    lambda v: transforms.denormalize(v, center, scale).astype(np.float32), notes)
+    return Prepared(torch.from_numpy(unit)[None], center, scale, notes)
 
 
 def prepare_voxels(occupancy, translate, scale):
@@ -65,8 +70,7 @@ def prepare_voxels(occupancy, translate, scale):
         notes.append(f"resampled the {occupancy.shape[0]}^3 grid to 32^3")
         occupancy = transforms.resample_voxels(occupancy, 32)
     center, size = transforms.voxel_world_transform(translate, scale)
-    return Prepared(torch.from_numpy(occupancy.astype(np.float32))[None],
-                    lambda v: transforms.denormalize(v, center, size).astype(np.float32), notes)
+    return Prepared(torch.from_numpy(occupancy.astype(np.float32))[None], center, size, notes)
 
 
 def prepare_image(rgba):
@@ -82,8 +86,7 @@ def prepare_image(rgba):
     image = Image.fromarray(composite.round().astype(np.uint8))
     image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
     array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return Prepared(torch.from_numpy(np.ascontiguousarray(array))[None],
-                    lambda v: v.astype(np.float32))
+    return Prepared(torch.from_numpy(np.ascontiguousarray(array))[None], np.zeros(3), 1.0)
 
 
 def to_world(frame: MeshFrame, prepared: Prepared) -> MeshFrame:
