@@ -1,0 +1,1 @@
+"""Standalone training and evaluation of the reconstruction models (imports backend)."""

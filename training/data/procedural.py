@@ -1,0 +1,274 @@
+"""The procedural corpus: analytic shapes with exact labels, in the official ONet layout.
+
+Written by ``python -m training.data procedural`` (``N`` is ``Options.points``)::
+
+    DIR/metadata.yaml                 {category: {id: category, name: category}}
+    DIR/<category>/{train,val,test}.lst
+                                      shape ids, one per line, no trailing newline (im2mesh
+                                      splits the file on newlines: a trailing one would add
+                                      an empty id); 80/10/10, at least one in val and in
+                                      test when a category has 3 shapes or more
+    DIR/<category>/<shape_id>/
+        points.npz        ``points`` (N, 3) float16 uniform in the padded cube
+                          [-0.55, 0.55]^3, ``occupancies`` np.packbits of N bools (inside),
+                          ``loc`` (3,) float16 zeros, ``scale`` () float16 one
+        points_near.npz   the same keys; points sampled on the mesh by area plus Gaussian
+                          noise, sigma 0.01 for the first half and 0.05 for the second
+                          half (a few of the latter fall outside the padded cube)
+        pointcloud.npz    ``points`` (N, 3) float16 on the surface, ``normals`` (N, 3) float16
+                          unit outward, ``loc``, ``scale``
+        model.binvox      32^3 voxels over [-0.5, 0.5]^3 (translate -0.5, scale 1); a voxel is
+                          set when the SDF at its centre is below half its diagonal, so every
+                          voxel the solid touches is set (thin parts survive) plus a few
+                          whose circumscribed ball, but not the voxel, meets the solid
+        img_choy2016/     ``000.png`` ... RGBA views and ``cameras.npz`` (see render.py)
+        mesh.ply          marching cubes at 128 over the padded cube, vertices projected onto
+                          the surface: watertight, one connected piece
+
+Shapes are normalised like ONet's preprocessing: bounding box centred at the origin, longest
+edge 1. Occupancies come from the SDF at the stored (float16-rounded) coordinates, so they
+are exact. Every random draw comes from a generator seeded by (seed, category, index), so a
+seed gives the same files whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import surface
+from .render import render_views
+from .sdf import SDF
+from .shapes import CATEGORIES
+
+PADDED_LO, PADDED_SIZE = -0.55, 1.1  # the padded unit cube of DESIGN.md section 3
+DESIGN_LO, DESIGN_SIZE = -2.5, 5.0  # makers build inside this cube
+NEAR_SIGMAS = (0.01, 0.05)
+MAX_ATTEMPTS = 8  # redraws of a shape that falls apart into several pieces
+SPLITS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
+
+
+@dataclass(frozen=True)
+class Options:
+    """Sizes of one shape's files; the defaults are the official ones."""
+
+    points: int = 100_000
+    views: int = 6
+    image_size: int = 224
+    resolution: int = 128
+    voxels: int = 32
+
+
+@dataclass
+class Shape:
+    """A normalised shape: its SDF and its closed mesh (vertices (V, 3) float32 on the
+    surface, faces (F, 3) int32)."""
+
+    sdf: SDF
+    vertices: np.ndarray
+    faces: np.ndarray
+
+
+def shape_rng(seed: int, category: str, index: int, stream: int) -> np.random.Generator:
+    """The generator of one stream of random draws for one shape (stable across runs and
+    processes: the category enters through its CRC-32, not Python's salted hash)."""
+    return np.random.default_rng([seed, zlib.crc32(category.encode()), index, stream])
+
+
+def normalize(raw: SDF, resolution: int) -> Shape:
+    """Rescale ``raw`` exactly (``sdf(p * s + c) / s``) so its bounding box is centred at the
+    origin with longest edge 1, and mesh it at ``resolution`` over the padded cube.
+
+    Two coarse narrow-band lattices give a box guaranteed to hold the shape (so the padded
+    cube never cuts it); the final mesh's vertices, snapped onto the surface, then give the
+    box to within about 1e-4, and a last small rescaling makes it exact.
+    """
+    origin, size = np.full(3, DESIGN_LO), DESIGN_SIZE
+    for _ in range(2):  # the second pass zooms in on the first one's box
+        values = surface.lattice_values(raw, 64, origin, size)
+        lo, hi = surface.outer_bounds(values, origin, size)
+        size = 1.2 * (hi - lo).max()
+        origin = (lo + hi) / 2 - size / 2
+    shape = raw.translate(-(lo + hi) / 2).scale(1 / (hi - lo).max())
+
+    origin = np.full(3, PADDED_LO)
+    values = surface.lattice_values(shape, resolution, origin, PADDED_SIZE)
+    vertices, faces = surface.marching_cubes(values, origin, PADDED_SIZE)
+    vertices = surface.snap_to_surface(shape, vertices, origin, PADDED_SIZE / resolution)
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    centre, extent = (lo + hi) / 2, (hi - lo).max()
+    return Shape(shape.translate(-centre).scale(1 / extent), (vertices - centre) / extent, faces)
+
+
+def build_shape(category: str, seed: int, index: int, resolution: int = 128) -> Shape:
+    """Shape ``index`` of ``category`` for ``seed``: drawn, normalised and meshed; redrawn
+    (up to ``MAX_ATTEMPTS`` times) if its mesh has more than one connected piece."""
+    rng = shape_rng(seed, category, index, stream=0)
+    for _ in range(MAX_ATTEMPTS):
+        shape = normalize(CATEGORIES[category](rng), resolution)
+        if surface.component_count(shape.faces, len(shape.vertices)) == 1:
+            return shape
+    raise RuntimeError(f"{category} {index} (seed {seed}): no connected shape "
+                       f"in {MAX_ATTEMPTS} draws")
+
+
+def labelled_points(sdf: SDF, points: np.ndarray) -> dict[str, np.ndarray]:
+    """The official points file: float16 ``points`` (N, 3), packed ``occupancies`` taken at
+    the stored coordinates, ``loc`` and ``scale`` of the identity normalisation."""
+    stored = points.astype(np.float16)
+    inside = sdf(stored.astype(np.float32)) < 0
+    return {"points": stored, "occupancies": np.packbits(inside), **_identity()}
+
+
+def _identity() -> dict[str, np.ndarray]:
+    return {"loc": np.zeros(3, dtype=np.float16), "scale": np.array(1, dtype=np.float16)}
+
+
+def voxelize(sdf: SDF, resolution: int) -> np.ndarray:
+    """``(n, n, n) bool`` indexed [x, y, z] over [-0.5, 0.5]^3: voxels whose centre is
+    closer than half a voxel diagonal to the solid (``|sdf|`` is a lower bound, so every
+    voxel the solid touches is included)."""
+    centres = (np.arange(resolution, dtype=np.float32) + 0.5) / resolution - 0.5
+    grid = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), axis=-1)
+    values = sdf(grid.reshape(-1, 3)).reshape((resolution,) * 3)
+    return values < np.sqrt(3) / 2 / resolution
+
+
+def write_shape(folder: Path, shape: Shape, options: Options, rng: np.random.Generator) -> None:
+    """Write one shape's files (see the module docstring) into ``folder``."""
+    from PIL import Image
+
+    from backend.binvox import write_binvox
+    from backend.mesh_io import write_mesh
+
+    n = options.points
+    uniform = rng.uniform(PADDED_LO, PADDED_LO + PADDED_SIZE, size=(n, 3))
+    np.savez(folder / "points.npz", **labelled_points(shape.sdf, uniform))
+
+    near = surface.sample_surface(shape.vertices, shape.faces, n, rng)
+    sigma = np.where(np.arange(n) < n // 2, *NEAR_SIGMAS)[:, None]
+    np.savez(folder / "points_near.npz",
+             **labelled_points(shape.sdf, near + sigma * rng.standard_normal((n, 3))))
+
+    on_mesh = surface.sample_surface(shape.vertices, shape.faces, n, rng)
+    points, normals = surface.project(shape.sdf, on_mesh)
+    np.savez(folder / "pointcloud.npz", points=points.astype(np.float16),
+             normals=normals.astype(np.float16), **_identity())
+
+    write_binvox(folder / "model.binvox", voxelize(shape.sdf, options.voxels), (-0.5,) * 3, 1.0)
+
+    images_dir = folder / "img_choy2016"
+    images_dir.mkdir(exist_ok=True)
+    images, cameras = render_views(shape.sdf, options.views, options.image_size, rng)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(images_dir / f"{i:03d}.png")
+    np.savez(images_dir / "cameras.npz", **cameras)
+
+    write_mesh(folder / "mesh.ply", shape.vertices, shape.faces)
+
+
+def shape_id(index: int) -> str:
+    """Folder name of shape ``index`` within its category."""
+    return f"{index:05d}"
+
+
+def generate_one(task: tuple) -> tuple[str, str, float, int]:
+    """Worker entry: build and write one shape. ``task`` is (out, category, index, seed,
+    options); returns (category, shape id, seconds, bytes written)."""
+    out, category, index, seed, options = task
+    start = time.perf_counter()
+    shape = build_shape(category, seed, index, options.resolution)
+    folder = Path(out) / category / shape_id(index)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_shape(folder, shape, options, shape_rng(seed, category, index, stream=1))
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    return category, shape_id(index), time.perf_counter() - start, size
+
+
+def split_counts(total: int) -> tuple[int, int, int]:
+    """(train, val, test) sizes: 80/10/10, with at least one val and one test shape when
+    ``total >= 3`` (smaller categories go to train only)."""
+    if total < 3:
+        return total, 0, 0
+    val = max(1, round(total * SPLITS[1][1]))
+    test = max(1, round(total * SPLITS[2][1]))
+    return total - val - test, val, test
+
+
+def write_splits(category_dir: Path, ids: list[str], rng: np.random.Generator) -> None:
+    """Shuffle ``ids`` and write ``train.lst``, ``val.lst`` and ``test.lst``."""
+    ids = [ids[i] for i in rng.permutation(len(ids))]
+    start = 0
+    for (name, _), count in zip(SPLITS, split_counts(len(ids))):
+        (category_dir / f"{name}.lst").write_text("\n".join(sorted(ids[start:start + count])))
+        start += count
+
+
+def write_metadata(out: Path, categories: list[str]) -> None:
+    """``metadata.yaml`` as in the official dataset: category folder -> {id, name}."""
+    import yaml
+
+    metadata = {name: {"id": name, "name": name} for name in categories}
+    (out / "metadata.yaml").write_text(yaml.safe_dump(metadata, sort_keys=False))
+
+
+@contextmanager
+def _single_threaded_children():
+    """Workers started inside get one BLAS/OpenMP (and torch) thread each: the pool
+    already uses every core it is given."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: "1" for name in names})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
+
+
+def generate(out: Path, categories: list[str], per_class: int, seed: int, workers: int = 1,
+             options: Options = Options()) -> dict:
+    """Write the corpus into ``out``; returns a summary (shapes, seconds, bytes, mean seconds
+    per shape on one worker). ``workers > 1`` runs shapes in spawned processes."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = [(str(out), category, index, seed, options)
+             for category in categories for index in range(per_class)]
+    busy, total_bytes = 0.0, 0
+    with _task_map(workers) as task_map:
+        for _, _, seconds, size in tqdm(task_map(generate_one, tasks), total=len(tasks),
+                                        unit="shape"):
+            busy += seconds
+            total_bytes += size
+
+    for category in categories:
+        ids = [shape_id(i) for i in range(per_class)]
+        write_splits(out / category, ids, shape_rng(seed, category, 0, stream=2))
+    write_metadata(out, categories)
+    return {"shapes": len(tasks), "seconds": time.perf_counter() - start, "bytes": total_bytes,
+            "seconds_per_shape": busy / max(len(tasks), 1)}
+
+
+@contextmanager
+def _task_map(workers: int):
+    """A map over tasks: in this process for one worker, else a spawned pool's unordered
+    map (spawn: safe with any parent state, and the same on every platform)."""
+    if workers == 1:
+        yield map
+        return
+    with _single_threaded_children():
+        pool = multiprocessing.get_context("spawn").Pool(workers)  # starts the workers now
+    with pool:
+        yield pool.imap_unordered
