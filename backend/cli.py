@@ -45,6 +45,7 @@ def build_parser():
     rec.add_argument("--simplify", type=int, metavar="FACES", help="decimate to about FACES")
     rec.add_argument("--refine-steps", type=positive_int, default=0,
                      help="gradient refinement steps (paper section 3.3)")
+    rec.add_argument("--render", metavar="PNG", help="also write a picture: input | result")
     rec.add_argument("--json", action="store_true", help="print the summary as JSON")
     rec.add_argument("--quiet", action="store_true", help="no per-level progress on stderr")
 
@@ -53,6 +54,10 @@ def build_parser():
     occ.add_argument("--points", required=True, help=".npy (M, 3) unit-cube query points")
     occ.add_argument("-o", "--output", required=True, help=".npy to write (M,) float32 logits")
     add_model_options(occ)
+
+    from .server import add_arguments
+
+    add_arguments(commands.add_parser("serve", help="local inference server (HTTP API v1)"))
 
     conv = commands.add_parser("convert", help="official .pt checkpoint -> our safetensors")
     conv.add_argument("checkpoint")
@@ -88,6 +93,8 @@ def run_reconstruct(args):
 
     started = time.perf_counter()
     check_output(args.output, mesh_io.WRITE_EXTENSIONS)
+    if args.render:
+        check_output(args.render, (".png",))
     inp = read_input(args.input)
     model, card, name, device = load_model_for(inp, args)
     settings = Settings(args.resolution0, args.upsampling_steps, args.threshold,
@@ -103,6 +110,10 @@ def run_reconstruct(args):
             print(f"level {frame.level + 1}/{frame.levels}: {frame.resolution}^3,"
                   f" {frame.evaluations:,} evaluations, {frame.seconds:.2f} s", file=sys.stderr)
     mesh_io.write_mesh(args.output, frame.vertices, frame.faces, frame.normals)
+    if args.render:
+        from .render import input_and_result
+
+        input_and_result(inp, frame.vertices, frame.faces).save(args.render)
     dense = (frame.resolution + 1) ** 3
     summary = {"output": str(args.output), "model": name, "vertices": len(frame.vertices),
                "faces": len(frame.faces), "evaluations": frame.evaluations,
@@ -155,7 +166,14 @@ def run_convert(args):
           f" card {Path(args.output).with_suffix('.json')}")
 
 
-COMMANDS = {"reconstruct": run_reconstruct, "occupancy": run_occupancy, "convert": run_convert}
+def run_serve(args):
+    from .server import serve
+
+    serve(args)
+
+
+COMMANDS = {"reconstruct": run_reconstruct, "occupancy": run_occupancy, "convert": run_convert,
+            "serve": run_serve}
 
 
 def main(argv=None):
