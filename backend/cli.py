@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, run_command
 
 def positive_int(text):
     value = int(text)
@@ -178,12 +178,4 @@ COMMANDS = {"reconstruct": run_reconstruct, "occupancy": run_occupancy, "convert
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        COMMANDS[args.command](args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_command(COMMANDS[args.command], args)

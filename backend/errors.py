@@ -11,3 +11,20 @@ class UserError(Exception):
 
 class UnknownCheckpointError(UserError):
     """A checkpoint whose tensor names and shapes match no known architecture."""
+
+
+def run_command(command, args):
+    """Run ``command(args)`` for a CLI: a UserError becomes one ``error: ...`` line on stderr
+    and exit status 2, Ctrl-C status 130, anything else a traceback (a bug). Returns 0 on
+    success."""
+    import sys
+
+    try:
+        command(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.errors import UserError
+from backend.errors import UserError, run_command
 
 from . import metrics
 
@@ -448,15 +448,7 @@ def ground_truth_image(folder: Path, view):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        evaluate(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_command(evaluate, args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from backend.errors import UserError
+from backend.errors import UserError, run_command
 
 
 def positive_int(text: str) -> int:
@@ -91,15 +91,7 @@ COMMANDS = {"procedural": run_procedural, "meshes": run_meshes}
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        COMMANDS[args.command](args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_command(COMMANDS[args.command], args)
 
 
 if __name__ == "__main__":
