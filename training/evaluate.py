@@ -36,6 +36,7 @@ import numpy as np
 from backend.errors import UserError, run_command
 
 from . import metrics
+from .data.datasets import dataset_categories
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -113,26 +114,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--limit must be >= 1")
     if not args.noise >= 0:
         raise UserError(f"--noise must be >= 0 (got {args.noise})")
-
-
-def dataset_categories(data: Path, split: str) -> dict[str, str]:
-    """Category folder -> display name: the keys of ``metadata.yaml`` when there is one,
-    else every subfolder with a ``<split>.lst``."""
-    import yaml
-
-    metadata = data / "metadata.yaml"
-    if metadata.is_file():
-        try:
-            entries = yaml.safe_load(metadata.read_text())
-        except yaml.YAMLError as exc:
-            raise UserError(f"{metadata}: not valid YAML ({exc}); fix or delete it") from None
-        if not isinstance(entries, dict):
-            raise UserError(f"{metadata}: expected category folder -> {{id, name}}; fix or "
-                            f"delete it")
-        return {str(key): str((value or {}).get("name", key)).split(",")[0]
-                if isinstance(value, dict) else str(key) for key, value in entries.items()}
-    return {path.name: path.name for path in sorted(data.iterdir())
-            if (path / f"{split}.lst").is_file()}
 
 
 def find_shapes(data: Path, split: str, categories: str | None, kind: str,

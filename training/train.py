@@ -1,0 +1,394 @@
+"""Train an Occupancy Network on a dataset in the official ONet layout.
+
+``python -m training.train CONFIG.yaml [--out RUN_DIR] [--data DIR] [--resume]``
+
+The paper's recipe (see ``training.trainer``) with the settings of CONFIG (see
+``training.config``). The run folder (default ``runs/<config name>``) receives::
+
+    config.yaml                        the complete config of the run
+    model_best.safetensors (+ .json)   the weights with the best validation IoU so far
+    model_last.safetensors (+ .json)   the weights at the last checkpoint
+    training_state.pt                  what --resume needs (see training.checkpoints)
+    metrics.csv                        rows of iteration, wall_s, metric, value
+    tensorboard/                       the same metrics as TensorBoard events
+    curves.png                         the metrics plotted, redrawn at each validation
+
+Several processes (``torchrun --nproc_per_node N -m training.train ...``) train with
+DistributedDataParallel (NCCL on GPUs, Gloo on CPUs); ``training.batch_size`` is split
+between them and only rank 0 writes files. Anything the user can fix ends as one line
+``error: ...`` on stderr and exit status 2.
+"""
+
+import argparse
+import csv
+import itertools
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
+from tqdm import tqdm
+
+from backend.errors import UserError
+from backend.models import build_model
+
+from .checkpoints import MODEL_BEST, MODEL_LAST, STATE, load_run, save_model_file, save_state
+from .config import load_config
+from .data.datasets import ShapeDataset, collate
+from .data.fields import run_fields
+from .trainer import THRESHOLD, Trainer
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among the training processes (torchrun's environment)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    @property
+    def distributed(self):
+        return self.world > 1
+
+
+def start_processes(device_name):
+    """(Processes, device); joins the process group when torchrun started several.
+
+    device_name: "auto" (CUDA when present), "cpu" or "cuda"; with CUDA each process takes
+    the GPU of its local rank.
+    """
+    env = os.environ
+    procs = Processes(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)),
+                      int(env.get("LOCAL_RANK", 0)))
+    if device_name == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"training.device is cuda but PyTorch sees no CUDA GPU (torch "
+                        f"{torch.__version__}); set it to auto or cpu")
+    device = torch.device("cpu")
+    if device_name != "cpu" and torch.cuda.is_available():
+        device = torch.device("cuda", procs.local_rank)
+        torch.cuda.set_device(device)
+    if procs.distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return procs, device
+
+
+class ResumableSampler(Sampler):
+    """A DistributedSampler's order of one epoch from position ``start`` on, so a resumed
+    run continues mid-epoch with the samples an uninterrupted run would see."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self.start = 0
+
+    def set_position(self, epoch, start):
+        self.sampler.set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.start, None)
+
+    def __len__(self):
+        return len(self.sampler) - self.start
+
+
+def batches(loader, sampler, dataset, iteration, batch_size):
+    """The batches of iterations ``iteration``, ``iteration + 1``, ... epoch after epoch
+    (an epoch is every full batch of the shuffled training split)."""
+    steps = len(sampler.sampler) // batch_size
+    epoch, step = divmod(iteration, steps)
+    while True:
+        sampler.set_position(epoch, step * batch_size)
+        dataset.set_epoch(epoch)
+        yield from loader
+        epoch, step = epoch + 1, 0
+
+
+class RunLog:
+    """metrics.csv, TensorBoard events and curves.png of a run (written by rank 0 only).
+
+    Starting at ``iteration`` (0, or the checkpoint a run resumes from) drops what was
+    logged in the folder after it.
+    """
+
+    FIELDS = ("iteration", "wall_s", "metric", "value")
+
+    def __init__(self, run_dir, iteration):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = Path(run_dir)
+        self.csv = self.run_dir / "metrics.csv"
+        self.rows = []
+        if iteration and self.csv.is_file():
+            with open(self.csv, newline="") as f:
+                self.rows = [row for row in csv.DictReader(f)
+                             if int(row["iteration"]) <= iteration]
+        with open(self.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.FIELDS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        # Hides events an earlier (interrupted or replaced) run logged after ``iteration``.
+        self.writer = SummaryWriter(self.run_dir / "tensorboard", purge_step=iteration + 1)
+
+    def log(self, iteration, wall_seconds, metrics):
+        """Append ``{metric: value}`` at ``iteration`` to the CSV and TensorBoard."""
+        rows = [{"iteration": iteration, "wall_s": f"{wall_seconds:.1f}", "metric": name,
+                 "value": f"{value:.6g}"} for name, value in metrics.items()]
+        with open(self.csv, "a", newline="") as f:
+            csv.DictWriter(f, self.FIELDS).writerows(rows)
+        self.rows += rows
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, value, iteration)
+        self.writer.flush()
+
+    def plot(self):
+        """Redraw curves.png: one panel per metric against the iteration."""
+        from matplotlib.figure import Figure
+
+        names = sorted({row["metric"] for row in self.rows})
+        figure = Figure(figsize=(4 * len(names), 3.2), layout="tight")
+        for axes, name in zip(figure.subplots(1, len(names), squeeze=False)[0], names):
+            points = [(int(row["iteration"]), float(row["value"]))
+                      for row in self.rows if row["metric"] == name]
+            axes.plot(*zip(*points), marker="o" if name.startswith("val/") else None)
+            axes.set_title(name)
+            axes.set_xlabel("iteration")
+            axes.grid(alpha=0.3)
+        temporary = self.run_dir / "curves.tmp.png"
+        figure.savefig(temporary, dpi=100)
+        os.replace(temporary, self.run_dir / "curves.png")
+
+    def close(self):
+        self.writer.close()
+
+
+def hardware(device, world):
+    """What the run trains on, for the model card."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"device": device.type, "cpu": cpu or "unknown",
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "cpu_threads": torch.get_num_threads(), "processes": world,
+            "torch": torch.__version__}
+
+
+def make_card(config, provenance, iteration, wall_seconds, val_iou, best_iou, best_iteration):
+    """The model card of a checkpoint at ``iteration`` whose own IoU is ``val_iou`` (None
+    when not validated there); ``provenance`` holds the run's fixed facts."""
+    data = config["data"]
+    return {
+        "threshold": THRESHOLD,
+        "input_kind": config["model"]["input_kind"],
+        "input_points": data["input_points"] if data["input"] == "pointcloud" else None,
+        "metrics": {"val_iou": val_iou, "best_val_iou": best_iou,
+                    "best_iteration": best_iteration},
+        "provenance": {**provenance, "iterations": iteration,
+                       "wall_seconds": round(wall_seconds, 1), "config": config},
+    }
+
+
+def train(args, argv):
+    """Run the training of ``args`` (parsed command line ``argv``); returns the exit status."""
+    config = load_config(args.config, args.data)
+    if config["data"]["path"] is None:
+        raise UserError(f"{args.config}: no dataset: set data.path or pass --data DIR")
+    procs, device = start_processes(config["training"]["device"])
+    try:
+        return _train(config, args, argv, procs, device)
+    finally:
+        if procs.distributed:
+            dist.destroy_process_group()
+
+
+def open_datasets(config):
+    """(train, val) ShapeDatasets of the config; UserError for a train split too small for
+    the batch."""
+    data, opts = config["data"], config["training"]
+    latent = config["model"]["encoder_latent"] is not None
+    select = {"categories": data["categories"], "exclude": data["exclude_categories"],
+              "seed": opts["seed"], "normalize_inputs": data["input"] == "pointcloud"}
+    train_set = ShapeDataset(data["path"], "train", run_fields(data, True), **select)
+    val_set = ShapeDataset(data["path"], "val", run_fields(data, False, latent), **select)
+    if len(train_set) < opts["batch_size"]:
+        raise UserError(f"the train split has {len(train_set)} shapes, fewer than "
+                        f"training.batch_size {opts['batch_size']}; lower it or add shapes")
+    return train_set, val_set
+
+
+def open_model(config, run_dir, resume):
+    """(model, training state or None): the run's last checkpoint with ``resume``, else a
+    fresh model seeded by ``training.seed`` (the same on every process)."""
+    if resume:
+        return load_run(run_dir, config["model"])
+    if (run_dir / STATE).exists():
+        raise UserError(f"{run_dir} already holds a training run; pass --resume to "
+                        f"continue it or choose another --out")
+    torch.manual_seed(config["training"]["seed"])
+    return build_model(config["model"]), None
+
+
+def make_loaders(train_set, val_set, batch_size, procs, opts, device):
+    """(sampler, train loader, val loader) of this process: its share of each epoch's
+    shuffled shapes in batches of ``batch_size``, and every world-th validation shape."""
+    sampler = ResumableSampler(DistributedSampler(train_set, procs.world, procs.rank,
+                                                  shuffle=True, seed=opts["seed"],
+                                                  drop_last=True))
+    options = {"num_workers": opts["num_workers"], "collate_fn": collate,
+               "pin_memory": device.type == "cuda"}
+    # A generator of its own keeps the loader from drawing on the global torch RNG.
+    train_loader = DataLoader(train_set, batch_size, sampler=sampler, drop_last=True,
+                              generator=torch.Generator(), **options)
+    val_loader = DataLoader(Subset(val_set, range(procs.rank, len(val_set), procs.world)),
+                            1, **options)
+    return sampler, train_loader, val_loader
+
+
+def _train(config, args, argv, procs, device):
+    data, opts = config["data"], config["training"]
+    run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    max_iterations = opts["max_iterations"]
+    latent = config["model"]["encoder_latent"] is not None
+    if opts["batch_size"] % procs.world:
+        raise UserError(f"training.batch_size {opts['batch_size']} must be a multiple of the "
+                        f"{procs.world} processes")
+    batch_size = opts["batch_size"] // procs.world  # per process
+    train_set, val_set = open_datasets(config)
+    model, state = open_model(config, run_dir, args.resume)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=opts["lr"])
+    iteration, best_iou, best_iteration, wall_before = 0, None, None, 0.0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        iteration, best_iou = state["iteration"], state["best_iou"]
+        best_iteration, wall_before = state["best_iteration"], state["wall_seconds"]
+    trainer = Trainer(model, optimizer, device, opts["precision"],
+                      config["generative"]["kl_weight"], opts["seed"], procs.rank,
+                      procs.distributed)
+    sampler, train_loader, val_loader = make_loaders(train_set, val_set, batch_size, procs,
+                                                     opts, device)
+
+    started = time.perf_counter()
+    provenance = {
+        "source": "python -m training.train",
+        "command": shlex.join(["python", "-m", "training.train", *argv]),
+        "data": {"path": str(Path(data["path"]).resolve()),
+                 "categories": train_set.categories, "splits": train_set.split_sizes()},
+        "hardware": hardware(device, procs.world),
+    }
+
+    def wall():
+        return wall_before + time.perf_counter() - started
+
+    def card(val_iou):
+        return make_card(config, provenance, iteration, wall(), val_iou, best_iou,
+                         best_iteration)
+
+    log = None
+    if procs.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        log = RunLog(run_dir, iteration)
+    first_iteration = iteration
+    stream = batches(train_loader, sampler, train_set, iteration, batch_size)
+    window = torch.zeros(3, dtype=torch.float64)  # loss sum, KL sum, steps since the last log
+    busy = 0.0  # seconds spent loading and stepping since the last log
+    progress = tqdm(total=max_iterations, initial=iteration, unit="it", dynamic_ncols=True,
+                    disable=not procs.main)
+    try:
+        while iteration < max_iterations:
+            tick = time.perf_counter()
+            losses = trainer.train_step(next(stream), iteration)
+            busy += time.perf_counter() - tick
+            iteration += 1
+            window += torch.tensor([losses["loss"], losses["kl"], 1.0], dtype=torch.float64)
+            progress.set_postfix(loss=f"{losses['loss']:.2f}", refresh=False)
+            progress.update()
+            last = iteration == max_iterations
+            if iteration % opts["log_every"] == 0 or last:
+                seconds_per_iteration = busy / window[2].item()
+                if procs.distributed:  # NCCL reduces device tensors only
+                    window = window.to(device)
+                    dist.all_reduce(window)
+                    window = window.cpu()
+                metrics = {"train/loss": (window[0] / window[2]).item(),
+                           "train/seconds_per_iteration": seconds_per_iteration}
+                if latent:
+                    metrics["train/kl"] = (window[1] / window[2]).item()
+                if log is not None:
+                    log.log(iteration, wall(), metrics)
+                window.zero_()
+                busy = 0.0
+            val_iou = None
+            if iteration % opts["validate_every"] == 0 or last:
+                tick = time.perf_counter()
+                val_iou = trainer.validate(val_loader)
+                if best_iou is None or val_iou > best_iou:
+                    best_iou, best_iteration = val_iou, iteration
+                    if procs.main:
+                        save_model_file(run_dir / MODEL_BEST, model, card(val_iou))
+                if log is not None:
+                    log.log(iteration, wall(), {"val/iou": val_iou,
+                                                "val/seconds": time.perf_counter() - tick})
+                    log.plot()
+                progress.write(f"iteration {iteration}: val IoU {val_iou:.4f} "
+                               f"(best {best_iou:.4f} at {best_iteration})")
+            if (iteration % opts["checkpoint_every"] == 0 or last) and procs.main:
+                save_model_file(run_dir / MODEL_LAST, model, card(val_iou))
+                save_state(run_dir, optimizer, iteration, best_iou, best_iteration, wall())
+    except KeyboardInterrupt:
+        print(f"interrupted at iteration {iteration}; --resume continues from the last "
+              f"checkpoint in {run_dir}", file=sys.stderr)
+        return 130
+    finally:
+        progress.close()
+        if log is not None:
+            log.close()
+    if procs.main and iteration == first_iteration:
+        print(f"the run in {run_dir} is at iteration {iteration} already; raise "
+              f"training.max_iterations to train on")
+    elif procs.main:
+        print(f"{iteration} iterations in {wall():.0f} s; best val IoU {best_iou:.4f} at "
+              f"iteration {best_iteration}; models in {run_dir}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m training.train",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path, help="training config (YAML)")
+    parser.add_argument("--out", type=Path,
+                        help="run folder (default: runs/<config name>)")
+    parser.add_argument("--data", type=Path, help="dataset folder (replaces data.path)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint")
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return train(args, argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
