@@ -214,7 +214,8 @@ class Generator:
         s = self.settings
         if len(faces) == 0:
             return vertices, faces, None
-        exact = self.decoder(code, torch.float32)
+        if s.refine_steps or s.normals:
+            exact = self.decoder(code, torch.float32)
         if s.refine_steps:
             vertices = meshing.refine(exact, vertices, faces, self.threshold, s.refine_steps,
                                       self.device)
