@@ -193,8 +193,9 @@ class Generator:
         """
         s = self.settings
         started = time.perf_counter() if started is None else started
-        timer = [code.encode_seconds]
-        decoder = self.decoder(code)
+        folding = time.perf_counter()
+        decoder = self.decoder(code)  # per-shape network work: folds the CBN affines
+        timer = [code.encode_seconds + time.perf_counter() - folding]
         evaluate = self.evaluator(decoder, timer, should_stop)
         threshold = logit(self.threshold)
         levels = s.upsampling_steps + 1

@@ -23,9 +23,20 @@ def marching_cubes(values, threshold):
     import mcubes
 
     resolution = values.shape[0] - 1
-    padded = np.pad(values, 1, mode="constant", constant_values=OUTSIDE)
+    inside = values >= threshold
+    if not inside.any():
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
+    # Marching cubes only sees the inside's bounding box plus one layer of real outside
+    # values: everything beyond is outside anyway, and the crop is several times smaller.
+    lo, hi = [], []
+    for axis in range(3):
+        present = np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != axis)))
+        lo.append(max(present[0] - 1, 0))
+        hi.append(min(present[-1] + 2, resolution + 1))
+    crop = values[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    padded = np.pad(crop, 1, mode="constant", constant_values=OUTSIDE)
     vertices, faces = mcubes.marching_cubes(padded, float(threshold))
-    vertices = (vertices - 1.0) * (BOX_SIZE / resolution) - BOX_SIZE / 2
+    vertices = (vertices + (np.array(lo) - 1.0)) * (BOX_SIZE / resolution) - BOX_SIZE / 2
     return vertices.astype(np.float32), faces.astype(np.int32)
 
 
