@@ -32,12 +32,23 @@ def capsule_sdf(p, a, b, radius):
     return (p - (a + t[:, None] * ab)).norm(dim=-1) - radius
 
 
+# boxes_rods is laid out below, then centred and scaled so its bounding box has longest
+# edge 1 like a normalised input: a scan of it comes back at its own size.
+BOXES_RODS_CENTER = (-0.002, 0.1135, -0.0005)
+BOXES_RODS_SCALE = 1.0 / 0.738
+
+
 def boxes_rods_sdf(p):
     """Two boxes joined by thin rods, plus a thin rod sticking out: a test of thin parts.
 
-    The rods (radius 0.02) are thinner than a 32^3 cell (0.034) and much thinner than a
+    The rods (radius 0.027) are thinner than a 32^3 cell (0.034) and much thinner than a
     16^3 cell, yet attached to the boxes, so MISE must follow them from the body.
     """
+    k = BOXES_RODS_SCALE
+    return k * _boxes_rods_layout(p / k + p.new_tensor(BOXES_RODS_CENTER))
+
+
+def _boxes_rods_layout(p):
     d = torch.minimum(box_sdf(p, (-0.22, -0.05, 0.013), (0.151, 0.203, 0.187)),
                       box_sdf(p, (0.27, 0.07, -0.021), (0.097, 0.121, 0.143)))
     for a, b in [((-0.08, 0.0, 0.0), (0.2, 0.0, 0.0)),

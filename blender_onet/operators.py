@@ -1,0 +1,372 @@
+"""Operators: thin wrappers around plain functions (``actions``) that tests call as well."""
+
+import os
+import threading
+
+import bpy
+
+from . import backend_link, jobs, prefs, props, scene_input
+from .numeric import InputError
+
+ADDON = __package__
+BACKEND_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "backend")
+
+
+# -- plain functions -------------------------------------------------------------------------
+def input_problem(context):
+    """Why the current input cannot be reconstructed (None when it can)."""
+    return scene_input.describe(context, context.scene.onet).problem
+
+
+def reconstruct_problem(context):
+    problem = input_problem(context) or prefs.backend_problem(context)
+    if problem:
+        return problem
+    source = scene_input.describe(context, context.scene.onet).source
+    for job in jobs.running():
+        if job.properties.get("onet_source") == source:
+            return f"A reconstruction of {source!r} is already running; wait or cancel it"
+    return None
+
+
+def start_reconstruction(context):
+    """Read the input and start streaming its reconstruction. Returns the Job.
+
+    Raises InputError (plain words) when the input cannot be used.
+    """
+    settings = context.scene.onet
+    problem = prefs.backend_problem(context)
+    if problem:
+        raise InputError(problem)
+    data = scene_input.read(context, settings)
+    model = settings.model_name or None
+    mise = props.mise_of(settings)
+
+    def request(client, on_accepted):
+        return client.reconstruct(model=model, mise=mise, on_accepted=on_accepted,
+                                  **data.arrays)
+
+    job = jobs.Job("reconstruct", prefs.settings_snapshot(context), request, data.matrix,
+                   f"{data.source} ONet", context.scene.name)
+    job.collection = data.collection
+    job.properties = {
+        "onet_source": data.source, "onet_input": data.label, "onet_kind": data.kind,
+        "onet_model": model or "default", "onet_resolution0": mise["resolution0"],
+        "onet_upsampling_steps": mise["upsampling_steps"],
+        "onet_threshold_requested": mise["threshold"] or 0.0, "onet_status": "running"}
+    jobs.Status.last_error = ""
+    return jobs.start(job)
+
+
+def set_interpolation_shape(context, which):
+    settings = context.scene.onet
+    problem = prefs.backend_problem(context)
+    if problem:
+        raise InputError(problem)
+    data = scene_input.read(context, settings)
+    interpolation = jobs.interpolation
+    try:
+        interpolation.set_shape(which, data, settings.model_name or None)
+    except ValueError as exc:
+        raise InputError(str(exc)[:1].upper() + str(exc)[1:]) from None
+    interpolation.settings = prefs.settings_snapshot(context)
+    interpolation.mise = props.mise_of(settings)
+    interpolation.scene = context.scene.name
+    if interpolation.ready():
+        interpolation.request(settings.interp_t, preview=True)
+    return data
+
+
+def apply_interpolation(context):
+    from . import result_mesh
+
+    interpolation = jobs.interpolation
+    ob = interpolation.preview_object()
+    t = interpolation.shown[0] if interpolation.shown else context.scene.onet.interp_t
+    a, b = interpolation.a[0].source, interpolation.b[0].source
+    new = result_mesh.copy_object(ob.name, f"{a} to {b} ONet t={t:.2f}", context.scene)
+    for key in ("onet_level", "onet_preview", "onet_interpolation"):
+        if key in new:
+            del new[key]
+    new["onet_status"] = "done"
+    new["onet_t"] = t
+    return new
+
+
+def check_python_async(context):
+    python, _ = backend_link.resolve_python(prefs.prefs(context).python_path.strip(),
+                                            prefs.user_dir())
+    jobs.Status.check_running = True
+
+    def run():
+        jobs.Status.check = backend_link.check_python(python)
+        jobs.Status.check_running = False
+
+    threading.Thread(target=run, name="onet-check-python", daemon=True).start()
+
+
+def install_problem():
+    if not bpy.app.online_access:
+        requirements = os.path.join(BACKEND_DIR, "requirements.txt")
+        return ("Online access is disabled, so nothing can be downloaded. Allow it in"
+                " Preferences > System > Network, or install the backend's requirements"
+                f" yourself: python -m pip install -r \"{requirements}\", then choose that"
+                " Python in these preferences")
+    task = jobs.Status.install
+    if task is not None and task.state == "running":
+        return "The backend environment is being installed"
+    return None
+
+
+def install_backend_async(context, base_python=None, requirements=None):
+    """Create the venv under the extension's user folder and pip-install the pins."""
+    problem = install_problem()
+    if problem:
+        raise InputError(problem)
+    folder = prefs.user_dir()
+    task = backend_link.InstallTask(log_path=os.path.join(folder, "install-backend.log"))
+    jobs.Status.install = task
+    base = base_python or _venv_base_python()
+    requirements = requirements or os.path.join(BACKEND_DIR, "requirements.txt")
+    variant = prefs.prefs(context).torch_variant
+
+    def run():
+        try:
+            backend_link.install_environment(base, folder, requirements, variant, task)
+        except Exception as exc:
+            task.state, task.message = "error", f"{type(exc).__name__}: {exc}"
+
+    threading.Thread(target=run, name="onet-install", daemon=True).start()
+    return task
+
+
+def _venv_base_python():
+    import sys
+
+    return sys.executable
+
+
+# -- operators ---------------------------------------------------------------------------------
+class ONET_OT_reconstruct(bpy.types.Operator):
+    bl_idname = "onet.reconstruct"
+    bl_label = "Reconstruct"
+    bl_description = ("Reconstruct a closed mesh from the active object or the chosen image"
+                      " with an Occupancy Network; the new object refines level by level")
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        problem = reconstruct_problem(context)
+        if problem:
+            cls.poll_message_set(problem)
+            return False
+        return True
+
+    def execute(self, context):
+        try:
+            job = start_reconstruction(context)
+        except InputError as exc:
+            jobs.Status.last_error = str(exc)
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Reconstructing {job.properties['onet_source']}…")
+        return {"FINISHED"}
+
+
+class ONET_OT_cancel(bpy.types.Operator):
+    bl_idname = "onet.cancel"
+    bl_label = "Cancel Reconstruction"
+    bl_description = "Stop the running reconstruction and remove its unfinished result"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        if not jobs.running():
+            cls.poll_message_set("No reconstruction is running")
+            return False
+        return True
+
+    def execute(self, context):
+        for job in jobs.running():
+            jobs.cancel(job)
+        self.report({"INFO"}, "Reconstruction cancelled")
+        return {"FINISHED"}
+
+
+class ONET_OT_backend_start(bpy.types.Operator):
+    bl_idname = "onet.backend_start"
+    bl_label = "Start Backend"
+    bl_description = ("Launch the reconstruction backend (or connect to the remote one) now,"
+                      " so the first reconstruction does not wait for it")
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        if jobs.backend.state == "starting":
+            cls.poll_message_set("The backend is starting")
+            return False
+        if jobs.backend.is_running():
+            cls.poll_message_set("The backend is already running")
+            return False
+        problem = prefs.backend_problem(context)
+        if problem:
+            cls.poll_message_set(problem)
+            return False
+        return True
+
+    def execute(self, context):
+        jobs.backend.start_async(prefs.settings_snapshot(context))
+        return {"FINISHED"}
+
+
+class ONET_OT_backend_stop(bpy.types.Operator):
+    bl_idname = "onet.backend_stop"
+    bl_label = "Stop Backend"
+    bl_description = ("Stop the backend this add-on launched (or disconnect from the remote"
+                      " one); running jobs are cancelled")
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        if jobs.backend.state not in ("running", "starting"):
+            cls.poll_message_set("The backend is not running")
+            return False
+        return True
+
+    def execute(self, context):
+        jobs.cancel_all("Cancelled: the backend was stopped.")
+        jobs.backend.stop()
+        return {"FINISHED"}
+
+
+class ONET_OT_check_python(bpy.types.Operator):
+    bl_idname = "onet.check_python"
+    bl_label = "Check"
+    bl_description = ("Run the backend's Python interpreter and show its PyTorch version and"
+                      " whether CUDA is available")
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        if jobs.Status.check_running:
+            cls.poll_message_set("A check is running")
+            return False
+        return True
+
+    def execute(self, context):
+        check_python_async(context)
+        return {"FINISHED"}
+
+
+class ONET_OT_install_backend(bpy.types.Operator):
+    bl_idname = "onet.install_backend"
+    bl_label = "Install Backend Environment"
+    bl_description = ("Create a Python environment in the extension's user folder and install"
+                      " PyTorch and the backend's other pinned requirements (downloads)")
+    bl_options = {"REGISTER"}
+
+    def execute(self, context):
+        try:
+            task = install_backend_async(context)
+        except InputError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Installing the backend environment; log: {task.log_path}")
+        return {"FINISHED"}
+
+
+class _SetShape:
+    bl_options = {"REGISTER"}
+    which = "a"
+
+    @classmethod
+    def poll(cls, context):
+        problem = input_problem(context) or prefs.backend_problem(context)
+        if problem:
+            cls.poll_message_set(problem)
+            return False
+        return True
+
+    def execute(self, context):
+        try:
+            data = set_interpolation_shape(context, self.which)
+        except InputError as exc:
+            jobs.Status.last_error = str(exc)
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Shape {self.which.upper()}: {data.source} ({data.label})")
+        return {"FINISHED"}
+
+
+class ONET_OT_interpolate_set_a(_SetShape, bpy.types.Operator):
+    bl_idname = "onet.interpolate_set_a"
+    bl_label = "Set Shape A"
+    bl_description = "Use the current input as shape A of the latent interpolation (Blend 0)"
+    which = "a"
+
+
+class ONET_OT_interpolate_set_b(_SetShape, bpy.types.Operator):
+    bl_idname = "onet.interpolate_set_b"
+    bl_label = "Set Shape B"
+    bl_description = "Use the current input as shape B of the latent interpolation (Blend 1)"
+    which = "b"
+
+
+class ONET_OT_interpolate_apply(bpy.types.Operator):
+    bl_idname = "onet.interpolate_apply"
+    bl_label = "Apply Blend"
+    bl_description = "Keep the interpolated shape as a new object"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        if not jobs.interpolation.ready():
+            cls.poll_message_set("Set shapes A and B first")
+            return False
+        if jobs.interpolation.preview_object() is None:
+            cls.poll_message_set("No interpolated shape yet: move the Blend slider")
+            return False
+        return True
+
+    def execute(self, context):
+        new = apply_interpolation(context)
+        self.report({"INFO"}, f"Created {new.name}")
+        return {"FINISHED"}
+
+
+class ONET_OT_interpolate_clear(bpy.types.Operator):
+    bl_idname = "onet.interpolate_clear"
+    bl_label = "Clear Interpolation"
+    bl_description = "Forget shapes A and B and remove the interpolation preview object"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        if jobs.interpolation.a is None and jobs.interpolation.b is None:
+            cls.poll_message_set("No interpolation is set up")
+            return False
+        return True
+
+    def execute(self, context):
+        from . import result_mesh
+
+        ob = jobs.interpolation.preview_object()
+        jobs.interpolation.reset()
+        if ob is not None:
+            result_mesh.remove_object(ob.name)
+        return {"FINISHED"}
+
+
+CLASSES = (ONET_OT_reconstruct, ONET_OT_cancel, ONET_OT_backend_start, ONET_OT_backend_stop,
+           ONET_OT_check_python, ONET_OT_install_backend, ONET_OT_interpolate_set_a,
+           ONET_OT_interpolate_set_b, ONET_OT_interpolate_apply, ONET_OT_interpolate_clear)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,158 @@
+"""Per-scene settings of the ONet panel (``scene.onet``)."""
+
+import bpy
+from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
+                       StringProperty)
+
+from . import jobs, scene_input
+
+PRESETS = {"PREVIEW": (16, 1), "STANDARD": (32, 2), "HIGH": (32, 3)}
+DEFAULT_MODEL = "__default__"
+_model_items = []  # Blender needs Python to keep the enum strings alive
+
+
+def model_items(self, context):
+    """Models from the backend that fit the input kind (+ analytic shapes when asked)."""
+    description = scene_input.describe(context or bpy.context, self)
+    kind = description.kind
+    names = {"pointcloud": "point clouds", "voxels": "voxels", "image": "images"}
+    items = [(DEFAULT_MODEL, "Default", "The backend's default model for "
+              + names.get(kind, "this input"), 0)]
+    for model in jobs.backend.models:
+        fits = model.get("input_kind") == kind and kind is not None
+        test = model.get("input_kind") is None and self.show_test_shapes
+        if fits or test:
+            card = model.get("card") or {}
+            text = card.get("description") or card.get("provenance") or model["name"]
+            items.append((model["name"], model["name"], str(text), len(items)))
+    if self.model_name and all(item[0] != self.model_name for item in items):
+        items.append((self.model_name, f"{self.model_name} (not listed)",
+                      "Not offered by the running backend for this input", len(items)))
+    _model_items[:] = items
+    return _model_items
+
+
+def _get_model(self):
+    items = model_items(self, bpy.context)
+    for item in items:
+        if item[0] == (self.model_name or DEFAULT_MODEL):
+            return item[3]
+    return 0
+
+
+def _set_model(self, value):
+    for item in _model_items or model_items(self, bpy.context):
+        if item[3] == value:
+            self.model_name = "" if item[0] == DEFAULT_MODEL else item[0]
+            return
+
+
+_syncing = []
+
+
+def _preset_update(self, context):
+    if self.preset in PRESETS and not _syncing:
+        _syncing.append(True)
+        try:
+            self.resolution0, self.upsampling_steps = PRESETS[self.preset]
+        finally:
+            _syncing.pop()
+
+
+def _numbers_update(self, context):
+    if _syncing:
+        return
+    match = next((name for name, numbers in PRESETS.items()
+                  if numbers == (self.resolution0, self.upsampling_steps)), "CUSTOM")
+    if self.preset != match:
+        _syncing.append(True)
+        try:
+            self.preset = match
+        finally:
+            _syncing.pop()
+
+
+def _t_update(self, context):
+    interpolation = jobs.interpolation
+    if interpolation.ready():
+        interpolation.mise = mise_of(self)
+        interpolation.request(self.interp_t, preview=True)
+
+
+def mise_of(settings):
+    return {"resolution0": settings.resolution0, "upsampling_steps": settings.upsampling_steps,
+            "threshold": settings.threshold if settings.threshold > 0 else None}
+
+
+class ONET_PG_scene(bpy.types.PropertyGroup):
+    source: EnumProperty(
+        name="Input", description="What to reconstruct from",
+        items=[("OBJECT", "Active Object", "The active object: a mesh (its vertices, points on"
+                " its faces or its voxels), a point cloud, a volume or an image empty"),
+               ("IMAGE", "Image", "An image datablock of this file; the result goes to the 3D"
+                " cursor"),
+               ("FILE", "Image File", "An image file on disk; the result goes to the 3D"
+                " cursor")])
+    image: PointerProperty(name="Image", type=bpy.types.Image,
+                           description="Reference image to reconstruct from")
+    image_path: StringProperty(name="Image File", subtype="FILE_PATH",
+                               description="PNG or JPEG (or any format Blender reads)")
+    mask_image: PointerProperty(name="Mask", type=bpy.types.Image,
+                                description="Optional mask: white (or opaque) is the object."
+                                " Without it the image's alpha is used")
+    mesh_mode: EnumProperty(
+        name="Mesh As", description="How a mesh object is turned into a network input",
+        items=[("AUTO", "Auto", "Voxels for meshes built from cubes (voxel art), else the"
+                " vertices"),
+               ("VERTICES", "Vertices", "The mesh's vertices as a point cloud"),
+               ("SURFACE", "Surface Points", "Points sampled evenly on the faces (for meshes"
+                " whose vertices are sparse or uneven)"),
+               ("VOXELS", "Voxels", "Voxelise the mesh at 32³ in its bounding cube (surface"
+                " and interior) for voxel models")])
+    surface_points: IntProperty(name="Points", default=10000, min=100, max=1_000_000,
+                                description="How many points to sample on the faces")
+    model_name: StringProperty(name="Model Name", description="Chosen model ('' = default)")
+    model: EnumProperty(name="Model", items=model_items, get=_get_model, set=_set_model,
+                        description="Network that reconstructs the shape (only models for"
+                        " this kind of input are listed)")
+    show_test_shapes: BoolProperty(
+        name="Show Test Shapes", default=False,
+        description="List the analytic test models (closed-form shapes that ignore the input;"
+        " for checking the pipeline without trained weights)")
+    preset: EnumProperty(
+        name="Resolution", default="STANDARD", update=_preset_update,
+        description="Multi-resolution isosurface extraction (MISE): start grid → final grid",
+        items=[("PREVIEW", "Preview (16 → 32)", "Fast, coarse"),
+               ("STANDARD", "Standard (32 → 128)", "The paper's setting"),
+               ("HIGH", "High (32 → 256)", "Fine detail, about 4x slower than standard"),
+               ("CUSTOM", "Custom", "Numbers set under Advanced")])
+    resolution0: IntProperty(name="Start Grid", default=32, min=4, max=128,
+                             update=_numbers_update,
+                             description="MISE start resolution (cells per edge)")
+    upsampling_steps: IntProperty(name="Refinements", default=2, min=0, max=4,
+                                  update=_numbers_update,
+                                  description="Times MISE halves the cells near the surface"
+                                  " (final grid = start × 2^refinements)")
+    threshold: FloatProperty(name="Threshold", default=0.0, min=0.0, max=0.99,
+                             description="Occupancy probability of the surface (0: the model's"
+                             " own, 0.2 for ONet)")
+    show_advanced: BoolProperty(name="Advanced", default=False)
+    interp_t: FloatProperty(name="Blend", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
+                            update=_t_update,
+                            description="0 = shape A, 1 = shape B; the preview follows the"
+                            " slider at low resolution and refines when it rests")
+
+
+CLASSES = (ONET_PG_scene,)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.onet = PointerProperty(type=ONET_PG_scene)
+
+
+def unregister():
+    del bpy.types.Scene.onet
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,138 @@
+"""The ONet tab of the 3D View sidebar (N panel)."""
+
+import bpy
+
+from . import jobs, prefs, scene_input
+from .prefs import wrap
+
+
+class ONET_PT_reconstruct(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "ONet"
+    bl_label = "ONet Reconstruct"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.onet
+        col = layout.column()
+        col.prop(settings, "source")
+        if settings.source == "IMAGE":
+            col.template_ID(settings, "image", open="image.open")
+        elif settings.source == "FILE":
+            col.prop(settings, "image_path")
+        description = scene_input.describe(context, settings)
+        if description.kind == "image":
+            col.prop(settings, "mask_image")
+        ob = context.active_object
+        if settings.source == "OBJECT" and ob is not None and ob.type in scene_input.MESH_LIKE:
+            col.prop(settings, "mesh_mode")
+            if settings.mesh_mode == "SURFACE":
+                col.prop(settings, "surface_points")
+        box = layout.box()
+        if description.problem:
+            for i, line in enumerate(wrap(description.problem)):
+                box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
+        else:
+            for i, line in enumerate(wrap(description.text)):
+                box.label(text=line, icon="CHECKMARK" if i == 0 else "BLANK1")
+
+        layout.prop(settings, "model")
+        if not jobs.backend.is_running():
+            layout.label(text="Start the backend to list its models", icon="INFO")
+        layout.prop(settings, "preset")
+        fold = layout.column()
+        fold.prop(settings, "show_advanced", icon="TRIA_DOWN" if settings.show_advanced
+                  else "TRIA_RIGHT", emboss=False)
+        if settings.show_advanced:
+            grid = fold.column(align=True)
+            grid.prop(settings, "resolution0")
+            grid.prop(settings, "upsampling_steps")
+            finest = settings.resolution0 * 2 ** settings.upsampling_steps
+            grid.label(text=f"MISE {settings.resolution0} → {finest} (final grid {finest}³)")
+            fold.prop(settings, "threshold")
+            fold.prop(settings, "show_test_shapes")
+
+        running = jobs.running()
+        if running:
+            for job in running:
+                fraction, text = job.progress()
+                layout.progress(factor=fraction, text=text)
+            layout.operator("onet.cancel", icon="CANCEL")
+        else:
+            layout.operator("onet.reconstruct", icon="MESH_ICOSPHERE")
+        if jobs.Status.last_error:
+            box = layout.box()
+            for i, line in enumerate(wrap(jobs.Status.last_error)):
+                box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
+        elif jobs.Status.last_result and not running:
+            for line in wrap(jobs.Status.last_result):
+                layout.label(text=line)
+
+
+class ONET_PT_interpolate(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "ONet"
+    bl_label = "Latent Interpolation"
+    bl_parent_id = "ONET_PT_reconstruct"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        interpolation = jobs.interpolation
+        row = layout.row(align=True)
+        row.operator("onet.interpolate_set_a", text="Set A")
+        row.operator("onet.interpolate_set_b", text="Set B")
+        names = [shape[0].source if shape else "—" for shape in (interpolation.a,
+                                                                   interpolation.b)]
+        layout.label(text=f"A: {names[0]}    B: {names[1]}")
+        col = layout.column()
+        col.enabled = interpolation.ready()
+        col.prop(context.scene.onet, "interp_t", slider=True)
+        job = interpolation.job
+        if job is not None:
+            fraction, text = job.progress()
+            layout.progress(factor=fraction, text=("Preview: " if job.preview else "") + text)
+        elif interpolation.shown is not None:
+            t, preview = interpolation.shown
+            layout.label(text=f"Showing t = {t:.2f}" + (" (preview)" if preview else ""))
+        row = layout.row(align=True)
+        row.operator("onet.interpolate_apply", icon="CHECKMARK")
+        row.operator("onet.interpolate_clear", text="", icon="X")
+
+
+class ONET_PT_backend(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "ONet"
+    bl_label = "Backend"
+    bl_parent_id = "ONET_PT_reconstruct"
+
+    def draw(self, context):
+        layout = self.layout
+        for i, line in enumerate(wrap(jobs.backend.status_text())):
+            layout.label(text=line, icon=("CHECKMARK" if jobs.backend.is_running() else
+                                          "DOT") if i == 0 else "BLANK1")
+        problem = prefs.backend_problem(context)
+        if problem and not jobs.backend.is_running():
+            for i, line in enumerate(wrap(problem)):
+                layout.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
+        row = layout.row(align=True)
+        row.operator("onet.backend_start", icon="PLAY", text="Start")
+        row.operator("onet.backend_stop", icon="PAUSE", text="Stop")
+        layout.operator("preferences.addon_show", text="Preferences",
+                        icon="PREFERENCES").module = prefs.ADDON
+
+
+CLASSES = (ONET_PT_reconstruct, ONET_PT_interpolate, ONET_PT_backend)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

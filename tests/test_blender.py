@@ -1,0 +1,1064 @@
+"""The Blender extension in real Blender (the ``bpy`` module) against a real backend.
+
+The zip is built with scripts/build_extension.py and installed the way Blender installs
+extensions (``bpy.ops.extensions.package_install_files``) into a temporary user folder.
+``bpy`` imports once per process and reads BLENDER_USER_RESOURCES when it is imported, so
+the Blender side runs in one worker subprocess (this file run with ``--worker``): each test
+sends it a scenario name and gets back the scenario's result or its traceback. The
+add-on launches the backend itself with ONET_BACKEND_PYTHON (default: this interpreter).
+
+Runs on any bpy from 4.2 on (Python 3.11 or 3.13): the test process imports only the
+standard library and pytest; torch is used in a subprocess of the backend's interpreter.
+``bash scripts/test_blender.sh VERSION`` runs this file on a given bpy release.
+"""
+
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import zipfile
+from importlib.util import find_spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+def backend_python():
+    """ONET_BACKEND_PYTHON, else this interpreter if it has torch, else the main .venv's."""
+    if os.environ.get("ONET_BACKEND_PYTHON"):
+        return os.environ["ONET_BACKEND_PYTHON"]
+    venv = os.path.join(ROOT, ".venv", "bin", "python")
+    if find_spec("torch") is None and os.path.exists(venv):
+        return venv
+    return sys.executable
+
+
+BACKEND_PYTHON = backend_python()
+MARK = "@@ONET-RESULT@@ "
+ADDON = "bl_ext.user_default.blender_onet"
+
+if __name__ != "__main__":
+    import pytest
+
+    pytestmark = pytest.mark.skipif(find_spec("bpy") is None,
+                                    reason="bpy (Blender as a Python module) is not installed")
+
+
+# ==============================================================================================
+# pytest side: build, models, worker process
+# ==============================================================================================
+MAKE_MODELS = r"""
+import importlib.util, sys
+from pathlib import Path
+root, out = sys.argv[1], Path(sys.argv[2])
+sys.path.insert(0, root)
+spec = importlib.util.spec_from_file_location("onet_test_server", f"{root}/tests/test_server.py")
+helpers = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(helpers)
+from backend.checkpoints import save_model
+from backend.models import PAPER_CONFIGS, build_model
+small = dict(PAPER_CONFIGS["pointcloud"])
+small["encoder"] = {"name": "resnet_pointnet", "c_dim": 16, "hidden_dim": 32}
+small["decoder"] = {"name": "cbatchnorm", "c_dim": 16, "z_dim": 0, "hidden_size": 32,
+                    "legacy": False}
+save_model(out / "tiny_pointcloud.safetensors", helpers.perturbed(build_model(small), 1),
+           {"threshold": 0.2, "input_kind": "pointcloud"})
+save_model(out / "paper_pointcloud.safetensors",
+           helpers.perturbed(build_model(PAPER_CONFIGS["pointcloud"]), 2),
+           {"threshold": 0.2, "input_kind": "pointcloud"})
+"""
+
+
+class Worker:
+    """The Blender subprocess; ``run(name)`` executes ``scenario_<name>`` there."""
+
+    def __init__(self, zip_path, model_dir, user_dir):
+        env = dict(os.environ, BLENDER_USER_RESOURCES=user_dir,
+                   ONET_BACKEND_PYTHON=BACKEND_PYTHON, PYTHONUNBUFFERED="1")
+        self.log = []
+        self.full_log = []  # everything Blender printed, for the final traceback check
+        self.lines = queue.Queue()
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", zip_path, model_dir],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=env, cwd=ROOT)
+        threading.Thread(target=self._read, daemon=True).start()
+        self.started = self._result("startup", 120)
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.full_log.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _result(self, name, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"scenario {name} timed out after {timeout} s; Blender"
+                                     " output:\n" + "".join(self.log[-40:])) from None
+            if line is None:
+                raise AssertionError(f"the Blender worker died during {name}; output:\n"
+                                     + "".join(self.log[-60:]))
+            if line.startswith(MARK):
+                result = json.loads(line[len(MARK):])
+                if not result["ok"]:
+                    raise AssertionError(f"scenario {name} failed in Blender:\n"
+                                         f"{result['error']}\nBlender output:\n"
+                                         + "".join(self.log[-30:]))
+                return result["data"]
+            self.log.append(line)
+
+    def run(self, name, timeout=180, **kwargs):
+        self.log.clear()
+        self.process.stdin.write(json.dumps({"scenario": name, "args": kwargs}) + "\n")
+        self.process.stdin.flush()
+        return self._result(name, timeout)
+
+    def close(self):
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write(json.dumps({"scenario": "quit"}) + "\n")
+                self.process.stdin.flush()
+                self.process.wait(30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+
+
+if __name__ != "__main__":
+    @pytest.fixture(scope="session")
+    def extension_zip(tmp_path_factory):
+        out = tmp_path_factory.mktemp("dist")
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts",
+                                                              "build_extension.py"),
+                                 "--output-dir", str(out)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout.strip().splitlines()[-1]
+
+    @pytest.fixture(scope="session")
+    def model_dir(tmp_path_factory):
+        """A tiny random point-cloud ONet (fast) and a paper-size one (slow to cancel)."""
+        folder = tmp_path_factory.mktemp("models")
+        result = subprocess.run([BACKEND_PYTHON, "-c", MAKE_MODELS, ROOT, str(folder)],
+                                capture_output=True, text=True, cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return str(folder)
+
+    @pytest.fixture(scope="session")
+    def blender(extension_zip, model_dir, tmp_path_factory):
+        worker = Worker(extension_zip, model_dir, str(tmp_path_factory.mktemp("blender-user")))
+        yield worker
+        worker.close()
+
+
+# ==============================================================================================
+# Tests (pytest side): each runs one scenario in Blender
+# ==============================================================================================
+def test_zip_layout_and_manifest(extension_zip):
+    with zipfile.ZipFile(extension_zip) as archive:
+        names = archive.namelist()
+        manifest = archive.read("blender_manifest.toml").decode()
+    assert "__init__.py" in names and "jobs.py" in names  # add-on files at the zip root
+    for required in ("backend/__init__.py", "backend/client.py", "backend/protocol.py",
+                     "backend/server.py", "backend/requirements.txt",
+                     "backend/samples/boxes_rods_scan.ply"):
+        assert required in names
+    assert any(name.startswith("backend/weights/") for name in names)
+    assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
+    assert 'id = "blender_onet"' in manifest and 'blender_version_min = "4.2.0"' in manifest
+    assert "network =" in manifest and "files =" in manifest
+    with zipfile.ZipFile(extension_zip) as archive:
+        pins = archive.read("backend/requirements.txt").decode()
+    assert "torch==" in pins and "numpy==" in pins and "bpy" not in pins
+
+
+def test_addon_source_rules():
+    """Relative imports only, no sys.path edits, no torch, writable files in the user dir."""
+    folder = os.path.join(ROOT, "blender_onet")
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(folder, name)) as handle:
+            text = handle.read()
+        assert "sys.path" not in text, name
+        assert not re.search(r"^\s*(import|from) torch", text, re.M), name
+        assert not re.search(r"^\s*(import|from) backend", text, re.M), name
+        assert "blender_onet" not in text.replace("ONET", ""), name  # no absolute self-import
+
+
+def load_numeric():
+    """The add-on's numpy-only module, without Blender (its package imports bpy)."""
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    spec = spec_from_file_location("onet_numeric", os.path.join(ROOT, "blender_onet",
+                                                                "numeric.py"))
+    module = module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_voxelize_fills_a_closed_shell_and_keeps_the_frame():
+    import numpy as np
+
+    numeric = load_numeric()
+    # A closed octahedron (8 triangles) around (1, 2, 3), radius 0.8 along each axis.
+    centre = np.array([1.0, 2.0, 3.0])
+    vertices = centre + 0.8 * np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0],
+                                        [0, 0, 1], [0, 0, -1]], float)
+    faces = np.array([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4],
+                      [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
+    occupancy, translate, edge = numeric.voxelize(vertices, faces, 32)
+    assert np.allclose(translate, centre - 0.8) and np.isclose(edge, 1.6)
+    index = np.indices((32, 32, 32)).reshape(3, -1).T
+    centres = translate + (index + 0.5) / 32 * edge
+    inside = np.abs(centres - centre).sum(1) <= 0.8 - 1.6 / 32  # well inside the octahedron
+    outside = np.abs(centres - centre).sum(1) >= 0.8 + 1.6 / 32 * 1.8
+    assert occupancy.reshape(-1)[inside].all() and not occupancy.reshape(-1)[outside].any()
+    assert not numeric.looks_like_voxels(vertices, faces)
+
+
+def test_images_masks_and_bad_points():
+    import numpy as np
+
+    numeric = load_numeric()
+    pixels = np.zeros((2, 3, 4), np.float32)  # Blender order: bottom row first
+    pixels[0, :, 0] = 1.0
+    pixels[..., 3] = 0.5
+    rgba = numeric.pixels_to_rgba8(pixels.ravel(), 3, 2, 4)
+    assert rgba.shape == (2, 3, 4) and rgba.dtype == np.uint8
+    assert (rgba[1, :, 0] == 255).all() and (rgba[0, :, 0] == 0).all()  # now top to bottom
+    assert (rgba[..., 3] == 128).all()
+    mask = numeric.mask_from_rgba(np.full((4, 4, 4), 255, np.uint8), (8, 2))
+    assert mask.shape == (8, 2) and (mask == 255).all()
+    cloud = np.random.default_rng(0).random((10, 3))
+    cloud[4, 1] = np.inf
+    with pytest.raises(numeric.InputError, match="1 of 10 points with NaN or infinite"):
+        numeric.finite_points(cloud, "The mesh 'X'")
+    with pytest.raises(numeric.InputError, match="coincide"):
+        numeric.finite_points(np.ones((5, 3)), "The mesh 'X'")
+
+
+def test_installs_and_registers(blender):
+    info = blender.started
+    assert info["module"] == ADDON and info["enabled"]
+    assert info["timer_registered"] and info["has_pump"]
+    assert info["user_dir"].startswith(info["user_resources"])
+    labels = info["operators"]
+    for op in ("reconstruct", "cancel", "backend_start", "backend_stop",
+               "interpolate_set_a", "interpolate_set_b", "interpolate_apply"):
+        assert labels[op]["label"] and len(labels[op]["description"]) > 20, op
+
+
+def test_reconstruct_mesh_vertices_streams_in_the_source_frame(blender):
+    data = blender.run("mesh_vertices")
+    assert data["levels_seen"] == [0, 1, 2], data  # every MISE level was applied
+    assert data["same_datablock"] and data["closed"] and data["smooth"]
+    assert data["name"] == "Src ONet"
+    assert data["bbox_error"] < 0.02, data
+    assert data["matrix_error"] < 1e-6
+    assert data["props"]["onet_model"] == "analytic:box"
+    assert data["props"]["onet_resolution0"] == 32 and data["props"]["onet_status"] == "done"
+    assert data["description"] == "Mesh: 8 vertices → 8 points"
+    assert "tiny_pointcloud" in data["models_for_points"]
+    assert "analytic:box" not in data["models_without_test_shapes"]
+    assert data["objects_after"] == sorted(data["objects_before"] + ["Src ONet"])
+    assert data["after_undo"] == data["objects_before"]
+    assert data["after_redo"] == data["objects_after"]
+    assert data["surface_description"] == "Mesh: 12 faces → 5,000 points sampled on the faces"
+    assert data["surface_closed"]
+
+
+def test_reconstruct_voxel_object(blender):
+    data = blender.run("voxel_object")
+    assert data["voxelised_exactly"], data
+    assert data["description"].startswith("Voxel mesh"), data
+    assert "tiny_pointcloud" not in data["models"]
+    assert data["closed"] and data["bbox_error"] < 0.02 and data["matrix_error"] < 1e-6, data
+    assert data["updates"] == 3
+
+
+def test_reconstruct_image_empty_and_image_sources(blender):
+    data = blender.run("image_inputs")
+    assert data["empty"]["closed"] and data["empty"]["center_error"] < 0.02, data
+    assert abs(data["empty"]["radius"] / data["empty"]["expected_radius"] - 1) < 0.05, data
+    assert data["file"]["closed"] and data["file"]["center_error"] < 0.02, data
+    assert data["datablock_with_mask"]["closed"], data
+
+
+def test_point_cloud_and_volume_objects(blender):
+    data = blender.run("pointcloud_and_volume")
+    if data["pointcloud"] is not None:  # bpy 5.0+ can make point cloud objects from Python
+        assert data["pointcloud"]["bbox_error"] < 0.02, data
+    if data["volume"].get("message"):  # Blender without Python access to volume voxels
+        assert "volume" in data["volume"]["message"].lower()
+    else:
+        assert data["volume"]["closed"] and data["volume"]["bbox_error"] < 0.03, data
+
+
+def test_cancel_mid_job_and_opening_a_file(blender):
+    data = blender.run("cancel")
+    assert data["updates_before_cancel"] >= 1
+    assert data["objects_after_cancel"] == data["objects_before"]
+    assert data["server_status"] == "cancelled"
+    assert data["partial_kept"] == "Slow2 ONet (partial)"
+    assert data["load_pre_cancelled"] and data["after_load_server_status"] == "cancelled"
+    assert data["next_job_ok"]
+
+
+def test_backend_killed_mid_job(blender):
+    data = blender.run("backend_killed")
+    assert data["updates_before_kill"] >= 1
+    assert "killed" in data["error"] and "Traceback" not in data["error"], data
+    assert data["objects_after"] == data["objects_before"]
+    assert data["restarted_and_reconstructed"]
+
+
+def test_bad_inputs_give_messages_not_tracebacks(blender):
+    data = blender.run("bad_inputs")
+    for case, message in data.items():
+        if isinstance(message, str):
+            assert message and "Traceback" not in message, case
+    assert "Select an object" in data["empty_selection"]
+    assert "has no vertices" in data["no_vertices"]
+    assert "NaN" in data["nan"] and not data["nan_left_scene"]
+    assert "camera" in data["camera"] and "cannot be reconstructed" in data["camera"]
+    assert "empty without an image" in data["plain_empty"]
+    assert "No reconstruction is running" in data["cancel_idle"]
+    assert "Set shapes A and B" in data["apply_without_shapes"]
+    assert "Online access is disabled" in data["install_offline"]
+    assert "does not exist" in data["check_missing_python"]
+    assert data["install_failure"].startswith("error: cannot run /nonexistent/python")
+    assert "$ /nonexistent/python -m venv" in data["install_failure"]
+    assert "/nonexistent/python does not exist" in data["bad_interpreter"]
+    assert not data["bad_interpreter_left_scene"]
+    assert "PyTorch" in data["check_python"]
+    assert "voxelised" in data["voxel_plain_box"]
+
+
+def test_remote_backend_with_token(blender):
+    data = blender.run("remote")
+    assert data["closed"] and data["status"].startswith("Connected to 127.0.0.1:")
+    assert "refused the token" in data["wrong_token"], data
+    assert "Set the backend URL" in data["no_url"]
+
+
+def test_latent_interpolation_ends_match_the_reconstructions(blender):
+    data = blender.run("interpolation", timeout=240)
+    assert data["t0_faces_equal"] and data["t0_vertex_error"] < 1e-4, data
+    assert data["t1_faces_equal"] and data["t1_vertex_error"] < 1e-4, data
+    assert data["coalesced_jobs"] <= 4, data  # 9 slider moves, only the newest ones ran
+    assert abs(data["shown_after_drag"] - 0.9) < 1e-6 and not data["shown_is_preview"]
+    assert data["applied"].startswith("A to B ONet t=0.90") and data["applied_closed"]
+
+
+def test_panels_draw_what_the_issue_asks_for(blender):
+    data = blender.run("ui_draw")
+    idle, running = data["idle"], data["running"]
+    assert "Mesh: 8 vertices → 8 points" in idle["labels"]
+    assert "onet.reconstruct" in idle["operators"] and "onet.backend_start" in idle["operators"]
+    assert {"model", "preset", "source", "mesh_mode"} <= set(idle["props"])
+    assert any("MISE 32 → 128" in label for label in idle["labels"])  # Advanced fold open
+    assert any(label.startswith("Running locally on cpu") for label in idle["labels"])
+    assert "onet.cancel" in running["operators"]
+    assert any(p.startswith(("Level ", "Waiting", "Sending", "Starting"))
+               for p in running["progress"]), running
+    assert "python_path" in data["prefs"]["props"] and "onet.check_python" in \
+        data["prefs"]["operators"] and "onet.install_backend" in data["prefs"]["operators"]
+    assert data["prefs_remote"]["props"][:3] == ["backend_mode", "url", "token"]
+
+
+def test_presets_and_disable_stops_the_backend(blender):
+    data = blender.run("presets_and_disable")
+    assert data["presets"] == [["HIGH", 32, 3], ["PREVIEW", 16, 1], ["CUSTOM", 20, 1]]
+    assert data["backend_stopped"] and not data["timer_registered"]
+
+
+def test_no_tracebacks_in_blender_output(blender):
+    """Nothing raised unnoticed: no traceback from Blender, the add-on, timers or threads."""
+    text = "".join(line for line in blender.full_log if not line.startswith(MARK))
+    assert "Traceback" not in text and "Exception in thread" not in text, text[-3000:]
+
+
+# ==============================================================================================
+# Worker side: runs inside Blender (only when this file is executed with --worker)
+# ==============================================================================================
+def worker_main(zip_path, model_dir):
+    global bpy, np, addon, MODEL_DIR
+    import bpy
+    import numpy as np
+
+    import addon_utils  # Blender's module: importable once bpy is
+
+    MODEL_DIR = model_dir
+
+    def reply(ok, data=None, error=None):
+        sys.stdout.write(MARK + json.dumps({"ok": ok, "data": data, "error": error}) + "\n")
+        sys.stdout.flush()
+
+    try:
+        bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                                 enable_on_install=True)
+        import importlib
+
+        addon = importlib.import_module(ADDON)
+        prefs = bpy.context.preferences.addons[ADDON].preferences
+        prefs.model_dir = model_dir
+        operators = {}
+        for cls in addon.operators.CLASSES:
+            operators[cls.bl_idname.split(".", 1)[1]] = {"label": cls.bl_label,
+                                                         "description": cls.bl_description}
+        reply(True, {"module": addon.__name__, "enabled": ADDON in
+                     bpy.context.preferences.addons, "has_pump": callable(addon.pump),
+                     "timer_registered": bpy.app.timers.is_registered(addon._timer),
+                     "user_dir": bpy.utils.extension_path_user(ADDON, create=True),
+                     "user_resources": os.environ["BLENDER_USER_RESOURCES"],
+                     "operators": operators})
+    except Exception:
+        reply(False, error=traceback.format_exc())
+        return
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request["scenario"] == "quit":
+            break
+        try:
+            reply(True, globals()["scenario_" + request["scenario"]](**request["args"]))
+        except Exception:
+            reply(False, error=traceback.format_exc())
+    try:
+        addon_utils.disable(ADDON)
+    except Exception:
+        pass
+
+
+# -- helpers (worker) ----------------------------------------------------------------------------
+BOX_HALF = (0.301, 0.203, 0.127)  # analytic:box half sizes in the unit cube
+SPHERE_RADIUS = 0.35
+
+
+def fresh_scene():
+    """An empty scene (add-ons stay enabled); forget the previous scenario's state."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    settings = bpy.context.scene.onet
+    settings.show_test_shapes = True
+    return settings
+
+
+def make_object(name, vertices, faces=(), location=(0, 0, 0), rotation=(0, 0, 0),
+                scale=(1, 1, 1)):
+    mesh = bpy.data.meshes.new(name)
+    vertices = np.asarray(vertices, np.float32).reshape(-1, 3)
+    faces = np.asarray(faces, np.int32).reshape(-1, 3)
+    if len(faces):
+        addon.result_mesh.write_mesh(mesh, vertices, faces)
+    else:
+        mesh.vertices.add(len(vertices))
+        mesh.vertices.foreach_set("co", vertices.ravel())
+        mesh.update()
+    ob = bpy.data.objects.new(name, mesh)
+    ob.location, ob.rotation_euler, ob.scale = location, rotation, scale
+    bpy.context.scene.collection.objects.link(ob)
+    activate(ob)
+    return ob
+
+
+def activate(ob):
+    for other in bpy.context.view_layer.objects:
+        other.select_set(False)
+    if ob is not None:
+        ob.select_set(True)
+    bpy.context.view_layer.objects.active = ob
+    bpy.context.view_layer.update()
+
+
+def pump_until_idle(timeout=120.0, on_step=None):
+    deadline = time.monotonic() + timeout
+    while addon.pump():
+        if on_step is not None:
+            on_step()
+        if time.monotonic() > deadline:
+            raise AssertionError("the job did not finish in time")
+        time.sleep(0.01)
+    if on_step is not None:
+        on_step()
+
+
+def wait_for_backend():
+    deadline = time.monotonic() + 120
+    while addon.jobs.backend.state == "starting" or not addon.jobs.backend.models:
+        addon.pump()
+        if addon.jobs.backend.state == "error" or time.monotonic() > deadline:
+            raise AssertionError(addon.jobs.backend.message)
+        time.sleep(0.05)
+
+
+def reconstruct(source, model, preset="STANDARD", settings=None):
+    """Run onet.reconstruct on ``source`` to the end; (result object, updates seen)."""
+    settings = settings or bpy.context.scene.onet
+    settings.model_name, settings.preset = model, preset
+    activate(source)
+    levels = []
+    before = set(bpy.data.objects.keys())
+    bpy.ops.onet.reconstruct()
+
+    def step():
+        for job in addon.jobs.running():
+            ob = bpy.data.objects.get(job.result_name or "")
+            if ob is not None and (not levels or levels[-1][1] != job.updates):
+                levels.append((int(ob["onet_level"]), job.updates, ob.data.as_pointer()))
+
+    pump_until_idle(on_step=step)
+    created = sorted(set(bpy.data.objects.keys()) - before)
+    assert len(created) == 1, (created, addon.jobs.Status.last_error)
+    return bpy.data.objects[created[0]], levels
+
+
+def mesh_arrays(ob):
+    mesh = ob.data
+    vertices = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", vertices)
+    mesh.calc_loop_triangles()
+    faces = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+    mesh.loop_triangles.foreach_get("vertices", faces)
+    return vertices.reshape(-1, 3).astype(np.float64), faces.reshape(-1, 3)
+
+
+def world_vertices(ob):
+    vertices, _ = mesh_arrays(ob)
+    matrix = np.array(ob.matrix_world, np.float64)
+    return vertices @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def is_closed(ob):
+    """Every edge is used by exactly two faces."""
+    mesh = ob.data
+    edges = np.empty(len(mesh.loops), np.int32)
+    mesh.loops.foreach_get("edge_index", edges)
+    counts = np.bincount(edges, minlength=len(mesh.edges))
+    return bool(len(mesh.polygons) > 0 and (counts == 2).all())
+
+
+def is_smooth(ob):
+    smooth = np.empty(len(ob.data.polygons), bool)
+    ob.data.polygons.foreach_get("use_smooth", smooth)
+    return bool(smooth.all())
+
+
+def bbox_error(ob, points, half):
+    """Largest distance between the result's local box and the box the analytic shape has
+    in the frame of ``points`` (centre of their box, scaled by its longest edge), / edge."""
+    vertices, _ = mesh_arrays(ob)
+    lo, hi = points.min(0), points.max(0)
+    centre, edge = (lo + hi) / 2, (hi - lo).max()
+    want_lo, want_hi = centre - edge * np.asarray(half), centre + edge * np.asarray(half)
+    got_lo, got_hi = vertices.min(0), vertices.max(0)
+    return float(max(np.abs(got_lo - want_lo).max(), np.abs(got_hi - want_hi).max()) / edge)
+
+
+def matrix_error(a, b):
+    return float(np.abs(np.array(a.matrix_world) - np.array(b.matrix_world)).max())
+
+
+def poll_message(call):
+    """The message an operator call fails with (poll message or error report)."""
+    try:
+        call()
+    except RuntimeError as exc:
+        return str(exc)
+    return ""
+
+
+def box_vertices(size):
+    corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+    return corners * np.asarray(size) / 2
+
+
+def sphere_points(n, radius, seed, squash=(1, 1, 1)):
+    d = np.random.default_rng(seed).normal(size=(n, 3))
+    return radius * d / np.linalg.norm(d, axis=1, keepdims=True) * np.asarray(squash)
+
+
+# -- scenarios (worker) --------------------------------------------------------------------------
+def scenario_mesh_vertices():
+    settings = fresh_scene()
+    addon.jobs.backend.start_async(addon.prefs.settings_snapshot())
+    wait_for_backend()
+    vertices = box_vertices((2.0, 1.2, 0.6)) + (0.3, -0.2, 0.1)
+    source = make_object("Src", vertices, location=(3, -2, 1), rotation=(0.3, 0.5, 1.1),
+                         scale=(1.5, 0.8, 1.2))
+    description = addon.scene_input.describe(bpy.context, settings).text
+    settings.show_test_shapes = False
+    without = [item[0] for item in addon.props.model_items(settings, bpy.context)]
+    settings.show_test_shapes = True
+    models = [item[0] for item in addon.props.model_items(settings, bpy.context)]
+    before = sorted(bpy.data.objects.keys())
+    bpy.ops.ed.undo_push(message="before")
+    result, levels = reconstruct(source, "analytic:box")
+    out = {"levels_seen": [level for level, _, _ in levels],
+            "same_datablock": len({pointer for _, _, pointer in levels}) == 1,
+            "closed": is_closed(result), "smooth": is_smooth(result), "name": result.name,
+            "bbox_error": bbox_error(result, vertices, BOX_HALF),
+            "matrix_error": matrix_error(result, source),
+            "props": {key: result[key] for key in result.keys() if key.startswith("onet_")},
+            "description": description, "models_for_points": models,
+            "models_without_test_shapes": without, "objects_before": before,
+            "objects_after": sorted(bpy.data.objects.keys())}
+    bpy.ops.ed.undo()  # the finished result is one undo step
+    out["after_undo"] = sorted(bpy.data.objects.keys())
+    bpy.ops.ed.redo()
+    out["after_redo"] = sorted(bpy.data.objects.keys())
+    settings = bpy.context.scene.onet  # undo replaced every datablock: fetch again
+    # Points sampled on the faces of a mesh.
+    settings.mesh_mode, settings.surface_points = "SURFACE", 5000
+    box_faces = [(0, 1, 3), (0, 3, 2), (4, 6, 7), (4, 7, 5), (0, 4, 5), (0, 5, 1),
+                 (2, 3, 7), (2, 7, 6), (0, 2, 6), (0, 6, 4), (1, 5, 7), (1, 7, 3)]
+    solid = make_object("Solid", box_vertices((1, 2, 3)), box_faces)
+    out["surface_description"] = addon.scene_input.describe(bpy.context, settings).text
+    result, _ = reconstruct(solid, "analytic:box", "PREVIEW")
+    out["surface_closed"] = is_closed(result)
+    settings.mesh_mode = "AUTO"
+    return out
+
+
+def voxel_art(cells, size):
+    """Mesh of the exposed faces of unit cubes at ``cells`` (N, 3) int: two triangles each."""
+    occupied = set(map(tuple, cells))
+    quads = {(0, -1): [(0, 0, 0), (0, 0, 1), (0, 1, 1), (0, 1, 0)],
+             (0, 1): [(1, 0, 0), (1, 1, 0), (1, 1, 1), (1, 0, 1)],
+             (1, -1): [(0, 0, 0), (1, 0, 0), (1, 0, 1), (0, 0, 1)],
+             (1, 1): [(0, 1, 0), (0, 1, 1), (1, 1, 1), (1, 1, 0)],
+             (2, -1): [(0, 0, 0), (0, 1, 0), (1, 1, 0), (1, 0, 0)],
+             (2, 1): [(0, 0, 1), (1, 0, 1), (1, 1, 1), (0, 1, 1)]}
+    vertices, faces = [], []
+    for cell in occupied:
+        for (axis, sign), corners in quads.items():
+            neighbour = list(cell)
+            neighbour[axis] += sign
+            if tuple(neighbour) in occupied:
+                continue
+            base = len(vertices)
+            vertices += [tuple((np.asarray(cell) + corner) * size) for corner in corners]
+            faces += [(base, base + 1, base + 2), (base, base + 2, base + 3)]
+    return np.asarray(vertices, np.float64), np.asarray(faces, np.int32)
+
+
+def scenario_voxel_object():
+    settings = fresh_scene()
+    grid = np.zeros((32, 14, 10), bool)  # voxel art in cells of 0.1: a 3-D cross
+    grid[:, 3:11, 2:8] = True  # spans x (32 cells: the longest edge)
+    grid[10:20, :, 2:8] = True  # spans y
+    grid[12:18, 4:10, :] = True  # spans z
+    grid[14:16, 6:8, 4:6] = False  # a cavity, enclosed: voxelised, it is inside the solid
+    cells = np.argwhere(grid)
+    vertices, faces = voxel_art(cells, 0.1)
+    occupancy, translate, edge = addon.numeric.voxelize(vertices, faces)
+    filled = grid.copy()
+    filled[14:16, 6:8, 4:6] = True
+    want = np.zeros((32, 32, 32), bool)
+    offset = (32 - np.asarray(grid.shape)) // 2  # the cube is centred on the bounding box
+    want[offset[0]:offset[0] + 32, offset[1]:offset[1] + 14, offset[2]:offset[2] + 10] = filled
+    shift_ok = np.allclose(translate + edge / 2, (vertices.min(0) + vertices.max(0)) / 2)
+    source = make_object("Voxels", vertices, faces, location=(-1, 2, 0.5),
+                         rotation=(0.2, -0.4, 0.7), scale=(0.9, 1.3, 1.1))
+    description = addon.scene_input.describe(bpy.context, settings).text
+    models = [item[0] for item in addon.props.model_items(settings, bpy.context)]
+    result, levels = reconstruct(source, "analytic:box")
+    return {"voxelised_exactly": bool(np.array_equal(occupancy, want) and shift_ok),
+            "description": description, "models": models, "closed": is_closed(result),
+            "bbox_error": bbox_error(result, vertices, BOX_HALF),
+            "matrix_error": matrix_error(result, source), "updates": len(levels)}
+
+
+def disc_image(name, size=64):
+    image = bpy.data.images.new(name, size, size, alpha=True)
+    y, x = np.mgrid[0:size, 0:size]
+    inside = ((x - size / 2) ** 2 + (y - size / 2) ** 2) < (size * 0.35) ** 2
+    pixels = np.zeros((size, size, 4), np.float32)
+    pixels[..., 0] = 0.8
+    pixels[..., 3] = inside
+    image.pixels.foreach_set(pixels.ravel())
+    return image
+
+
+def scenario_image_inputs():
+    from mathutils import Vector
+
+    settings = fresh_scene()
+    image = disc_image("Disc")
+    empty = bpy.data.objects.new("Ref", None)
+    empty.empty_display_type = "IMAGE"
+    empty.data = image
+    empty.empty_display_size = 2.0
+    empty.location, empty.rotation_euler, empty.scale = (1, 2, 3), (0.4, 0.1, -0.6), (1.5,) * 3
+    bpy.context.scene.collection.objects.link(empty)
+    result, _ = reconstruct(empty, "analytic:sphere", "PREVIEW")
+    world = world_vertices(result)
+    centre = (world.min(0) + world.max(0)) / 2
+    expected = np.array(empty.matrix_world @ Vector((0, 0, 0.6 * empty.empty_display_size)))
+    out = {"empty": {
+        "closed": is_closed(result), "center_error": float(np.abs(centre - expected).max()),
+        "radius": float((world.max(0) - world.min(0)).max() / 2),
+        "expected_radius": SPHERE_RADIUS * 2.0 * 1.5}}
+    # An image file (PNG bytes go to the backend as they are), placed at the 3D cursor.
+    path = os.path.join(tempfile.mkdtemp(), "disc.png")
+    image.filepath_raw, image.file_format = path, "PNG"
+    image.save()
+    bpy.context.scene.cursor.location = (-2, 1, 0.5)
+    settings.source, settings.image_path = "FILE", path
+    activate(None)
+    result, _ = reconstruct(None, "analytic:sphere", "PREVIEW")
+    world = world_vertices(result)
+    out["file"] = {"closed": is_closed(result), "center_error": float(np.abs(
+        (world.min(0) + world.max(0)) / 2 - np.array([-2, 1, 0.5])).max())}
+    # An image datablock with a separate mask image.
+    settings.source, settings.image, settings.mask_image = "IMAGE", image, disc_image("Mask", 32)
+    result, _ = reconstruct(None, "analytic:sphere", "PREVIEW")
+    out["datablock_with_mask"] = {"closed": is_closed(result)}
+    return out
+
+
+def scenario_pointcloud_and_volume():
+    fresh_scene()
+    out = {"pointcloud": None, "volume": {}}
+    points = sphere_points(500, 1.0, 7, (1.0, 0.6, 0.4))
+    source = make_object("Cloud", points, location=(0, 1, 2))
+    try:
+        bpy.ops.object.convert(target="POINTCLOUD")
+        converted = bpy.context.active_object.type == "POINTCLOUD"
+    except (TypeError, RuntimeError):
+        converted = False
+    if converted:
+        source = bpy.context.active_object
+        result, _ = reconstruct(source, "analytic:box", "PREVIEW")
+        out["pointcloud"] = {"bbox_error": bbox_error(result, points, BOX_HALF)}
+    # A Volume object from an OpenVDB level-set sphere (Blender 5.0+ exposes openvdb).
+    expose = getattr(bpy.utils, "expose_bundled_modules", None)
+    volume = bpy.data.volumes.new("Vol")
+    ob = bpy.data.objects.new("Vol", volume)
+    ob.location = (2, 0, 0)
+    bpy.context.scene.collection.objects.link(ob)
+    if expose is None:
+        activate(ob)
+        out["volume"]["message"] = poll_message(bpy.ops.onet.reconstruct)
+        return out
+    expose()
+    import openvdb
+
+    path = os.path.join(tempfile.mkdtemp(), "sphere.vdb")
+    grid = openvdb.createLevelSetSphere(radius=0.8, center=(0.1, 0.2, 0.3), voxelSize=0.05)
+    grid.name = "density"
+    openvdb.write(path, grids=[grid])
+    volume.filepath = path
+    result, _ = reconstruct(ob, "analytic:sphere", "STANDARD")
+    vertices, _ = mesh_arrays(result)
+    want_centre, want_radius = np.array([0.1, 0.2, 0.3]), SPHERE_RADIUS * (2 * 0.8 + 0.05)
+    error = max(np.abs((vertices.min(0) + vertices.max(0)) / 2 - want_centre).max(),
+                abs((vertices.max(0) - vertices.min(0)).max() / 2 - want_radius)) / 1.6
+    out["volume"] = {"closed": is_closed(result), "bbox_error": float(error)}
+    return out
+
+
+def start_slow_job(name="Slow"):
+    """A paper-size random ONet at 32 -> 256: many seconds, so it can be stopped midway."""
+    settings = bpy.context.scene.onet
+    settings.model_name, settings.preset = "paper_pointcloud", "HIGH"
+    source = make_object(name, sphere_points(3000, 1.0, 3))
+    bpy.ops.onet.reconstruct()
+    job = addon.jobs.running()[0]
+    deadline = time.monotonic() + 120
+    while job.updates < 1:
+        addon.pump()
+        assert not job.finished, job.message
+        assert time.monotonic() < deadline, "no first level in time"
+        time.sleep(0.01)
+    return source, job
+
+
+def server_status(job, want="cancelled", timeout=20):
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        status = addon.jobs.backend.client.job(job.server_job)["status"]
+        if status == want:
+            break
+        time.sleep(0.1)
+    return status
+
+
+def scenario_cancel():
+    fresh_scene()
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    source, job = start_slow_job()
+    before = sorted(set(bpy.data.objects.keys()) - {job.result_name})
+    updates = job.updates
+    bpy.ops.onet.cancel()
+    for _ in range(20):  # late frames must not bring anything back
+        addon.pump()
+        time.sleep(0.02)
+    after = sorted(bpy.data.objects.keys())
+    status = server_status(job)
+    # With "keep partial results" the last level stays, clearly named.
+    prefs.keep_partial = True
+    _, job2 = start_slow_job("Slow2")
+    bpy.ops.onet.cancel()
+    partial = bpy.data.objects.get("Slow2 ONet (partial)")
+    partial = partial.name if partial is not None else None
+    prefs.keep_partial = False
+    server_status(job2)
+    # Opening another file cancels the running job (load_pre).
+    _, job3 = start_slow_job("Other")
+    bpy.ops.wm.read_homefile(use_empty=True)
+    load_cancelled = job3.finished and not addon.jobs.running()
+    after_load = server_status(job3)
+    settings = fresh_scene()
+    box = make_object("Box", box_vertices((1, 2, 3)))
+    result, _ = reconstruct(box, "analytic:box", "PREVIEW", settings)
+    return {"updates_before_cancel": updates, "objects_before": before,
+            "objects_after_cancel": after, "server_status": status,
+            "partial_kept": partial,
+            "load_pre_cancelled": bool(load_cancelled), "after_load_server_status": after_load,
+            "next_job_ok": is_closed(result)}
+
+
+def scenario_backend_killed():
+    import signal
+
+    fresh_scene()
+    source, job = start_slow_job()
+    before = sorted(set(bpy.data.objects.keys()) - {job.result_name})
+    updates = job.updates
+    os.kill(addon.jobs.backend.server.process.pid, signal.SIGKILL)
+    pump_until_idle(timeout=60)
+    error = addon.jobs.Status.last_error
+    after = sorted(bpy.data.objects.keys())
+    settings = bpy.context.scene.onet
+    box = make_object("Box", box_vertices((1, 2, 3)))
+    result, _ = reconstruct(box, "analytic:box", "PREVIEW", settings)
+    return {"updates_before_kill": updates, "error": error, "objects_before": before,
+            "objects_after": after, "restarted_and_reconstructed": is_closed(result)}
+
+
+def scenario_bad_inputs():
+    settings = fresh_scene()
+    out = {}
+    activate(None)
+    out["empty_selection"] = poll_message(bpy.ops.onet.reconstruct)
+    make_object("Nothing", np.zeros((0, 3)))
+    out["no_vertices"] = poll_message(bpy.ops.onet.reconstruct)
+    vertices = box_vertices((1, 1, 1))
+    vertices[3] = np.nan
+    make_object("Broken", vertices)
+    out["nan"] = poll_message(bpy.ops.onet.reconstruct)
+    out["nan_left_scene"] = "Broken ONet" in bpy.data.objects
+    camera = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
+    bpy.context.scene.collection.objects.link(camera)
+    activate(camera)
+    out["camera"] = poll_message(bpy.ops.onet.reconstruct)
+    empty = bpy.data.objects.new("Plain", None)
+    bpy.context.scene.collection.objects.link(empty)
+    activate(empty)
+    out["plain_empty"] = poll_message(bpy.ops.onet.reconstruct)
+    out["cancel_idle"] = poll_message(bpy.ops.onet.cancel)
+    addon.jobs.interpolation.reset()
+    out["apply_without_shapes"] = poll_message(bpy.ops.onet.interpolate_apply)
+    bpy.context.preferences.system.use_online_access = False
+    out["install_offline"] = poll_message(bpy.ops.onet.install_backend)
+    bpy.context.preferences.system.use_online_access = True
+    task = addon.operators.install_backend_async(bpy.context, base_python="/nonexistent/python")
+    deadline = time.monotonic() + 30
+    while task.state == "running" and time.monotonic() < deadline:
+        addon.pump()
+        time.sleep(0.05)
+    with open(task.log_path) as log:
+        out["install_failure"] = f"{task.state}: {task.message} | log: {log.read()[:200]}"
+    bpy.context.preferences.system.use_online_access = False
+    out["check_missing_python"] = addon.backend_link.check_python("/nonexistent/python")[1]
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.python_path = "/nonexistent/python"
+    make_object("Fine", box_vertices((1, 1, 1)))
+    settings.model_name = "analytic:box"
+    bpy.ops.onet.reconstruct()
+    pump_until_idle(timeout=60)
+    out["bad_interpreter"] = addon.jobs.Status.last_error
+    prefs.python_path = ""
+    out["bad_interpreter_left_scene"] = "Fine ONet" in bpy.data.objects
+    ok, text = addon.backend_link.check_python(BACKEND_PYTHON)
+    out["check_python"] = text if ok else f"failed: {text}"
+    settings.mesh_mode = "VOXELS"
+    box_faces = [(0, 1, 3), (0, 3, 2), (4, 6, 7), (4, 7, 5), (0, 4, 5), (0, 5, 1),
+                 (2, 3, 7), (2, 7, 6), (0, 2, 6), (0, 6, 4), (1, 5, 7), (1, 7, 3)]
+    make_object("PlainBox", box_vertices((1, 1, 1)), box_faces)
+    out["voxel_plain_box"] = poll_message(bpy.ops.onet.reconstruct)
+    settings.mesh_mode = "AUTO"
+    return out
+
+
+def scenario_remote():
+    """A backend started by someone else (python -m backend serve --token T), by URL."""
+    settings = fresh_scene()
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    server = subprocess.Popen([BACKEND_PYTHON, "-m", "backend", "serve", "--port", "0",
+                               "--token", "s3cret-token"], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = json.loads(server.stdout.readline())["port"]
+        prefs.backend_mode, prefs.url, prefs.token = "REMOTE", f"http://127.0.0.1:{port}", "nope"
+        source = make_object("Remote", box_vertices((1, 2, 3)))
+        settings.model_name = "analytic:box"
+        bpy.ops.onet.reconstruct()
+        pump_until_idle(timeout=60)
+        out = {"wrong_token": addon.jobs.Status.last_error}
+        prefs.token = "s3cret-token"
+        result, _ = reconstruct(source, "analytic:box", "PREVIEW")
+        out["closed"] = is_closed(result)
+        out["status"] = addon.jobs.backend.status_text()
+        prefs.url = ""
+        out["no_url"] = poll_message(bpy.ops.onet.reconstruct)
+    finally:
+        prefs.backend_mode, prefs.url, prefs.token = "LOCAL", "http://127.0.0.1:8765", ""
+        addon.jobs.backend.stop()
+        server.terminate()
+        server.wait(10)
+    return out
+
+
+def scenario_interpolation():
+    settings = fresh_scene()
+    settings.model_name, settings.preset = "tiny_pointcloud", "PREVIEW"
+    a = make_object("A", sphere_points(2000, 1.0, 2), location=(0, 0, 0))
+    b = make_object("B", sphere_points(2000, 2.0, 3, (1, 0.3, 1)), location=(5, 1, 0),
+                    rotation=(0.3, 0.2, 0.9), scale=(1.2, 1.2, 1.2))
+    result_a, _ = reconstruct(a, "tiny_pointcloud", "PREVIEW")
+    result_b, _ = reconstruct(b, "tiny_pointcloud", "PREVIEW")
+    activate(a)
+    bpy.ops.onet.interpolate_set_a()
+    activate(b)
+    bpy.ops.onet.interpolate_set_b()
+    interpolation = addon.jobs.interpolation
+    out = {}
+    for t, reference in ((0.0, result_a), (1.0, result_b)):
+        settings.interp_t = t
+        pump_until_idle()
+        preview = interpolation.preview_object()
+        assert interpolation.shown == (t, False), (interpolation.shown, addon.jobs.Status.last_error)
+        got, want = world_vertices(preview), world_vertices(reference)
+        faces_got, faces_want = mesh_arrays(preview)[1], mesh_arrays(reference)[1]
+        key = f"t{int(t)}"
+        out[key + "_faces_equal"] = bool(np.array_equal(faces_got, faces_want))
+        out[key + "_vertex_error"] = (float(np.abs(got - want).max()) if got.shape == want.shape
+                                      else 1e9)
+    started = interpolation.jobs_started
+    for step in range(1, 10):  # a drag: nine moves while the first request is in flight
+        settings.interp_t = step / 10
+        addon.pump()
+    pump_until_idle()
+    out["coalesced_jobs"] = interpolation.jobs_started - started - 1  # minus the refinement
+    out["shown_after_drag"], out["shown_is_preview"] = interpolation.shown
+    bpy.ops.onet.interpolate_apply()
+    applied = [name for name in bpy.data.objects.keys() if name.startswith("A to B")]
+    out["applied"] = applied[0] if applied else ""
+    out["applied_closed"] = bool(applied) and is_closed(bpy.data.objects[applied[0]])
+    return out
+
+
+class StubLayout:
+    """Stands in for UILayout when drawing panels without a window: records what is shown."""
+
+    def __init__(self, record=None):
+        self.__dict__["record"] = record if record is not None else {
+            "labels": [], "operators": [], "props": [], "progress": []}
+
+    def __setattr__(self, name, value):
+        pass  # enabled, use_property_split, operator properties...
+
+    def __getattr__(self, name):
+        record = self.__dict__["record"]
+
+        def call(*args, **kwargs):
+            if name == "label":
+                record["labels"].append(kwargs.get("text", ""))
+            elif name == "operator":
+                record["operators"].append(args[0])
+            elif name == "prop":
+                record["props"].append(args[1])
+            elif name == "progress":
+                record["progress"].append(kwargs.get("text", ""))
+            return StubLayout(record)
+
+        return call
+
+
+def draw(panel_class, owner=None):
+    """Run a Panel's or AddonPreferences' draw() against a StubLayout."""
+    layout = StubLayout()
+
+    class Host:
+        def __getattr__(self, name):
+            return getattr(owner, name)
+
+    host = Host()
+    host.layout = layout
+    panel_class.draw(host, bpy.context)
+    return layout.record
+
+
+def scenario_ui_draw():
+    settings = fresh_scene()
+    settings.show_advanced = True
+    make_object("Src", box_vertices((1, 2, 3)))
+    if not addon.jobs.backend.is_running():
+        bpy.ops.onet.backend_start()
+        wait_for_backend()
+    idle = {}
+    for panel in addon.ui.CLASSES:
+        for key, values in draw(panel).items():
+            idle.setdefault(key, []).extend(values)
+    settings.model_name, settings.preset = "paper_pointcloud", "HIGH"
+    make_object("Slow", sphere_points(3000, 1.0, 3))
+    bpy.ops.onet.reconstruct()
+    for _ in range(3):
+        addon.pump()
+    running = draw(addon.ui.ONET_PT_reconstruct)
+    bpy.ops.onet.cancel()
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    local = draw(addon.prefs.ONET_AP_preferences, prefs)
+    prefs.backend_mode = "REMOTE"
+    remote = draw(addon.prefs.ONET_AP_preferences, prefs)
+    prefs.backend_mode = "LOCAL"
+    return {"idle": idle, "running": running, "prefs": local, "prefs_remote": remote}
+
+
+def scenario_presets_and_disable():
+    import addon_utils
+
+    settings = fresh_scene()
+    presets = []
+    settings.preset = "HIGH"
+    presets.append([settings.preset, settings.resolution0, settings.upsampling_steps])
+    settings.resolution0, settings.upsampling_steps = 16, 1
+    presets.append([settings.preset, settings.resolution0, settings.upsampling_steps])
+    settings.resolution0 = 20
+    presets.append([settings.preset, settings.resolution0, settings.upsampling_steps])
+    if not addon.jobs.backend.is_running():
+        bpy.ops.onet.backend_start()
+        wait_for_backend()
+    process = addon.jobs.backend.server.process
+    timer = addon._timer
+    addon_utils.disable(ADDON, default_set=True)
+    try:
+        process.wait(timeout=15)
+        stopped = True
+    except subprocess.TimeoutExpired:
+        stopped = False
+    return {"presets": presets, "backend_stopped": stopped,
+            "timer_registered": bpy.app.timers.is_registered(timer)}
+
+
+if __name__ == "__main__" and len(sys.argv) >= 4 and sys.argv[1] == "--worker":
+    worker_main(sys.argv[2], sys.argv[3])
