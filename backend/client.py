@@ -91,13 +91,13 @@ class Client:
 
     @staticmethod
     def input_frame(points=None, voxels=None, voxel_frame=None, image=None, image_file=None,
-                    mask=None, **header):
+                    mask=None, occupancies=None, **header):
         """Request body: header options + exactly one input buffer (see docs/protocol.md)."""
         if image_file is not None:
             image_file = np.frombuffer(bytes(image_file), np.uint8)
         arrays = {name: value for name, value in [
             ("points", points), ("voxels", voxels), ("image", image), ("mask", mask),
-            ("image_file", image_file)] if value is not None}
+            ("image_file", image_file), ("occupancies", occupancies)] if value is not None}
         if voxel_frame is not None:
             header["voxel_frame"] = voxel_frame
         return protocol.encode_frame({k: v for k, v in header.items() if v is not None}, arrays)

@@ -140,17 +140,21 @@ class Generator:
         self.dtype = resolve_dtype(self.settings.precision, self.device)
 
     @torch.no_grad()  # not inference_mode: refinement later differentiates through the code
-    def encode(self, inputs):
+    def encode(self, inputs, occupancies=None):
         """inputs: the model's input batch of one, (1, ...) tensor. Returns a ShapeCode.
 
         The encoder runs in the decoder's precision (autocast), the code is kept in fp32.
+        For a generative model, z is the prior's mean, or with ``occupancies`` (1, N) of the
+        input points (1, N, 3) the mean of the posterior q(z | points, occupancies).
         """
         started = time.perf_counter()
         inputs = inputs.to(self.device)
         with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
             c = self.model.encode_inputs(inputs).float()
-        return ShapeCode(c, self.model.prior_z(1).to(self.device),
-                         time.perf_counter() - started)
+        z = self.model.prior_z(1).to(self.device)
+        if occupancies is not None and getattr(self.model, "z_dim", 0):
+            z, _ = self.model.infer_z(inputs, occupancies.to(self.device).float(), c)
+        return ShapeCode(c, z.float(), time.perf_counter() - started)
 
     def decoder(self, code, dtype=None):
         """Per-shape decoder: (N, 3) float32 tensor -> logits (N,) float32."""

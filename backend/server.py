@@ -247,7 +247,7 @@ class Service:
 
         name, model, card = self.model(request.model, request.inp.kind)
         prepared = prepare(request.inp, model, card)
-        code = Generator(model, card, self.device).encode(prepared.tensor)
+        code = Generator(model, card, self.device).encode(prepared.tensor, request.occupancies)
         self.latents[key] = Latent(name, code, prepared.center, prepared.scale)
         while len(self.latents) > self.limits.max_latents:
             self.latents.popitem(last=False)
@@ -274,6 +274,7 @@ class InputRequest:
             self.inp = self._input(inputs)
         except UserError as exc:
             raise bad_request(str(exc)) from None
+        self.occupancies = self._occupancies()
 
     def _input(self, inputs):
         kinds = [name for name in ("points", "voxels", "image", "image_file")
@@ -312,6 +313,24 @@ class InputRequest:
             rgba = rgba.copy()
             rgba[..., 3] = mask
         return inputs.ImageInput(rgba)
+
+    def _occupancies(self):
+        """(1, N) tensor of 0/1 labels of the input points, for a generative model's
+        q(z | points, occupancies); None when the request has none."""
+        labels = self.arrays.get("occupancies")
+        if labels is None:
+            return None
+        points = self.arrays.get("points")
+        if points is None or labels.shape != (len(points),):
+            raise bad_request("'occupancies' must be (N,) labels of the N 'points'")
+        if labels.dtype not in (np.bool_, np.uint8) or labels.max(initial=0) > 1:
+            raise bad_request("'occupancies' must be bool or uint8 0/1")
+        if self.notes:  # the points were subsampled: the labels no longer line up
+            raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
+                           f"send at most {self.limits.max_points:,} points with occupancies")
+        import torch
+
+        return torch.from_numpy(labels.astype(np.float32))[None]
 
     def _image(self, name, array):
         limit = self.limits.max_image_pixels
@@ -589,7 +608,7 @@ class Handler(BaseHTTPRequestHandler):
             started = time.perf_counter()
             prepared = prepare(request.inp, model, card)
             generator = service.generator(model, card, mise, output)
-            code = generator.encode(prepared.tensor)
+            code = generator.encode(prepared.tensor, request.occupancies)
             service.stream_meshes(job, generator, code, prepared, started,
                                   {"model": name, "notes": request.notes + prepared.notes})
 

@@ -66,6 +66,8 @@ def model_dir(tmp_path_factory):
     model = perturbed(build_model(small), 1)
     save_model(folder / "tiny_pointcloud.safetensors", model, {"threshold": 0.2,
                                                                 "input_kind": "pointcloud"})
+    vae = perturbed(build_model(PAPER_CONFIGS["unconditional"]), 3)
+    save_model(folder / "tiny_vae.safetensors", vae, {"threshold": 0.2})
     paper = perturbed(build_model(PAPER_CONFIGS["pointcloud"]), 2)
     save_model(folder / "paper_pointcloud.safetensors", paper, {"threshold": 0.2})
     return folder
@@ -128,6 +130,29 @@ def test_interpolation_ends_reproduce_both_inputs(server):
     with pytest.raises(ServerError) as error:
         list(client.interpolate("nope", latents[1], 0.5))
     assert error.value.status == 404
+
+
+def test_generative_latent_from_points_with_occupancies(server):
+    client = server.client
+    mise = {"resolution0": 16, "upsampling_steps": 1}
+    rng = np.random.default_rng(9)
+    points = rng.uniform(-1, 1, (2000, 3)).astype(np.float32)
+    labels = {"ball": np.linalg.norm(points, axis=1) < 0.7,
+              "slab": np.abs(points[:, 1]) < 0.2}
+    meshes = {}
+    for name, occupancies in labels.items():
+        _, meshes[name] = final_mesh(client.reconstruct(
+            points=points, occupancies=occupancies, model="tiny_vae", mise=mise))
+    _, prior = final_mesh(client.reconstruct(points=points, model="tiny_vae", mise=mise))
+    assert not np.array_equal(meshes["ball"]["vertices"], prior["vertices"])
+    latents = [client.encode(points=points, occupancies=labels[name], model="tiny_vae")
+               for name in ("ball", "slab")]
+    for t, name in [(0.0, "ball"), (1.0, "slab")]:
+        _, morphed = final_mesh(client.interpolate(*latents, t, mise=mise))
+        np.testing.assert_allclose(morphed["vertices"], meshes[name]["vertices"], atol=1e-5)
+    with pytest.raises(ServerError) as error:
+        client.encode(points=points, occupancies=labels["ball"][:10], model="tiny_vae")
+    assert error.value.status == 400
 
 
 def test_cancel_mid_job_then_next_job_succeeds(server):
