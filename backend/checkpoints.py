@@ -117,9 +117,11 @@ def _infer_encoder(shapes):
         c_dim = _shape(shapes, "encoder.fc_c.weight")[0]
         return "pointcloud", {"name": "resnet_pointnet", "c_dim": c_dim, "hidden_dim": hidden_dim}
     if "encoder.conv_in.weight" in shapes:
-        return "voxels", {"name": "voxel_simple", "c_dim": _shape(shapes, "encoder.fc.weight")[0]}
+        return "voxels", {"name": "voxel_simple", "c_dim": _shape(shapes, "encoder.fc.weight")[0],
+                          "width": _shape(shapes, "encoder.conv_in.weight")[0]}
     if "encoder.features.conv1.weight" in shapes:
-        return "image", {"name": "resnet18", "c_dim": _shape(shapes, "encoder.fc.weight")[0]}
+        return "image", {"name": "resnet18", "c_dim": _shape(shapes, "encoder.fc.weight")[0],
+                         "width": _shape(shapes, "encoder.features.conv1.weight")[0]}
     if any(key.startswith("encoder.") for key in shapes):
         raise _unknown(shapes, "encoder tensors of no known encoder (ResNet-PointNet "
                                "'encoder.fc_pos', voxel CNN 'encoder.conv_in', ResNet-18 "

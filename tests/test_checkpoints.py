@@ -134,6 +134,17 @@ def test_infer_config_recognises_non_paper_sizes():
     assert infer_config(build_model(config).state_dict()) == config
 
 
+@pytest.mark.parametrize("encoder", [{"name": "voxel_simple", "c_dim": 64, "width": 8},
+                                     {"name": "resnet18", "c_dim": 64, "width": 16}])
+def test_infer_config_recognises_narrow_voxel_and_image_encoders(encoder):
+    kind = "voxels" if encoder["name"] == "voxel_simple" else "image"
+    config = {"arch": "onet", "input_kind": kind, "z_dim": 0, "encoder": encoder,
+              "decoder": {"name": "cbatchnorm", "c_dim": 64, "z_dim": 0, "hidden_size": 32,
+                          "legacy": False},
+              "encoder_latent": None}
+    assert infer_config(build_model(config).state_dict()) == config
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda sd: {"foo.weight": torch.zeros(3)}, "no 'decoder.fc_p.weight'"),
     (lambda sd: {**sd, "decoder.fc_p.weight": torch.zeros(3)}, "no Linear/Conv1d"),

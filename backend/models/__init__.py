@@ -39,9 +39,10 @@ def _onet(input_kind, encoder, decoder, z_dim=0, encoder_latent=None):
 PAPER_CONFIGS = {
     "pointcloud": _onet("pointcloud", {"name": "resnet_pointnet", "c_dim": 512, "hidden_dim": 512},
                         _cbn_decoder(512)),
-    "voxels": _onet("voxels", {"name": "voxel_simple", "c_dim": 256}, _cbn_decoder(256)),
-    "image": _onet("image", {"name": "resnet18", "c_dim": 256}, _cbn_decoder(256)),
-    "image_legacy": _onet("image", {"name": "resnet18", "c_dim": 256},
+    "voxels": _onet("voxels", {"name": "voxel_simple", "c_dim": 256, "width": 32},
+                    _cbn_decoder(256)),
+    "image": _onet("image", {"name": "resnet18", "c_dim": 256, "width": 64}, _cbn_decoder(256)),
+    "image_legacy": _onet("image", {"name": "resnet18", "c_dim": 256, "width": 64},
                           _cbn_decoder(256, legacy=True)),
     "unconditional": _onet(
         None, None, {"name": "simple", "c_dim": 0, "z_dim": 128, "hidden_size": 128}, z_dim=128,

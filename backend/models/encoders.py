@@ -47,18 +47,21 @@ class ResnetPointnet(nn.Module):
 
 
 class VoxelEncoder(nn.Module):
-    """3D CNN: occupancy grid ``(B, 32, 32, 32) float32`` indexed [x, y, z] -> ``(B, c_dim)``."""
+    """3D CNN: occupancy grid ``(B, 32, 32, 32) float32`` indexed [x, y, z] -> ``(B, c_dim)``.
+
+    ``width`` is the first layer's channel count (the paper's 32), doubled at every stride.
+    """
 
     input_kind = "voxels"
 
-    def __init__(self, c_dim=256):
+    def __init__(self, c_dim=256, width=32):
         super().__init__()
-        self.conv_in = nn.Conv3d(1, 32, 3, padding=1)
-        self.conv_0 = nn.Conv3d(32, 64, 3, padding=1, stride=2)
-        self.conv_1 = nn.Conv3d(64, 128, 3, padding=1, stride=2)
-        self.conv_2 = nn.Conv3d(128, 256, 3, padding=1, stride=2)
-        self.conv_3 = nn.Conv3d(256, 512, 3, padding=1, stride=2)
-        self.fc = nn.Linear(512 * 2 * 2 * 2, c_dim)
+        self.conv_in = nn.Conv3d(1, width, 3, padding=1)
+        self.conv_0 = nn.Conv3d(width, 2 * width, 3, padding=1, stride=2)
+        self.conv_1 = nn.Conv3d(2 * width, 4 * width, 3, padding=1, stride=2)
+        self.conv_2 = nn.Conv3d(4 * width, 8 * width, 3, padding=1, stride=2)
+        self.conv_3 = nn.Conv3d(8 * width, 16 * width, 3, padding=1, stride=2)
+        self.fc = nn.Linear(16 * width * 2 * 2 * 2, c_dim)
 
     def forward(self, x):
         net = self.conv_in(x.unsqueeze(1))
@@ -91,22 +94,24 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18Features(nn.Module):
-    """torchvision's resnet18 trunk with its fc removed: images ``(B, 3, H, W)`` -> ``(B, 512)``.
+    """torchvision's resnet18 trunk with its fc removed: images ``(B, 3, H, W)`` ->
+    ``(B, 8 * width)`` (512 at torchvision's width 64).
 
     Written out because torchvision is not part of our dependencies; the names match
     ``torchvision.models.resnet18`` so the official ``encoder.features.*`` tensors load as is.
     """
 
-    def __init__(self):
+    def __init__(self, width=64):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        w = width  # torchvision's 64; narrower trunks keep small CPU models small
+        self.conv1 = nn.Conv2d(3, w, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.layer1 = nn.Sequential(BasicBlock(64, 64), BasicBlock(64, 64))
-        self.layer2 = nn.Sequential(BasicBlock(64, 128, 2), BasicBlock(128, 128))
-        self.layer3 = nn.Sequential(BasicBlock(128, 256, 2), BasicBlock(256, 256))
-        self.layer4 = nn.Sequential(BasicBlock(256, 512, 2), BasicBlock(512, 512))
+        self.layer1 = nn.Sequential(BasicBlock(w, w), BasicBlock(w, w))
+        self.layer2 = nn.Sequential(BasicBlock(w, 2 * w, 2), BasicBlock(2 * w, 2 * w))
+        self.layer3 = nn.Sequential(BasicBlock(2 * w, 4 * w, 2), BasicBlock(4 * w, 4 * w))
+        self.layer4 = nn.Sequential(BasicBlock(4 * w, 8 * w, 2), BasicBlock(8 * w, 8 * w))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         # torchvision's initialisation, which matters when training without ImageNet weights.
         for m in self.modules():
@@ -128,10 +133,10 @@ class Resnet18(nn.Module):
 
     input_kind = "image"
 
-    def __init__(self, c_dim=256):
+    def __init__(self, c_dim=256, width=64):
         super().__init__()
-        self.features = ResNet18Features()
-        self.fc = nn.Linear(512, c_dim)
+        self.features = ResNet18Features(width)
+        self.fc = nn.Linear(8 * width, c_dim)
         # Non-persistent: constants, not weights, so the state_dict keys match the official ones.
         mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
         std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
