@@ -188,7 +188,9 @@ class Service:
 
     def _forget_later(self, job):
         # Keep finished jobs briefly so a late DELETE still finds them (404 after that).
-        threading.Timer(60.0, self.jobs.pop, (job.id, None)).start()
+        timer = threading.Timer(60.0, self.jobs.pop, (job.id, None))
+        timer.daemon = True  # must not hold the process open after SIGTERM
+        timer.start()
 
     def _free_memory(self):
         import gc

@@ -362,11 +362,4 @@ CLASSES = (ONET_OT_reconstruct, ONET_OT_cancel, ONET_OT_backend_start, ONET_OT_b
            ONET_OT_interpolate_set_b, ONET_OT_interpolate_apply, ONET_OT_interpolate_clear)
 
 
-def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -128,11 +128,4 @@ class ONET_PT_backend(bpy.types.Panel):
 CLASSES = (ONET_PT_reconstruct, ONET_PT_interpolate, ONET_PT_backend)
 
 
-def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)
