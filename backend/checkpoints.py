@@ -46,6 +46,7 @@ def save_model(path, model, card):
     if path.suffix != ".safetensors":
         raise UserError(f"model files must end in .safetensors, got {path.name}")
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"format": "pt"})
     card = {**card, "config": model.config}
     card.setdefault("threshold", DEFAULT_THRESHOLD)

@@ -1,0 +1,54 @@
+"""Bundling a trained run as a backend model with its card."""
+
+import json
+
+import pytest
+
+from backend import zoo
+from backend.checkpoints import save_model
+from backend.errors import UserError
+from backend.models import PAPER_CONFIGS, build_model
+from training.bundle import bundle
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    config = dict(PAPER_CONFIGS["pointcloud"])
+    config["encoder"] = {"name": "resnet_pointnet", "c_dim": 8, "hidden_dim": 8}
+    config["decoder"] = {"name": "cbatchnorm", "c_dim": 8, "z_dim": 0, "hidden_size": 8,
+                         "legacy": False}
+    run = tmp_path / "run"
+    save_model(run / "model_best.safetensors", build_model(config),
+               {"threshold": 0.2, "input_kind": "pointcloud",
+                "provenance": {"command": "python -m training.train x.yaml"}})
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "summary.json").write_text(json.dumps({
+        "split": "test", "input": "pointcloud", "settings": {"n_points": 3000},
+        "methods": {"model": {"mean_of_classes": {"iou": 0.9}, "classes": {},
+                              "seconds_per_shape": 0.5}}}))
+    return run, report
+
+
+def test_bundle_writes_weights_and_card_that_the_zoo_picks(run_dir, tmp_path):
+    run, report = run_dir
+    out = tmp_path / "weights"
+    card = bundle(run, "pc_small", [report], ["pointcloud"], out)
+    assert (out / "pc_small.safetensors").is_file()
+    assert card["metrics"]["test"][0]["mean_of_classes"]["iou"] == 0.9
+    assert card["provenance"]["command"].startswith("python -m training.train")
+    assert zoo.default_model_name("pointcloud", [out]) == "pc_small"
+    model, loaded = zoo.load("pc_small", extra_dirs=[out])
+    assert loaded["default_for"] == ["pointcloud"] and model.input_kind == "pointcloud"
+
+
+def test_bundle_refuses_what_it_should(run_dir, tmp_path):
+    run, report = run_dir
+    out = tmp_path / "weights"
+    with pytest.raises(UserError, match="not found"):
+        bundle(tmp_path / "nothing", "x", out_dir=out)
+    with pytest.raises(UserError, match="limit"):
+        bundle(run, "x", out_dir=out, max_mb=0.001)
+    bundle(run, "first", [report], ["pointcloud"], out)
+    with pytest.raises(UserError, match="already the default"):
+        bundle(run, "second", [report], ["pointcloud"], out)
