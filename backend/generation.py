@@ -75,17 +75,27 @@ class MeshFrame:
     final: bool
 
 
+def _float(c):
+    """A code c in float32: a tensor, or each volume of a local-feature model's dict."""
+    return {key: value.float() for key, value in c.items()} if isinstance(c, dict) else c.float()
+
+
 @dataclass
 class ShapeCode:
-    """A shape's conditioning: encoder output c (1, c_dim) and latent z (1, z_dim)."""
+    """A shape's conditioning: encoder output c (1, c_dim), or ``{type: volume}`` for
+    local-feature models, and latent z (1, z_dim)."""
 
-    c: torch.Tensor
+    c: object
     z: torch.Tensor
     encode_seconds: float = 0.0
 
     def lerp(self, other, t):
         """Linear interpolation between two codes, t in [0, 1]."""
-        return ShapeCode(torch.lerp(self.c, other.c, t), torch.lerp(self.z, other.z, t))
+        if isinstance(self.c, dict):
+            c = {key: torch.lerp(value, other.c[key], t) for key, value in self.c.items()}
+        else:
+            c = torch.lerp(self.c, other.c, t)
+        return ShapeCode(c, torch.lerp(self.z, other.z, t))
 
 
 def resolve_device(device="auto"):
@@ -150,7 +160,7 @@ class Generator:
         started = time.perf_counter()
         inputs = inputs.to(self.device)
         with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
-            c = self.model.encode_inputs(inputs).float()
+            c = _float(self.model.encode_inputs(inputs))
         z = self.model.prior_z(1).to(self.device)
         if occupancies is not None and getattr(self.model, "z_dim", 0):
             z, _ = self.model.infer_z(inputs, occupancies.to(self.device).float(), c)

@@ -148,16 +148,26 @@ def mise(evaluate: Callable[[np.ndarray], np.ndarray], resolution0=32, upsamplin
         known = np.zeros(values.shape, dtype=bool)
         known[::2, ::2, ::2] = evaluated
         evaluated = known
+        # Subdivide the parents, then the neighbours their new points activate, until none.
+        # After the first pass only a small region changes, so work on its bounding box.
+        new, corner = parents, np.zeros(3, dtype=int)
         while True:
-            todo = cell_points_mask(parents) & ~evaluated
-            if not todo.any():
+            block = tuple(slice(2 * c, 2 * c + 2 * n + 1) for c, n in zip(corner, new.shape))
+            todo = cell_points_mask(new) & ~evaluated[block]
+            points = np.argwhere(todo) + 2 * corner
+            if not len(points):
                 break
-            points = np.argwhere(todo)
-            values[todo] = evaluate(lattice_to_unit(points, resolution))
-            evaluated |= todo
+            index = tuple(points.T)
+            values[index] = evaluate(lattice_to_unit(points, resolution))
+            evaluated[index] = True
             evaluations += len(points)
-            grown = straddling_parents(values, evaluated, threshold) & ~parents
-            if not grown.any():
+            # Only parents touching a new point can have changed: those around the points.
+            corner = np.maximum((points.min(axis=0) - 2) // 2, 0)
+            end = np.minimum(points.max(axis=0) // 2 + 1, resolution // 2)
+            cells = tuple(slice(c, e) for c, e in zip(corner, end))
+            fine = tuple(slice(2 * c, 2 * e + 1) for c, e in zip(corner, end))
+            new = straddling_parents(values[fine], evaluated[fine], threshold) & ~parents[cells]
+            if not new.any():
                 break
-            parents |= grown
+            parents[cells] |= new
         yield MiseLevel(level, resolution, values, evaluated, evaluations)

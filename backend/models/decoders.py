@@ -80,7 +80,7 @@ class ShapeDecoder:
         return torch.mv(h.float(), self.w_out) + self.b_out
 
 
-def _default_chunk_size(device):
+def default_chunk_size(device):
     # Small chunks stay in the CPU cache; a GPU wants large launches instead.
     return 4096 if device.type == "cpu" else 65536
 
@@ -146,7 +146,7 @@ class DecoderCBatchNorm(nn.Module):
         return ShapeDecoder(
             self.fc_p.weight.squeeze(2), blocks, scale, shift + scale * offset,
             self.fc_out.weight.squeeze(2), self.fc_out.bias, dtype,
-            _default_chunk_size(c.device),
+            default_chunk_size(c.device),
         )
 
 
@@ -206,5 +206,5 @@ class Decoder(nn.Module):
             offset = offset + block.fc_1.bias
         return ShapeDecoder(
             self.fc_p.weight, blocks, ones, offset, self.fc_out.weight, self.fc_out.bias,
-            dtype, _default_chunk_size(c.device),
+            dtype, default_chunk_size(c.device),
         )
