@@ -76,24 +76,30 @@ def infer_config(state_dict):
     """Recognise the architecture of a state_dict from tensor names and shapes -> config.
 
     Raises ``UnknownCheckpointError`` (saying what was found and what was expected) unless
-    the config's model has exactly these tensor names and shapes.
+    the config's model has exactly these tensor names and shapes. ConvONet checkpoints
+    (``decoder.fc_c.0``) get the official feature sampling; see ``_infer_convonet`` for what
+    their weights do not tell.
     """
     shapes = {key: tuple(value.shape) for key, value in state_dict.items()}
     if "decoder.fc_p.weight" not in shapes:
         raise _unknown(shapes, "no 'decoder.fc_p.weight' tensor")
-    decoder = _infer_decoder(shapes)
-    input_kind, encoder = _infer_encoder(shapes)
-    config = {
-        "arch": "onet", "input_kind": input_kind, "z_dim": decoder["z_dim"], "encoder": encoder,
-        "decoder": decoder, "encoder_latent": _infer_latent(shapes),
-    }
+    if "decoder.fc_c.0.weight" in shapes:
+        config = _infer_convonet(shapes)
+    else:
+        decoder = _infer_decoder(shapes)
+        input_kind, encoder = _infer_encoder(shapes)
+        config = {
+            "arch": "onet", "input_kind": input_kind, "z_dim": decoder["z_dim"],
+            "encoder": encoder, "decoder": decoder, "encoder_latent": _infer_latent(shapes),
+        }
     try:
-        expected = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
+        model = build_model(config)
     except UserError as error:
         raise _unknown(shapes, f"inconsistent sizes ({error})") from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if expected != shapes:
         raise _unknown(shapes, _difference(expected, shapes))
-    return config
+    return model.config
 
 
 def _infer_decoder(shapes):
@@ -143,6 +149,55 @@ def _infer_latent(shapes):
     }
 
 
+def _infer_convonet(shapes):
+    """Config of an official ConvONet state_dict (``LocalDecoder`` + local encoder).
+
+    The weights do not say which planes a plane model uses (1-plane "xz" and 3-plane
+    checkpoints have the same tensors): 3 planes are assumed, so a converted 1-plane
+    checkpoint needs ``encoder.plane_type`` set to ``["xz"]`` in its card. Nor do they give
+    the resolution: every released config pairs a U-Net of depth d (planes) or d levels
+    (grid) with resolution 2^(d + 2) (64 or 128 planes, 32 or 64 grids), used here.
+    """
+    c_dim = _shape(shapes, "decoder.fc_c.0.weight")[1]
+    encoder = {"c_dim": c_dim, "plane_type": []}
+    depth = _count(shapes, "encoder.unet.down_convs")
+    if depth:
+        start_filts = _shape(shapes, "encoder.unet.down_convs.0.conv1.weight")[0]
+        encoder["plane_type"] += ["xz", "xy", "yz"]
+        encoder.update(plane_resolution=2 ** (depth + 2),
+                       unet={"depth": depth, "start_filts": start_filts})
+    levels = _count(shapes, "encoder.unet3d.encoders")
+    if levels:
+        f_maps = _shape(shapes, "encoder.unet3d.encoders.0.basic_module.SingleConv2.conv.weight")
+        encoder["plane_type"] += ["grid"]
+        # Group norm's group count leaves no trace in the weights: the released models' 8.
+        encoder.update(grid_resolution=2 ** (levels + 2),
+                       unet3d={"num_levels": levels, "f_maps": f_maps[0], "num_groups": 8})
+    if not encoder["plane_type"]:
+        raise _unknown(shapes, "ConvONet tensors without 'encoder.unet' or 'encoder.unet3d', "
+                               "so the feature planes or grid cannot be told")
+    if "encoder.fc_pos.weight" in shapes:
+        input_kind = "pointcloud"
+        encoder.update(name="pointnet_local_pool",
+                       hidden_dim=_shape(shapes, "encoder.fc_pos.weight")[0] // 2)
+    elif "encoder.conv_in.weight" in shapes:
+        input_kind = "voxels"
+        encoder.update(name="voxel_simple_local")
+    else:
+        raise _unknown(shapes, "ConvONet encoder tensors of no known encoder (local-pool "
+                               "PointNet 'encoder.fc_pos', voxel CNN 'encoder.conv_in')")
+    decoder = {"name": "simple_local", "c_dim": c_dim,
+               "hidden_size": _shape(shapes, "decoder.fc_p.weight")[0]}
+    return {"arch": "convonet", "input_kind": input_kind, "encoder": encoder,
+            "decoder": decoder, "padding": 0.1, "sample_align": "official"}
+
+
+def _count(shapes, prefix):
+    """How many numbered modules ``prefix.<i>.*`` the state_dict holds."""
+    pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
+    return len({match.group(1) for key in shapes if (match := pattern.match(key))})
+
+
 def _shape(shapes, key):
     if key not in shapes:
         raise _unknown(shapes, f"missing '{key}'")
@@ -169,7 +224,8 @@ def _unknown(shapes, detail):
         f"unrecognised checkpoint: {detail}. Found {len(shapes)} tensors in groups: "
         f"{shown or 'none'}. Expected an Occupancy Network state_dict (decoder.*, plus "
         f"encoder.* for point cloud / voxel / image input, encoder_latent.* for the generative "
-        f"model) as saved by the official code or by this tool"
+        f"model) or a Convolutional Occupancy Network one (decoder.fc_c.0, encoder.unet or "
+        f"encoder.unet3d) as saved by the official code or by this tool"
     )
 
 
