@@ -147,7 +147,23 @@ def _venv_base_python():
 
 
 # -- operators ---------------------------------------------------------------------------------
-class ONET_OT_reconstruct(bpy.types.Operator):
+class _Checked:
+    """Mixin: an operator is available when ``problem(context)`` is None; otherwise its text
+    is the poll message Blender shows (F3 search, greyed-out buttons)."""
+
+    @classmethod
+    def problem(cls, context):
+        return None
+
+    @classmethod
+    def poll(cls, context):
+        problem = cls.problem(context)
+        if problem:
+            cls.poll_message_set(problem)
+        return not problem
+
+
+class ONET_OT_reconstruct(_Checked, bpy.types.Operator):
     bl_idname = "onet.reconstruct"
     bl_label = "Reconstruct"
     bl_description = ("Reconstruct a closed mesh from the active object or the chosen image"
@@ -155,12 +171,8 @@ class ONET_OT_reconstruct(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     @classmethod
-    def poll(cls, context):
-        problem = reconstruct_problem(context)
-        if problem:
-            cls.poll_message_set(problem)
-            return False
-        return True
+    def problem(cls, context):
+        return reconstruct_problem(context)
 
     def execute(self, context):
         try:
@@ -173,18 +185,15 @@ class ONET_OT_reconstruct(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class ONET_OT_cancel(bpy.types.Operator):
+class ONET_OT_cancel(_Checked, bpy.types.Operator):
     bl_idname = "onet.cancel"
     bl_label = "Cancel Reconstruction"
     bl_description = "Stop the running reconstruction and remove its unfinished result"
     bl_options = {"REGISTER"}
 
     @classmethod
-    def poll(cls, context):
-        if not jobs.running():
-            cls.poll_message_set("No reconstruction is running")
-            return False
-        return True
+    def problem(cls, context):
+        return None if jobs.running() else "No reconstruction is running"
 
     def execute(self, context):
         for job in jobs.running():
@@ -193,7 +202,7 @@ class ONET_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class ONET_OT_backend_start(bpy.types.Operator):
+class ONET_OT_backend_start(_Checked, bpy.types.Operator):
     bl_idname = "onet.backend_start"
     bl_label = "Start Backend"
     bl_description = ("Launch the reconstruction backend (or connect to the remote one) now,"
@@ -201,25 +210,19 @@ class ONET_OT_backend_start(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     @classmethod
-    def poll(cls, context):
+    def problem(cls, context):
         if jobs.backend.state == "starting":
-            cls.poll_message_set("The backend is starting")
-            return False
+            return "The backend is starting"
         if jobs.backend.is_running():
-            cls.poll_message_set("The backend is already running")
-            return False
-        problem = prefs.backend_problem(context)
-        if problem:
-            cls.poll_message_set(problem)
-            return False
-        return True
+            return "The backend is already running"
+        return prefs.backend_problem(context)
 
     def execute(self, context):
         jobs.backend.start_async(prefs.settings_snapshot(context))
         return {"FINISHED"}
 
 
-class ONET_OT_backend_stop(bpy.types.Operator):
+class ONET_OT_backend_stop(_Checked, bpy.types.Operator):
     bl_idname = "onet.backend_stop"
     bl_label = "Stop Backend"
     bl_description = ("Stop the backend this add-on launched (or disconnect from the remote"
@@ -227,11 +230,10 @@ class ONET_OT_backend_stop(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     @classmethod
-    def poll(cls, context):
+    def problem(cls, context):
         if jobs.backend.state not in ("running", "starting"):
-            cls.poll_message_set("The backend is not running")
-            return False
-        return True
+            return "The backend is not running"
+        return None
 
     def execute(self, context):
         jobs.cancel_all("Cancelled: the backend was stopped.")
@@ -239,7 +241,7 @@ class ONET_OT_backend_stop(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class ONET_OT_check_python(bpy.types.Operator):
+class ONET_OT_check_python(_Checked, bpy.types.Operator):
     bl_idname = "onet.check_python"
     bl_label = "Check"
     bl_description = ("Run the backend's Python interpreter and show its PyTorch version and"
@@ -247,18 +249,15 @@ class ONET_OT_check_python(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     @classmethod
-    def poll(cls, context):
-        if jobs.Status.check_running:
-            cls.poll_message_set("A check is running")
-            return False
-        return True
+    def problem(cls, context):
+        return "A check is running" if jobs.Status.check_running else None
 
     def execute(self, context):
         check_python_async(context)
         return {"FINISHED"}
 
 
-class ONET_OT_install_backend(bpy.types.Operator):
+class ONET_OT_install_backend(_Checked, bpy.types.Operator):
     bl_idname = "onet.install_backend"
     bl_label = "Install Backend Environment"
     bl_description = ("Create a Python environment in the extension's user folder and install"
@@ -275,17 +274,13 @@ class ONET_OT_install_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class _SetShape:
+class _SetShape(_Checked):
     bl_options = {"REGISTER"}
     which = "a"
 
     @classmethod
-    def poll(cls, context):
-        problem = input_problem(context) or prefs.backend_problem(context)
-        if problem:
-            cls.poll_message_set(problem)
-            return False
-        return True
+    def problem(cls, context):
+        return input_problem(context) or prefs.backend_problem(context)
 
     def execute(self, context):
         try:
@@ -312,21 +307,19 @@ class ONET_OT_interpolate_set_b(_SetShape, bpy.types.Operator):
     which = "b"
 
 
-class ONET_OT_interpolate_apply(bpy.types.Operator):
+class ONET_OT_interpolate_apply(_Checked, bpy.types.Operator):
     bl_idname = "onet.interpolate_apply"
     bl_label = "Apply Blend"
     bl_description = "Keep the interpolated shape as a new object"
     bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
-    def poll(cls, context):
+    def problem(cls, context):
         if not jobs.interpolation.ready():
-            cls.poll_message_set("Set shapes A and B first")
-            return False
+            return "Set shapes A and B first"
         if jobs.interpolation.preview_object() is None:
-            cls.poll_message_set("No interpolated shape yet: move the Blend slider")
-            return False
-        return True
+            return "No interpolated shape yet: move the Blend slider"
+        return None
 
     def execute(self, context):
         new = apply_interpolation(context)
@@ -334,18 +327,17 @@ class ONET_OT_interpolate_apply(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class ONET_OT_interpolate_clear(bpy.types.Operator):
+class ONET_OT_interpolate_clear(_Checked, bpy.types.Operator):
     bl_idname = "onet.interpolate_clear"
     bl_label = "Clear Interpolation"
     bl_description = "Forget shapes A and B and remove the interpolation preview object"
     bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
-    def poll(cls, context):
+    def problem(cls, context):
         if jobs.interpolation.a is None and jobs.interpolation.b is None:
-            cls.poll_message_set("No interpolation is set up")
-            return False
-        return True
+            return "No interpolation is set up"
+        return None
 
     def execute(self, context):
         from . import result_mesh
