@@ -257,6 +257,11 @@ def test_run_folder_is_not_overwritten(corpus, tmp_path, capsys):
       "encoder": {"name": "voxel_simple", "c_dim": 32}}, {}),
     ({**TINY_MODEL, "input_kind": "image", "encoder": {"name": "resnet18", "c_dim": 32}},
      {}),
+    ({"arch": "convonet", "input_kind": "pointcloud", "sample_align": "consistent",
+      "encoder": {"name": "pointnet_local_pool", "c_dim": 8, "hidden_dim": 8,
+                  "plane_type": ["xz", "xy", "yz"], "plane_resolution": 16,
+                  "unet": {"depth": 2, "start_filts": 8}},
+      "decoder": {"name": "simple_local", "c_dim": 8, "hidden_size": 8}}, {}),
 ])
 def test_other_input_kinds_train_and_load(corpus, tmp_path, model, data):
     config = write_config(tmp_path / "c.yaml", corpus, model=model, data=data,

@@ -216,11 +216,16 @@ def train(args, argv):
             dist.destroy_process_group()
 
 
+def is_generative(model_config):
+    """Whether the model has a latent encoder q(z | p, occ) (ConvONet configs have no key)."""
+    return model_config.get("encoder_latent") is not None
+
+
 def open_datasets(config):
     """(train, val) ShapeDatasets of the config; UserError for a train split too small for
     the batch."""
     data, opts = config["data"], config["training"]
-    latent = config["model"]["encoder_latent"] is not None
+    latent = is_generative(config["model"])
     select = {"categories": data["categories"], "exclude": data["exclude_categories"],
               "seed": opts["seed"], "normalize_inputs": data["input"] == "pointcloud"}
     train_set = ShapeDataset(data["path"], "train", run_fields(data, True), **select)
@@ -263,7 +268,7 @@ def _train(config, args, argv, procs, device):
     data, opts = config["data"], config["training"]
     run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     max_iterations = opts["max_iterations"]
-    latent = config["model"]["encoder_latent"] is not None
+    latent = is_generative(config["model"])
     if opts["batch_size"] % procs.world:
         raise UserError(f"training.batch_size {opts['batch_size']} must be a multiple of the "
                         f"{procs.world} processes")
