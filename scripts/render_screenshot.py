@@ -121,9 +121,15 @@ def build_scene(work):
     size = float((corners.max(0) - corners.min(0)).max())
     camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
     camera.data.type = "ORTHO"
-    camera.data.ortho_scale = size * 1.12
     direction = np.array([0.25, -1.0, 0.45])
     direction /= np.linalg.norm(direction)
+    # Fit both objects' projected extents: ortho_scale spans the image width (1200 x 560).
+    right = np.cross(-direction, (0.0, 0.0, 1.0))
+    right /= np.linalg.norm(right)
+    up = np.cross(right, -direction)
+    extent_right = np.ptp(corners @ right)
+    extent_up = np.ptp(corners @ up)
+    camera.data.ortho_scale = 1.08 * max(extent_right, extent_up * 1200 / 560)
     camera.location = centre + direction * size * 3
     camera.rotation_euler = (Vector(centre) - camera.location).to_track_quat("-Z", "Y").to_euler()
     scene.collection.objects.link(camera)

@@ -34,7 +34,7 @@ def capsule_sdf(p, a, b, radius):
 
 # boxes_rods is laid out below, then centred and scaled so its bounding box has longest
 # edge 1 like a normalised input: a scan of it comes back at its own size.
-BOXES_RODS_CENTER = (-0.002, 0.1135, -0.0005)
+BOXES_RODS_CENTER = (-0.002, 0.1135, 0.013)
 BOXES_RODS_SCALE = 1.0 / 0.738
 
 
