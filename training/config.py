@@ -6,7 +6,11 @@ A config has four sections; every key but ``model`` has a default (see ``SCHEMA`
                  config dict as ``backend.models.build_model`` takes (arch, encoder, ...)
     data:        path, input (pointcloud | voxels | image | none; null: the model's),
                  input_points, input_noise, points, near_share, categories,
-                 exclude_categories, val_points
+                 exclude_categories, val_points, augment (training-sample augmentations of
+                 point-cloud runs, all off by default: rotation (none | up | any),
+                 anisotropic_scale, points_range, noise_range ([min, max] pairs),
+                 partial_views ([min, max] viewpoints), partial_probability; see
+                 ``training.data.augment``)
     training:    batch_size (shapes per iteration over all processes), lr, max_iterations,
                  validate_every, checkpoint_every, log_every, seed, num_workers,
                  precision (fp32 | bf16), device (auto | cpu | cuda)
@@ -40,6 +44,23 @@ class Option:
     minimum: float = None
     maximum: float = None
     items: type = None  # element type of a list
+    pair: bool = False  # a list [min, max] of two items, min <= max (bounds apply to each)
+    schema: dict = None  # a nested section: {key: Option}, merged over its defaults
+
+
+# data.augment: applied to point-cloud training samples only (training.data.augment).
+AUGMENT_SCHEMA = {
+    "rotation": Option(str, "none", choices=("none", "up", "any")),  # up: about the y axis
+    "anisotropic_scale": Option(list, None, nullable=True, items=float, pair=True,
+                                minimum=1e-3),  # per-axis factors, log-uniform
+    "points_range": Option(list, None, nullable=True, items=int, pair=True,
+                           minimum=1),  # input points, log-uniform, resampled to input_points
+    "noise_range": Option(list, None, nullable=True, items=float, pair=True,
+                          minimum=0),  # Gaussian noise std, uniform (replaces input_noise)
+    "partial_views": Option(list, None, nullable=True, items=int, pair=True,
+                            minimum=1),  # viewpoints of a partial scan
+    "partial_probability": Option(float, 1.0, minimum=0, maximum=1),  # share made partial
+}
 
 
 SCHEMA = {
@@ -53,6 +74,7 @@ SCHEMA = {
         "categories": Option(list, None, nullable=True, items=str),  # null: all
         "exclude_categories": Option(list, [], items=str),
         "val_points": Option(int, None, nullable=True, minimum=1),  # IoU points; null: all
+        "augment": Option(dict, None, schema=AUGMENT_SCHEMA),  # null: all off
     },
     "training": {
         "batch_size": Option(int, 64, minimum=1),
@@ -120,15 +142,25 @@ def check_config(raw, source="config"):
         if not isinstance(given, dict):
             raise UserError(f"{source}: '{section}' must be a mapping of keys to values, "
                             f"got {given!r}")
-        for key in given:
-            if key not in options:
-                raise UserError(f"{source}: unknown key '{section}.{key}' (allowed in "
-                                f"{section}: {', '.join(options)})")
-        config[section] = {key: _value(given[key], option, f"{section}.{key}", source)
-                           if key in given else copy.deepcopy(option.default)
-                           for key, option in options.items()}
+        config[section] = _section(given, options, section, source)
     _check_input(config, source)
     return config
+
+
+def _section(given, options, path, source):
+    """Mapping ``given`` (keys checked) merged over the defaults of ``options``."""
+    for key in given:
+        if key not in options:
+            raise UserError(f"{source}: unknown key '{path}.{key}' (allowed in "
+                            f"{path}: {', '.join(options)})")
+    return {key: _value(given[key], option, f"{path}.{key}", source)
+            if key in given else _default(option) for key, option in options.items()}
+
+
+def _default(option):
+    if option.schema is not None:
+        return {key: _default(sub) for key, sub in option.schema.items()}
+    return copy.deepcopy(option.default)
 
 
 def _model(value, source):
@@ -150,6 +182,13 @@ def _model(value, source):
 
 def _value(value, option, key_path, source):
     """``value`` checked against ``option``; UserError naming the key path otherwise."""
+    if option.schema is not None:
+        if value is None:
+            return _default(option)
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: '{key_path}' must be a mapping of keys to values "
+                            f"({', '.join(option.schema)}), got {value!r}")
+        return _section(value, option.schema, key_path, source)
     if value is None and option.nullable:
         return None
     expected = option.type.__name__ + (" or null" if option.nullable else "")
@@ -157,19 +196,36 @@ def _value(value, option, key_path, source):
         expected = f"a list of {option.items.__name__}" + (" or null" if option.nullable else "")
     # bool is an int subclass: compare exact types so `true` is not taken for a number.
     fits = type(value) is option.type or (option.type is float and type(value) is int)
+    if option.pair:
+        expected = f"a list [min, max] of two {option.items.__name__}" + (
+            " or null" if option.nullable else "")
     if fits and option.items is not None:
-        fits = all(type(item) is option.items for item in value)
+        fits = all(type(item) is option.items
+                   or (option.items is float and type(item) is int) for item in value)
+    if fits and option.pair:
+        fits = len(value) == 2
     if not fits:
         raise UserError(f"{source}: '{key_path}' must be {expected}, got {value!r} "
                         f"({type(value).__name__})")
+    if option.pair:
+        if value[0] > value[1]:
+            raise UserError(f"{source}: '{key_path}' must be [min, max] with min <= max, "
+                            f"got {value!r}")
+        for item in value:
+            _bounds(item, option, key_path, source)
+        return [float(item) for item in value] if option.items is float else list(value)
     if option.choices and value not in option.choices:
         raise UserError(f"{source}: '{key_path}' must be one of {', '.join(option.choices)}, "
                         f"got {value!r}")
+    _bounds(value, option, key_path, source)
+    return float(value) if option.type is float else value
+
+
+def _bounds(value, option, key_path, source):
     if option.minimum is not None and value < option.minimum:
         raise UserError(f"{source}: '{key_path}' must be >= {option.minimum}, got {value!r}")
     if option.maximum is not None and value > option.maximum:
         raise UserError(f"{source}: '{key_path}' must be <= {option.maximum}, got {value!r}")
-    return float(value) if option.type is float else value
 
 
 def _check_input(config, source):

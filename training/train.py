@@ -41,6 +41,7 @@ from backend.models import build_model
 
 from .checkpoints import MODEL_BEST, MODEL_LAST, STATE, load_run, save_model_file, save_state
 from .config import load_config
+from .data.augment import augment_options
 from .data.datasets import ShapeDataset, collate
 from .data.fields import run_fields
 from .trainer import THRESHOLD, Trainer
@@ -228,7 +229,8 @@ def open_datasets(config):
     latent = is_generative(config["model"])
     select = {"categories": data["categories"], "exclude": data["exclude_categories"],
               "seed": opts["seed"], "normalize_inputs": data["input"] == "pointcloud"}
-    train_set = ShapeDataset(data["path"], "train", run_fields(data, True), **select)
+    train_set = ShapeDataset(data["path"], "train", run_fields(data, True), **select,
+                             augment=augment_options(data))  # data.augment: train only
     val_set = ShapeDataset(data["path"], "val", run_fields(data, False, latent), **select)
     if len(train_set) < opts["batch_size"]:
         raise UserError(f"the train split has {len(train_set)} shapes, fewer than "

@@ -15,6 +15,8 @@ import torch
 from backend.errors import UserError
 from backend.transforms import normalize_points
 
+from .augment import augment_sample
+
 SPLITS = ("train", "val", "test")
 
 
@@ -72,11 +74,13 @@ class ShapeDataset:
     fields: ``{name: field}`` (see ``fields``); categories: folder names (None: all);
     exclude: folder names to leave out. Sample ``index`` of epoch ``e`` draws its random
     choices from ``numpy.random.default_rng([seed, e, index])``, so it does not depend on
-    the worker that loads it; call ``set_epoch`` at the start of every epoch.
+    the worker that loads it; call ``set_epoch`` at the start of every epoch. augment:
+    options of ``training.data.augment.augment_sample`` (``augment_options``; None: off),
+    applied to each sample before ``normalize_inputs``.
     """
 
     def __init__(self, root, split, fields, categories=None, exclude=(), seed=0,
-                 normalize_inputs=False):
+                 normalize_inputs=False, augment=None):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.root = Path(root)
@@ -85,6 +89,7 @@ class ShapeDataset:
         self.categories = select_categories(self.root, categories, exclude)
         self.seed = seed
         self.normalize_inputs = normalize_inputs
+        self.augment = augment
         self.epoch = 0
         self.shapes = []  # (category, shape id)
         for category in self.categories:
@@ -127,6 +132,8 @@ class ShapeDataset:
                                for key, array in value.items()})
             else:
                 sample[name] = value
+        if self.augment is not None:
+            augment_sample(sample, rng, self.augment)
         if self.normalize_inputs:
             normalize_to_inputs(sample)
         return sample

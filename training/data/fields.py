@@ -16,6 +16,7 @@ from backend.errors import UserError
 from backend.pipeline import prepare_image
 from backend.transforms import resample_voxels
 
+from .augment import augment_options
 from .transforms import Compose, PointcloudNoise, SubsamplePointcloud, SubsamplePoints
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -171,6 +172,8 @@ def run_fields(data, training, latent=False):
     Training: ``points`` (``data.points`` mixed query points) and ``inputs``. Evaluation:
     ``points_iou`` (the uniform points; all, or ``data.val_points`` drawn ones), ``inputs``,
     and for a generative model (``latent``) ``points`` too, to infer its q(z | p, occ).
+    With ``data.augment`` on, the training point-cloud field loads the whole cloud and
+    ``training.data.augment.augment_sample`` makes the input (see ``ShapeDataset``).
     """
     fields = {}
     if training or latent:
@@ -178,7 +181,11 @@ def run_fields(data, training, latent=False):
     if not training:
         subsample = data["val_points"] and SubsamplePoints(data["val_points"])
         fields["points_iou"] = PointsField("points.npz", subsample or None)
-    inputs = INPUT_FIELDS[data["input"]](data, training)
+    if training and augment_options(data) is not None:
+        # data.augment on: the whole cloud; augment_sample subsamples and adds the noise.
+        inputs = PointCloudField()
+    else:
+        inputs = INPUT_FIELDS[data["input"]](data, training)
     if inputs is not None:
         fields["inputs"] = inputs
     return fields
