@@ -190,6 +190,15 @@ def test_config_errors_name_file_and_key(tmp_path, text, expected):
     assert str(path) in str(error.value) and expected in str(error.value)
 
 
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "training"
+                                          / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_configs_load_and_build(path):
+    from backend.models import build_model
+
+    config = load_config(path, data_path="unused")
+    assert build_model(config["model"]).config["arch"] == config["model"]["arch"]
+
+
 def test_config_model_errors(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"model": {**TINY_MODEL, "encoder": {
