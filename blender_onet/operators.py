@@ -162,6 +162,12 @@ class _Checked:
             cls.poll_message_set(problem)
         return not problem
 
+    def fail(self, error):
+        """Show an input problem in the panel and as a report; the operator is cancelled."""
+        jobs.Status.last_error = str(error)
+        self.report({"ERROR"}, str(error))
+        return {"CANCELLED"}
+
 
 class ONET_OT_reconstruct(_Checked, bpy.types.Operator):
     bl_idname = "onet.reconstruct"
@@ -178,9 +184,7 @@ class ONET_OT_reconstruct(_Checked, bpy.types.Operator):
         try:
             job = start_reconstruction(context)
         except InputError as exc:
-            jobs.Status.last_error = str(exc)
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
+            return self.fail(exc)
         self.report({"INFO"}, f"Reconstructing {job.properties['onet_source']}…")
         return {"FINISHED"}
 
@@ -286,9 +290,7 @@ class _SetShape(_Checked):
         try:
             data = set_interpolation_shape(context, self.which)
         except InputError as exc:
-            jobs.Status.last_error = str(exc)
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
+            return self.fail(exc)
         self.report({"INFO"}, f"Shape {self.which.upper()}: {data.source} ({data.label})")
         return {"FINISHED"}
 

@@ -6,10 +6,15 @@ from . import jobs, prefs, scene_input
 from .prefs import wrap
 
 
-class ONET_PT_reconstruct(bpy.types.Panel):
+class _Sidebar:
+    """Panels in the 3D View's sidebar (N), tab "ONet"."""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "ONet"
+
+
+class ONET_PT_reconstruct(_Sidebar, bpy.types.Panel):
     bl_label = "ONet Reconstruct"
 
     def draw(self, context):
@@ -70,10 +75,7 @@ class ONET_PT_reconstruct(bpy.types.Panel):
                 layout.label(text=line)
 
 
-class ONET_PT_interpolate(bpy.types.Panel):
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "ONet"
+class ONET_PT_interpolate(_Sidebar, bpy.types.Panel):
     bl_label = "Latent Interpolation"
     bl_parent_id = "ONET_PT_reconstruct"
     bl_options = {"DEFAULT_CLOSED"}
@@ -102,10 +104,7 @@ class ONET_PT_interpolate(bpy.types.Panel):
         row.operator("onet.interpolate_clear", text="", icon="X")
 
 
-class ONET_PT_backend(bpy.types.Panel):
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "ONet"
+class ONET_PT_backend(_Sidebar, bpy.types.Panel):
     bl_label = "Backend"
     bl_parent_id = "ONET_PT_reconstruct"
 
