@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Creates .venv (Python 3.11) and installs the pinned requirements. Safe to run again:
-# an existing venv is reused and pip skips what is already installed.
+# Creates .venv (Python 3.11) and installs the pinned requirements, plus any extra requirement
+# files given as arguments (scripts/test.sh adds requirements-eval.txt, the evaluation's
+# Poisson baseline). Safe to run again: an existing venv is reused and pip skips what is
+# already installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3.11}"
@@ -13,9 +15,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # A requirements stamp skips pip entirely when nothing changed since the last install.
 stamp=.venv/.requirements.sha256
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+want=$(cat requirements.txt "$@" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r requirements.txt
+  for extra in "$@"; do
+    .venv/bin/python -m pip install --quiet -r "$extra"
+  done
   echo "$want" > "$stamp"
 fi

@@ -188,3 +188,25 @@ def test_cli_render_writes_input_and_result(tmp_path, run_cli):
     assert result.returncode == 0, result.stderr
     with Image.open(tmp_path / "view.png") as image:
         assert image.size == (1024, 512 + render.LABEL_HEIGHT)
+
+
+def test_poisson_baseline_row(corpus, tmp_path):
+    assert run_evaluate(corpus, tmp_path, "--poisson", "--categories", "ball",
+                        "--n-points", "3000") == 0
+    rows = read_rows(tmp_path)
+    assert [r["method"] for r in rows] == ["model", "poisson"] * 2
+    # Poisson of 3000 noisy points on the radius 0.5 ball recovers the ball.
+    for baseline in rows[1::2]:
+        assert float(baseline["iou"]) > 0.9 and float(baseline["normal_consistency"]) > 0.95
+        assert float(baseline["seconds"]) > 0
+    assert "Baseline: screened Poisson (depth 8" in (tmp_path / "report.md").read_text()
+
+
+def test_partial_views_keep_one_side_of_the_shape(corpus):
+    ref = evaluate.ShapeRef("ball", "00", corpus / "ball/00")
+    gt = evaluate.ground_truth(ref.folder)
+    whole = evaluate.load_input(ref, "pointcloud", gt, 3000, 0.0, np.random.default_rng(0))
+    seen = evaluate.load_input(ref, "pointcloud", gt, 3000, 0.0, np.random.default_rng(0), 1)
+    assert np.linalg.norm(whole.points.mean(axis=0)) < 0.05
+    # A camera at distance 2 sees less than a hemisphere: its centroid lies beyond r / 2.
+    assert np.linalg.norm(seen.points.mean(axis=0)) > 0.25

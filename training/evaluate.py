@@ -1,13 +1,14 @@
 """Evaluate a model on a dataset split with the ONet/ConvONet protocol (training/metrics.py).
 
 ``python -m training.evaluate --model M --data DIR --out REPORT_DIR [--split test]
-[--input pointcloud|voxels|image] [--n-points 300] [--noise 0.005] [--resolution0 32
---upsampling-steps 2] [--limit N] [--categories a,b]``
+[--input pointcloud|voxels|image] [--n-points 300] [--noise 0.005] [--partial-views K]
+[--poisson] [--resolution0 32 --upsampling-steps 2] [--limit N] [--categories a,b]``
 
 Every shape of the split is reconstructed through the backend (``pipeline.prepare``, then
 ``Generator`` with MISE), exactly as a user's input would be, from the input the training
 builds: a point cloud of ``--n-points`` drawn with replacement from ``pointcloud.npz`` plus
-Gaussian noise (one seeded generator per shape), the ``model.binvox`` grid read, like im2mesh,
+Gaussian noise (one seeded generator per shape; with ``--partial-views K`` drawn only from the
+surface points seen from K random viewpoints, a partial scan), the ``model.binvox`` grid read, like im2mesh,
 as covering [-0.5, 0.5]^3 whatever its header says, or the first view of ``img_choy2016``.
 Dataset shapes are normalised already, so the backend's map back to the input's coordinates
 (it undoes the cloud's own bounding-box normalisation; the grid's frame is the unit cube;
@@ -15,8 +16,10 @@ images stay in the unit cube) puts every mesh in the dataset frame that the metr
 
 REPORT_DIR receives ``shapes.csv`` (one row per shape and method), ``report.md`` (per-class
 means, the mean of class means and the mean over shapes), ``summary.json`` and
-``gallery.png`` (input | prediction | ground truth for the first shapes of each class). For
-voxel input the marching-cubes mesh of the input grid is evaluated too, as a baseline.
+``gallery.png`` (input | prediction | ground truth for the first shapes of each class). Classic
+baselines are evaluated on the same input and timed the same way (training/baselines.py): for
+voxel input always the marching-cubes mesh of the input grid; for point clouds, with
+``--poisson``, screened Poisson reconstruction (depth 8, normals estimated from the points).
 """
 
 from __future__ import annotations
@@ -35,13 +38,14 @@ import numpy as np
 
 from backend.errors import UserError, run_command
 
-from . import metrics
+from . import baselines, metrics
+from .data.augment import partial_scan
 from .data.datasets import dataset_categories
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 INPUT_FILES = {"pointcloud": "pointcloud.npz", "voxels": "model.binvox", "image": "img_choy2016"}
-MODEL, BASELINE = "model", "voxel baseline"
+MODEL, VOXEL_BASELINE, POISSON = "model", "voxel baseline", "poisson"
 COLUMNS = ("category", "shape", "method", "iou", "chamfer_l1", "accuracy", "completeness",
            "normal_consistency", "fscore", "precision", "recall", "seconds", "faces")
 # Report table: (metric key, column title, factor).
@@ -68,6 +72,7 @@ class Panels:
     inp: object = None
     prediction: tuple = ()
     baseline: tuple = ()
+    baseline_name: str = ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="input cloud size (300 in ONet, 3000 in ConvONet)")
     parser.add_argument("--noise", type=float, default=0.005,
                         help="input noise standard deviation (unit-cube units)")
+    parser.add_argument("--partial-views", type=int, default=0,
+                        help="K > 0: a partial scan, input points only from the surface seen "
+                             "from K random viewpoints (default 0: the whole surface)")
+    parser.add_argument("--poisson", action="store_true",
+                        help="also evaluate screened Poisson reconstruction of the input "
+                             "cloud (needs pymeshlab: pip install -r requirements-eval.txt)")
     parser.add_argument("--resolution0", type=int, default=32, help="MISE start resolution")
     parser.add_argument("--upsampling-steps", type=int, default=2, help="MISE levels after the "
                         "first")
@@ -107,7 +118,7 @@ def check_args(args: argparse.Namespace) -> None:
     for name in ("n_points", "eval_points", "resolution0"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
-    for name in ("upsampling_steps", "gallery_per_class"):
+    for name in ("upsampling_steps", "gallery_per_class", "partial_views"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0")
     if args.limit is not None and args.limit < 1:
@@ -180,14 +191,18 @@ def shape_rng(seed: int, ref: ShapeRef) -> np.random.Generator:
 
 
 def load_input(ref: ShapeRef, kind: str, gt: dict, n_points: int, noise: float,
-               rng: np.random.Generator):
+               rng: np.random.Generator, partial_views: int = 0):
     """The backend input of one shape, built like the training's (see the module
     docstring)."""
     from backend.binvox import read_binvox
     from backend.inputs import ImageInput, PointCloudInput, VoxelInput
 
     if kind == "pointcloud":
-        points = gt["points"][rng.integers(len(gt["points"]), size=n_points)]
+        surface = gt["points"]
+        if partial_views:
+            seen = partial_scan(surface, gt["normals"], rng, (partial_views, partial_views))
+            surface = surface[seen] if seen.any() else surface
+        points = surface[rng.integers(len(surface), size=n_points)]
         return PointCloudInput(points + noise * rng.standard_normal(points.shape)
                                .astype(np.float32))
     if kind == "voxels":
@@ -223,25 +238,30 @@ def reconstruct(generator, model, card, inp, seed: int) -> tuple[np.ndarray, np.
     return frame.vertices, frame.faces, time.perf_counter() - started
 
 
-def voxel_mesh(occupancy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Marching cubes of an (n, n, n) occupancy grid over [-0.5, 0.5]^3, padded with empty
-    voxels so it is closed: vertices (V, 3) float32 in the grid's frame, faces (F, 3)."""
-    import mcubes
-
-    n = occupancy.shape[0]
-    vertices, faces = mcubes.marching_cubes(np.pad(occupancy.astype(np.float32), 1), 0.5)
-    # Padded index j is voxel j - 1, whose centre lies at -0.5 + (j - 0.5) / n.
-    return (-0.5 + (vertices - 0.5) / n).astype(np.float32), faces.astype(np.int32)
+def run_baseline(kind: str, inp, poisson: bool, threads: int):
+    """(method name, vertices, faces, seconds) of the classic baseline for this input, or
+    None when there is none to run."""
+    started = time.perf_counter()
+    if kind == "voxels":
+        mesh, name = baselines.voxel_mesh(inp.occupancy), VOXEL_BASELINE
+    elif kind == "pointcloud" and poisson:
+        mesh, name = baselines.poisson_mesh(inp.points, threads=threads), POISSON
+    else:
+        return None
+    return name, *mesh, time.perf_counter() - started
 
 
 def evaluate(args: argparse.Namespace) -> None:
     """Run the evaluation and write the reports (see the module docstring)."""
+    import torch
     from tqdm import tqdm
 
     from backend import zoo
     from backend.generation import Generator, Settings, resolve_device
 
     check_args(args)
+    if args.poisson:
+        baselines.require_pymeshlab()
     device = resolve_device(args.device)
     model, card = zoo.load(args.model, device)
     wanted = getattr(model, "input_kind", None)
@@ -260,20 +280,19 @@ def evaluate(args: argparse.Namespace) -> None:
     for ref in tqdm(shapes, desc="evaluate", unit="shape"):
         rng = shape_rng(args.seed, ref)
         gt = ground_truth(ref.folder)
-        inp = load_input(ref, kind, gt, args.n_points, args.noise, rng)
+        inp = load_input(ref, kind, gt, args.n_points, args.noise, rng, args.partial_views)
         vertices, faces, seconds = reconstruct(generator, model, card, inp, args.seed)
         sample_seed = int(rng.integers(2**31))
         rows.append(score(ref, MODEL, vertices, faces, seconds, gt, args.eval_points,
                           sample_seed))
-        baseline = ()
-        if kind == "voxels":
-            started = time.perf_counter()
-            baseline = voxel_mesh(inp.occupancy)
-            rows.append(score(ref, BASELINE, *baseline, time.perf_counter() - started, gt,
-                              args.eval_points, sample_seed))
+        baseline = run_baseline(kind, inp, args.poisson, torch.get_num_threads())
+        if baseline:
+            name, *mesh, seconds = baseline
+            rows.append(score(ref, name, *mesh, seconds, gt, args.eval_points, sample_seed))
         if shown[ref.category] < args.gallery_per_class:
             shown[ref.category] += 1
-            panels.append(Panels(ref, inp, (vertices, faces), baseline))
+            panels.append(Panels(ref, inp, (vertices, faces), *(
+                (tuple(mesh), name) if baseline else ())))
 
     summary = summarise(rows, names)
     summary.update(model=args.model, data=str(args.data), split=args.split, input=kind,
@@ -283,6 +302,8 @@ def evaluate(args: argparse.Namespace) -> None:
                              "upsampling_steps": args.upsampling_steps,
                              "n_points": args.n_points if kind == "pointcloud" else None,
                              "noise": args.noise if kind == "pointcloud" else None,
+                             "partial_views": args.partial_views if kind == "pointcloud"
+                             else None,
                              "eval_points": args.eval_points, "seed": args.seed})
     write_csv(out / "shapes.csv", rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -365,7 +386,9 @@ def markdown(summary: dict) -> str:
              "Chamfer-L1 is given in unit-cube units (raw) and x10 (the unit of the ONet and "
              "ConvONet papers' tables); F-score at 0.01 (1% of the cube edge). IoU on the "
              "uniform points of `points.npz`.", ""]
-    titles = {MODEL: "Model", BASELINE: "Baseline: marching cubes of the input 32^3 voxels"}
+    titles = {MODEL: "Model", VOXEL_BASELINE: "Baseline: marching cubes of the input 32^3 voxels",
+              POISSON: f"Baseline: screened Poisson (depth {baselines.POISSON_DEPTH}, normals "
+                       f"estimated from the {baselines.NORMAL_NEIGHBOURS} nearest points)"}
     for method, result in summary["methods"].items():
         lines += [f"## {titles.get(method, method)}", "",
                   "| class | shapes | " + " | ".join(t for _, t, _ in TABLE) + " |",
@@ -389,7 +412,7 @@ def _table_row(label: str, shapes: int, means: dict) -> str:
 
 
 def gallery(panels: list[Panels], kind: str):
-    """Rows of input | prediction | ground truth (| voxel baseline), one view shared by all
+    """Rows of input | prediction | ground truth (| baseline), one view shared by all
     panels so sizes compare."""
     from PIL import Image, ImageOps
 
@@ -408,7 +431,7 @@ def gallery(panels: list[Panels], kind: str):
         labels = [f"{panel.ref.category}/{panel.ref.shape}", "prediction", "ground truth"]
         if panel.baseline:
             images.append(render.render_mesh(*panel.baseline, view=view))
-            labels.append("voxel baseline")
+            labels.append(panel.baseline_name)
         rows.append(render.side_by_side(images, labels))
     return render.stack(rows)
 
