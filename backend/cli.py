@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .errors import UserError, run_command
 
 def positive_int(text):
@@ -45,6 +47,15 @@ def build_parser():
     rec.add_argument("--simplify", type=int, metavar="FACES", help="decimate to about FACES")
     rec.add_argument("--refine-steps", type=positive_int, default=0,
                      help="gradient refinement steps (paper section 3.3)")
+    rec.add_argument("--tile-size", type=float, metavar="SIZE",
+                     help="reconstruct a large scene tile by tiling: SIZE is the edge (in the"
+                          " input's units) that the model sees as its unit cube, about one "
+                          "object's size; needs a local-feature (ConvONet) model")
+    rec.add_argument("--tile-overlap", type=float, default=0.2,
+                     help="share of a tile's crop on each side that is context only "
+                          "(default 0.2)")
+    rec.add_argument("--tile-points", type=int, metavar="N",
+                     help="at most N input points per tile (default: the model's input size)")
     rec.add_argument("--render", metavar="PNG", help="also write a picture: input | result")
     rec.add_argument("--json", action="store_true", help="print the summary as JSON")
     rec.add_argument("--quiet", action="store_true", help="no per-level progress on stderr")
@@ -87,7 +98,7 @@ def load_model_for(inp, args):
 
 
 def run_reconstruct(args):
-    from . import mesh_io, pipeline
+    from . import mesh_io
     from .generation import Generator, Settings
     from .inputs import read_input
 
@@ -102,41 +113,87 @@ def run_reconstruct(args):
                         simplify_faces=args.simplify, refine_steps=args.refine_steps,
                         mesh_every_level=False)
     generator = Generator(model, card, device, settings)
-    prepared = pipeline.prepare(inp, model, card)
+    if args.tile_size is not None:
+        vertices, faces, normals, summary = reconstruct_tiled(args, inp, generator, card)
+    else:
+        vertices, faces, normals, summary = reconstruct_whole(args, inp, generator, card)
+    mesh_io.write_mesh(args.output, vertices, faces, normals)
+    if args.render:
+        from .render import input_and_result
+
+        input_and_result(inp, vertices, faces).save(args.render)
+    summary = {"output": str(args.output), "model": name, "vertices": len(vertices),
+               "faces": len(faces), **summary, "threshold": generator.threshold,
+               "precision": str(generator.dtype).replace("torch.", ""),
+               "device": str(device), "seconds": round(time.perf_counter() - started, 3)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['output']}: {summary['vertices']:,} vertices, {summary['faces']:,}"
+              f" faces, {summary['evaluations']:,} network evaluations"
+              f" ({100 * summary['dense_fraction']:.1f}% of {summary['lattice']}),"
+              f" {summary['seconds']:.2f} s [{name}, {summary['precision']}, {device}]")
+    if len(faces) == 0:
+        print("warning: the surface is empty at this threshold; try a lower --threshold",
+              file=sys.stderr)
+
+
+def reconstruct_whole(args, inp, generator, card):
+    """The input normalised into the model's cube as a whole, MISE level by level ->
+    (vertices, faces, normals, summary fields)."""
+    from . import pipeline
+
+    started = time.perf_counter()
+    prepared = pipeline.prepare(inp, generator.model, card)
     for note in prepared.notes:
         print(f"note: {note}", file=sys.stderr)
     for frame in pipeline.world_frames(generator, prepared, started=started):
         if not args.quiet and not args.json:
             print(f"level {frame.level + 1}/{frame.levels}: {frame.resolution}^3,"
                   f" {frame.evaluations:,} evaluations, {frame.seconds:.2f} s", file=sys.stderr)
-    mesh_io.write_mesh(args.output, frame.vertices, frame.faces, frame.normals)
-    if args.render:
-        from .render import input_and_result
+    lattice = (frame.resolution + 1) ** 3
+    return frame.vertices, frame.faces, frame.normals, {
+        "evaluations": frame.evaluations,
+        "dense_fraction": round(frame.evaluations / lattice, 4),
+        "lattice": f"{frame.resolution + 1}^3", "resolution": frame.resolution,
+        "notes": prepared.notes}
 
-        input_and_result(inp, frame.vertices, frame.faces).save(args.render)
-    dense = (frame.resolution + 1) ** 3
-    summary = {"output": str(args.output), "model": name, "vertices": len(frame.vertices),
-               "faces": len(frame.faces), "evaluations": frame.evaluations,
-               "dense_fraction": round(frame.evaluations / dense, 4),
-               "resolution": frame.resolution, "threshold": generator.threshold,
-               "precision": str(generator.dtype).replace("torch.", ""),
-               "device": str(device), "seconds": round(time.perf_counter() - started, 3),
-               "notes": prepared.notes}
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(f"{summary['output']}: {summary['vertices']:,} vertices, {summary['faces']:,}"
-              f" faces, {summary['evaluations']:,} network evaluations"
-              f" ({100 * summary['dense_fraction']:.1f}% of {frame.resolution + 1}^3),"
-              f" {summary['seconds']:.2f} s [{name}, {summary['precision']}, {device}]")
-    if len(frame.faces) == 0:
-        print("warning: the surface is empty at this threshold; try a lower --threshold",
-              file=sys.stderr)
+
+def reconstruct_tiled(args, inp, generator, card):
+    """A point cloud of any extent tile by tile (backend/tiling.py) -> (vertices, faces,
+    None, summary fields)."""
+    from . import tiling
+
+    if inp.kind != "pointcloud":
+        raise UserError("--tile-size works on point clouds only; leave it out for this input")
+    if args.normals or args.refine_steps:
+        raise UserError("--normals and --refine-steps are not available with --tile-size yet;"
+                        " leave them out")
+
+    def report(done, total):
+        if not args.quiet and not args.json:
+            print(f"tile {done}/{total}", file=sys.stderr)
+
+    result = tiling.reconstruct_tiled(generator, inp.points, args.tile_size, args.tile_overlap,
+                                      args.tile_points or card.get("input_points") or 3000,
+                                      progress=report)
+    vertices, faces = result.vertices, result.faces
+    if args.simplify and len(faces):
+        from . import meshing
+
+        vertices, faces = meshing.simplify(vertices, faces, args.simplify)
+    grid = result.grid
+    lattice = int(np.prod(grid.shape))
+    return vertices, faces, None, {
+        "evaluations": result.evaluations,
+        "dense_fraction": round(result.evaluations / lattice, 4),
+        "lattice": "x".join(map(str, grid.shape)), "resolution": grid.cells,
+        "tiles": "x".join(map(str, grid.counts)), "tiles_run": result.tiles_run,
+        "most_tile_points": result.most_tile_points,
+        "lattice_mb": round(grid.lattice_bytes / 2**20, 1), "notes": []}
 
 
 def run_occupancy(args):
-    import numpy as np
-
     from . import pipeline
     from .generation import Generator
     from .inputs import read_input, validate_points

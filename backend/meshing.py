@@ -9,9 +9,6 @@ import torch
 
 from .mise import BOX_SIZE
 
-# Value of the one-cell border around the lattice: far outside, so every surface closes.
-OUTSIDE = -1e6
-
 
 def marching_cubes(values, threshold):
     """Closed mesh of the iso-surface ``values == threshold``.
@@ -20,24 +17,40 @@ def marching_cubes(values, threshold):
     Returns vertices (V, 3) float32 in unit-cube coordinates (lattice index i at
     -0.55 + 1.1 * i / R) and faces (F, 3) int32, counter-clockwise seen from outside.
     """
+    resolution = values.shape[0] - 1
+    vertices, faces = lattice_marching_cubes(values, threshold)
+    vertices = vertices * (BOX_SIZE / resolution) - BOX_SIZE / 2
+    return vertices.astype(np.float32), faces
+
+
+def outside_value(values, threshold):
+    """A logit for points beyond the lattice: below the threshold by more than any lattice
+    value lies above it, so a surface that reaches the lattice's edge closes within half a
+    cell beyond it. (A huge negative value would put the closing vertices on the edge
+    points themselves, where they coincide and leave zero-area faces.)"""
+    return float(2 * threshold - max(float(np.nanmax(values)), threshold) - 1.0)
+
+
+def lattice_marching_cubes(values, threshold):
+    """Closed mesh of ``values == threshold`` on any (X, Y, Z) lattice of logits, with
+    vertices (V, 3) float64 in lattice index units and faces (F, 3) int32, counter-clockwise
+    seen from outside. Everything beyond the lattice counts as outside."""
     import mcubes
 
-    resolution = values.shape[0] - 1
     inside = values >= threshold
     if not inside.any():
-        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int32)
     # Marching cubes only sees the inside's bounding box plus one layer of real outside
     # values: everything beyond is outside anyway, and the crop is several times smaller.
     lo, hi = [], []
     for axis in range(3):
         present = np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != axis)))
         lo.append(max(present[0] - 1, 0))
-        hi.append(min(present[-1] + 2, resolution + 1))
+        hi.append(min(present[-1] + 2, values.shape[axis]))
     crop = values[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    padded = np.pad(crop, 1, mode="constant", constant_values=OUTSIDE)
+    padded = np.pad(crop, 1, mode="constant", constant_values=outside_value(values, threshold))
     vertices, faces = mcubes.marching_cubes(padded, float(threshold))
-    vertices = (vertices + (np.array(lo) - 1.0)) * (BOX_SIZE / resolution) - BOX_SIZE / 2
-    return vertices.astype(np.float32), faces.astype(np.int32)
+    return vertices + (np.array(lo) - 1.0), faces.astype(np.int32)
 
 
 def gradient_normals(decoder, vertices, device="cpu", batch_points=65536):

@@ -18,6 +18,7 @@ class ConvolutionalOccupancyNetwork(nn.Module):
     """
 
     z_dim = 0
+    local_features = True  # each query depends on the input near it: crops can be tiled
     encoder_latent = None  # no latent encoder, for code that asks (the trainer)
 
     def __init__(self, decoder, encoder, input_kind, config):

@@ -1,0 +1,168 @@
+"""Point clouds of any size and extent: tiled reconstruction (ConvONet's sliding window).
+
+A scene is covered by a grid of cubic tiles. Each tile is reconstructed from the points of
+its *crop*: the tile grown on every side by ``overlap`` of the crop's edge, which the model
+sees as its unit cube. The margin gives queries near a tile's faces the input on both sides,
+so neighbouring tiles agree there. Every tile runs MISE over its own block of one global
+lattice (neighbours share their face planes; the later tile's values win) and a single
+marching cubes over the whole lattice makes the mesh: there is no seam to stitch, the mesh is
+closed wherever tiles meet by construction.
+
+Only models with local features (``model.local_features``, the ConvONet family) can be
+tiled: a global ONet squeezes each crop into one vector and its tiles would not agree.
+
+Memory is bounded per tile (at most ``max_points`` input points, one crop's feature planes,
+one tile's MISE lattice) plus the global lattice of float32 logits, 4 bytes per lattice
+point, which ``TileGrid.lattice_bytes`` reports.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from . import meshing
+from .errors import UserError
+from .generation import Cancelled, logit
+from .mise import BOX_SIZE, mise
+
+CROP_HALF = 0.5  # input points within the model's unit cube, as in training
+MARGIN = 0.05  # of the crop edge, around the cloud's bounding box: surfaces close inside
+
+
+@dataclass
+class TileGrid:
+    """Where the tiles and the global lattice lie, in the input's coordinates.
+
+    Lattice point (i, j, k) sits at ``origin + (i, j, k) * spacing``; tile t (3 ints) covers
+    lattice points ``t * cells ... (t + 1) * cells`` on each axis.
+    """
+
+    origin: np.ndarray  # (3,) float64
+    tile: float  # edge of a tile (input units)
+    crop: float  # edge of the model's unit cube around a tile (input units)
+    counts: tuple  # tiles per axis
+    cells: int  # lattice cells along a tile's edge
+
+    @property
+    def spacing(self) -> float:
+        return self.tile / self.cells
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(n * self.cells + 1 for n in self.counts)
+
+    @property
+    def lattice_bytes(self) -> int:
+        return 4 * math.prod(self.shape)
+
+    def center(self, index) -> np.ndarray:
+        """Centre (3,) float64 of tile ``index`` (3 ints)."""
+        return self.origin + (np.asarray(index) + 0.5) * self.tile
+
+    def indices(self):
+        """Every tile's index, x slowest."""
+        return list(np.ndindex(*self.counts))
+
+
+def plan_tiles(points: np.ndarray, crop_size: float, overlap: float, cells: int) -> TileGrid:
+    """Tiles over the bounding box of ``points`` (N, 3), grown by ``MARGIN * crop_size``.
+
+    crop_size: the input-space edge that the model sees as its unit cube (about one object's
+    size, as in training). overlap: the share of the crop on each side that is context only,
+    in [0, 0.45]; a tile's edge is ``crop_size * (1 - 2 * overlap)``. cells: lattice cells
+    along a tile's edge (MISE's finest resolution).
+    """
+    if not crop_size > 0:
+        raise UserError(f"the tile size must be positive (got {crop_size})")
+    if not 0 <= overlap <= 0.45:
+        raise UserError(f"the tile overlap is a share of the tile in [0, 0.45] (got {overlap})")
+    tile = crop_size * (1 - 2 * overlap)
+    low, high = points.min(axis=0), points.max(axis=0)
+    extent = high - low + 2 * MARGIN * crop_size
+    counts = tuple(max(1, math.ceil(e / tile - 1e-9)) for e in extent)
+    origin = (low + high) / 2 - np.asarray(counts) * tile / 2
+    return TileGrid(origin.astype(np.float64), float(tile), float(crop_size), counts, cells)
+
+
+@dataclass
+class TiledResult:
+    """The scene's mesh in the input's coordinates and what making it took."""
+
+    vertices: np.ndarray  # (V, 3) float32
+    faces: np.ndarray  # (F, 3) int32
+    grid: TileGrid
+    tiles_run: int  # tiles whose crop held points (the others are empty space)
+    most_tile_points: int  # the largest number of points one crop was encoded from
+    evaluations: int
+    seconds: float
+
+
+def crop_points(points: np.ndarray, grid: TileGrid, index, max_points: int,
+                rng: np.random.Generator) -> np.ndarray:
+    """The points of tile ``index``'s crop in the model's unit cube, (M, 3) float32, at most
+    ``max_points`` of them (a random subset when there are more)."""
+    unit = (points - grid.center(index)) / grid.crop
+    unit = unit[np.all(np.abs(unit) <= CROP_HALF, axis=1)]
+    if len(unit) > max_points:
+        unit = unit[np.sort(rng.choice(len(unit), max_points, replace=False))]
+    return unit.astype(np.float32)
+
+
+def reconstruct_tiled(generator, points: np.ndarray, crop_size: float, overlap: float = 0.2,
+                      max_points: int = 3000, seed: int = 0,
+                      progress: Optional[Callable[[int, int], None]] = None,
+                      should_stop: Optional[Callable[[], bool]] = None) -> TiledResult:
+    """Mesh of a point cloud (N, 3) in its own coordinates, tile by tile (module docstring).
+
+    generator: a ``Generator`` of a local-feature point-cloud model; its settings give each
+    tile's MISE resolutions and the threshold. progress(done, total) is called after every
+    tile; should_stop is polled at every decoder batch (raises ``Cancelled``).
+    """
+    model = generator.model
+    if not getattr(model, "local_features", False):
+        raise UserError("tiling needs a model with local features (a ConvONet); this model "
+                        "encodes the whole input into one vector. Choose a ConvONet model or "
+                        "reconstruct without tiles")
+    if getattr(model, "input_kind", None) != "pointcloud":
+        raise UserError("tiling works on point clouds only")
+    if len(points) == 0:
+        raise UserError("the point cloud is empty")
+    if max_points < 1:
+        raise UserError(f"points per tile must be >= 1 (got {max_points})")
+    started = time.perf_counter()
+    settings = generator.settings
+    grid = plan_tiles(points, crop_size, overlap,
+                      settings.resolution0 * 2 ** settings.upsampling_steps)
+    threshold = logit(generator.threshold)
+    values = np.full(grid.shape, np.nan, dtype=np.float32)  # NaN: in no tile that ran
+    # MISE's lattice spans the padded cube [-0.55, 0.55]^3; a tile spans tile / crop of the
+    # model's unit cube, so MISE coordinates scale by this factor into the model's.
+    to_model = np.float32(grid.tile / (BOX_SIZE * grid.crop))
+    rng = np.random.default_rng(seed)
+    tiles, tiles_run, most_points, evaluations, timer = grid.indices(), 0, 0, 0, [0.0]
+    for done, index in enumerate(tiles, 1):
+        unit = crop_points(points, grid, index, max_points, rng)
+        if len(unit):
+            code = generator.encode(torch.from_numpy(unit)[None])
+            evaluate = generator.evaluator(generator.decoder(code), timer, should_stop)
+            for state in mise(lambda q: evaluate(q * to_model), settings.resolution0,
+                              settings.upsampling_steps, threshold):
+                pass
+            block = tuple(slice(t * grid.cells, (t + 1) * grid.cells + 1) for t in index)
+            values[block] = state.values
+            tiles_run, most_points = tiles_run + 1, max(most_points, len(unit))
+            evaluations += state.evaluations
+        if progress is not None:
+            progress(done, len(tiles))
+    if should_stop is not None and should_stop():
+        raise Cancelled()
+    unset = np.isnan(values)
+    values[unset] = meshing.outside_value(values, threshold)
+    vertices, faces = meshing.lattice_marching_cubes(values, threshold)
+    vertices = (grid.origin + vertices * grid.spacing).astype(np.float32)
+    return TiledResult(vertices, faces, grid, tiles_run, most_points, evaluations,
+                       time.perf_counter() - started)
