@@ -23,20 +23,19 @@ def marching_cubes(values, threshold):
     return vertices.astype(np.float32), faces
 
 
-def outside_value(values, threshold):
-    """A logit for points beyond the lattice: below the threshold by more than any lattice
-    value lies above it, so a surface that reaches the lattice's edge closes within half a
-    cell beyond it. (A huge negative value would put the closing vertices on the edge
-    points themselves, where they coincide and leave zero-area faces.)"""
-    return float(2 * threshold - max(float(np.nanmax(values)), threshold) - 1.0)
+def outside_value(threshold):
+    """The logit of points beyond the lattice: far below the threshold, yet not so far that
+    a surface reaching the lattice's edge closes *on* the edge points (logits are within tens
+    of the threshold, so the closing vertices lie about 1% of a cell beyond the edge; with an
+    extreme value they would coincide in float32 and leave zero-area faces). A constant, so
+    that blocks of one lattice meshed apart pad alike."""
+    return float(threshold) - 1000.0
 
 
 def lattice_marching_cubes(values, threshold):
     """Closed mesh of ``values == threshold`` on any (X, Y, Z) lattice of logits, with
     vertices (V, 3) float64 in lattice index units and faces (F, 3) int32, counter-clockwise
     seen from outside. Everything beyond the lattice counts as outside."""
-    import mcubes
-
     inside = values >= threshold
     if not inside.any():
         return np.zeros((0, 3)), np.zeros((0, 3), np.int32)
@@ -48,9 +47,28 @@ def lattice_marching_cubes(values, threshold):
         lo.append(max(present[0] - 1, 0))
         hi.append(min(present[-1] + 2, values.shape[axis]))
     crop = values[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    padded = np.pad(crop, 1, mode="constant", constant_values=outside_value(values, threshold))
+    vertices, faces = block_marching_cubes(crop, threshold, ((True, True),) * 3)
+    return vertices + np.array(lo), faces
+
+
+def block_marching_cubes(values, threshold, closed):
+    """Marching cubes of one block of a larger lattice: (X, Y, Z) logits -> vertices (V, 3)
+    float64 in the block's index units, faces (F, 3) int32.
+
+    closed: per axis (low side, high side), True where the surface must close (the lattice
+    ends there: one layer of ``outside_value`` is added), False where a neighbouring block
+    goes on.
+    Open sides leave the surface open along them; a neighbour sharing that face plane computes
+    the very same vertices there (same values, same arithmetic), so the pieces join exactly.
+    """
+    import mcubes
+
+    if not (values >= threshold).any():
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int32)
+    pad = [(int(low), int(high)) for low, high in closed]
+    padded = np.pad(values, pad, mode="constant", constant_values=outside_value(threshold))
     vertices, faces = mcubes.marching_cubes(padded, float(threshold))
-    return vertices + (np.array(lo) - 1.0), faces.astype(np.int32)
+    return vertices - np.array([low for low, _ in pad]), faces.astype(np.int32)
 
 
 def gradient_normals(decoder, vertices, device="cpu", batch_points=65536):

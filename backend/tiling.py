@@ -3,17 +3,18 @@
 A scene is covered by a grid of cubic tiles. Each tile is reconstructed from the points of
 its *crop*: the tile grown on every side by ``overlap`` of the crop's edge, which the model
 sees as its unit cube. The margin gives queries near a tile's faces the input on both sides,
-so neighbouring tiles agree there. Every tile runs MISE over its own block of one global
-lattice (neighbours share their face planes; the later tile's values win) and a single
-marching cubes over the whole lattice makes the mesh: there is no seam to stitch, the mesh is
-closed wherever tiles meet by construction.
+so neighbouring tiles nearly agree there. Every tile runs MISE over its own block of one
+global lattice; neighbours share their face planes, where the first tile's values are used
+by both, and each tile is meshed by marching cubes with the sides facing neighbours left
+open. Both neighbours then compute identical vertices on their shared plane, which are
+welded: the mesh is closed wherever tiles meet by construction, with no seam to stitch.
 
 Only models with local features (``model.local_features``, the ConvONet family) can be
 tiled: a global ONet squeezes each crop into one vector and its tiles would not agree.
 
 Memory is bounded per tile (at most ``max_points`` input points, one crop's feature planes,
-one tile's MISE lattice) plus the global lattice of float32 logits, 4 bytes per lattice
-point, which ``TileGrid.lattice_bytes`` reports.
+one tile's MISE lattice) plus the face planes of one slab of tiles and the growing mesh; the
+whole scene's lattice is never held (``TileGrid.lattice_bytes`` says what it would take).
 """
 
 import math
@@ -31,6 +32,8 @@ from .mise import BOX_SIZE, mise
 
 CROP_HALF = 0.5  # input points within the model's unit cube, as in training
 MARGIN = 0.05  # of the crop edge, around the cloud's bounding box: surfaces close inside
+WELD_DIGITS = 6  # shared-plane vertices closer than 1e-6 cells are one (rounding differs)
+EMPTY_BELOW = 10.0  # logits below the threshold given to tiles whose crop holds no points
 
 
 @dataclass
@@ -138,11 +141,11 @@ def reconstruct_tiled(generator, points: np.ndarray, crop_size: float, overlap: 
     grid = plan_tiles(points, crop_size, overlap,
                       settings.resolution0 * 2 ** settings.upsampling_steps)
     threshold = logit(generator.threshold)
-    values = np.full(grid.shape, np.nan, dtype=np.float32)  # NaN: in no tile that ran
     # MISE's lattice spans the padded cube [-0.55, 0.55]^3; a tile spans tile / crop of the
     # model's unit cube, so MISE coordinates scale by this factor into the model's.
     to_model = np.float32(grid.tile / (BOX_SIZE * grid.crop))
     rng = np.random.default_rng(seed)
+    faces_of_done, pieces = {}, []
     tiles, tiles_run, most_points, evaluations, timer = grid.indices(), 0, 0, 0, [0.0]
     for done, index in enumerate(tiles, 1):
         unit = crop_points(points, grid, index, max_points, rng)
@@ -152,17 +155,68 @@ def reconstruct_tiled(generator, points: np.ndarray, crop_size: float, overlap: 
             for state in mise(lambda q: evaluate(q * to_model), settings.resolution0,
                               settings.upsampling_steps, threshold):
                 pass
-            block = tuple(slice(t * grid.cells, (t + 1) * grid.cells + 1) for t in index)
-            values[block] = state.values
+            block = state.values
             tiles_run, most_points = tiles_run + 1, max(most_points, len(unit))
             evaluations += state.evaluations
+        else:
+            block = np.full((grid.cells + 1,) * 3, threshold - EMPTY_BELOW, np.float32)
+        share_faces(block, index, grid.counts, faces_of_done)
+        closed = [(t == 0, t == n - 1) for t, n in zip(index, grid.counts)]
+        vertices, faces = meshing.block_marching_cubes(block, threshold, closed)
+        pieces.append((vertices + np.asarray(index) * grid.cells, faces))
         if progress is not None:
             progress(done, len(tiles))
     if should_stop is not None and should_stop():
         raise Cancelled()
-    unset = np.isnan(values)
-    values[unset] = meshing.outside_value(values, threshold)
-    vertices, faces = meshing.lattice_marching_cubes(values, threshold)
+    vertices, faces = join_pieces(pieces, grid)
     vertices = (grid.origin + vertices * grid.spacing).astype(np.float32)
     return TiledResult(vertices, faces, grid, tiles_run, most_points, evaluations,
                        time.perf_counter() - started)
+
+
+def share_faces(block: np.ndarray, index, counts, faces_of_done: dict) -> None:
+    """Make neighbouring tiles agree on the lattice planes they share.
+
+    Tiles run x slowest, so a tile's lower neighbours are done: its lower face planes are
+    replaced by theirs (popped from ``faces_of_done``), and its upper face planes are kept
+    there for the neighbours still to come. The first tile to compute a plane point wins,
+    also on lines and corners shared by several tiles (every neighbour received it from
+    the same first tile). At most one slab of tiles' face planes is kept at a time.
+    """
+    def plane(axis, position):
+        return tuple(position if a == axis else slice(None) for a in range(3))
+
+    for axis in range(3):
+        if index[axis] > 0:
+            below = tuple(t - (a == axis) for a, t in enumerate(index))
+            block[plane(axis, 0)] = faces_of_done.pop((below, axis))
+    # Only now, with all lower faces in place, do the upper faces hold their final values
+    # (an upper face's edge lines lie in lower faces).
+    for axis in range(3):
+        if index[axis] < counts[axis] - 1:
+            faces_of_done[(tuple(index), axis)] = block[plane(axis, -1)].copy()
+
+
+def join_pieces(pieces, grid: TileGrid) -> tuple[np.ndarray, np.ndarray]:
+    """One mesh from the tiles' pieces (vertices (V, 3) float64 in global lattice units):
+    vertices on a plane between tiles are computed from the same values by both tiles, equal
+    up to rounding (marching cubes may walk the edge from either end), so those equal to
+    ``WELD_DIGITS`` decimals of a cell are welded. Returns vertices (V, 3) float64, faces
+    (F, 3) int32."""
+    offsets = np.cumsum([0] + [len(v) for v, _ in pieces])
+    vertices = np.concatenate([v for v, _ in pieces]) if pieces else np.zeros((0, 3))
+    faces = np.concatenate([f + o for (_, f), o in zip(pieces, offsets)]).astype(np.int64)
+    if not len(faces):
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int32)
+    inner_planes = np.zeros(len(vertices), bool)
+    for axis, count in enumerate(grid.counts):
+        x = vertices[:, axis]
+        inner_planes |= (np.mod(x, grid.cells) == 0) & (x > 0) & (x < count * grid.cells)
+    shared = np.flatnonzero(inner_planes)
+    _, first, inverse = np.unique(vertices[shared].round(WELD_DIGITS), axis=0,
+                                  return_index=True, return_inverse=True)
+    remap = np.arange(len(vertices))
+    remap[shared] = shared[first][inverse.ravel()]
+    faces = remap[faces]
+    used, faces = np.unique(faces, return_inverse=True)
+    return vertices[used], faces.reshape(-1, 3).astype(np.int32)
