@@ -7,9 +7,10 @@
 Every shape of the split is reconstructed through the backend (``pipeline.prepare``, then
 ``Generator`` with MISE), exactly as a user's input would be, from the input the training
 builds: a point cloud of ``--n-points`` drawn with replacement from ``pointcloud.npz`` plus
-Gaussian noise (one seeded generator per shape; with ``--partial-views K`` drawn only from the
-surface points seen from K random viewpoints, a partial scan), the ``model.binvox`` grid read, like im2mesh,
-as covering [-0.5, 0.5]^3 whatever its header says, or the first view of ``img_choy2016``.
+Gaussian noise (one seeded generator per shape; with ``--partial-views K`` drawn only from
+the surface points seen from K random viewpoints, a partial scan), the ``model.binvox`` grid
+read, like im2mesh, as covering [-0.5, 0.5]^3 whatever its header says, or the first view of
+``img_choy2016``.
 Dataset shapes are normalised already, so the backend's map back to the input's coordinates
 (it undoes the cloud's own bounding-box normalisation; the grid's frame is the unit cube;
 images stay in the unit cube) puts every mesh in the dataset frame that the metrics need.
