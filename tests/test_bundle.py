@@ -26,7 +26,9 @@ def run_dir(tmp_path):
     (report / "summary.json").write_text(json.dumps({
         "split": "test", "input": "pointcloud", "settings": {"n_points": 3000},
         "methods": {"model": {"mean_of_classes": {"iou": 0.9}, "classes": {},
-                              "seconds_per_shape": 0.5}}}))
+                              "seconds_per_shape": 0.5},
+                    "poisson": {"mean_of_classes": {"iou": 0.7}, "classes": {},
+                                "seconds_per_shape": 1.5}}}))
     return run, report
 
 
@@ -36,6 +38,7 @@ def test_bundle_writes_weights_and_card_that_the_zoo_picks(run_dir, tmp_path):
     card = bundle(run, "pc_small", [report], ["pointcloud"], out)
     assert (out / "pc_small.safetensors").is_file()
     assert card["metrics"]["test"][0]["mean_of_classes"]["iou"] == 0.9
+    assert card["metrics"]["test"][0]["baselines"]["poisson"]["mean_of_classes"]["iou"] == 0.7
     assert card["provenance"]["command"].startswith("python -m training.train")
     assert zoo.default_model_name("pointcloud", [out]) == "pc_small"
     model, loaded = zoo.load("pc_small", extra_dirs=[out])

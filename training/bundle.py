@@ -34,11 +34,14 @@ def test_metrics(report_dir):
     except KeyError:
         raise UserError(f"{report_dir}/summary.json has no 'methods.model' entry; is it a"
                         " training.evaluate report?") from None
+    baselines = {method: {"mean_of_classes": result["mean_of_classes"],
+                          "seconds_per_shape": result.get("seconds_per_shape")}
+                 for method, result in summary["methods"].items() if method != "model"}
     return {"split": summary.get("split"), "input": summary.get("input"),
             "settings": summary.get("settings"), "mean_of_classes": model["mean_of_classes"],
             "per_class": model.get("classes"), "seconds_per_shape":
-            model.get("seconds_per_shape"), "units": "raw (unit cube); chamfer_l1 x10 is the"
-            " paper unit"}
+            model.get("seconds_per_shape"), "baselines": baselines,
+            "units": "raw (unit cube); chamfer_l1 x10 is the paper unit"}
 
 
 def bundle(run_dir, name, reports=(), default_for=(), out_dir=BUNDLED_DIR, max_mb=10.0,
