@@ -210,3 +210,22 @@ def test_partial_views_keep_one_side_of_the_shape(corpus):
     assert np.linalg.norm(whole.points.mean(axis=0)) < 0.05
     # A camera at distance 2 sees less than a hemisphere: its centroid lies beyond r / 2.
     assert np.linalg.norm(seen.points.mean(axis=0)) > 0.25
+
+
+def test_compare_tables_reports_side_by_side(corpus, tmp_path, capsys):
+    from training import compare
+
+    assert run_evaluate(corpus, tmp_path / "a", "--poisson", "--limit", "1") == 0
+    assert run_evaluate(corpus, tmp_path / "b", "--limit", "1") == 0
+    capsys.readouterr()
+    assert compare.main([f"sphere={tmp_path / 'a'}", str(tmp_path / "b"),
+                         "--split-by", "brick"]) == 0
+    out = capsys.readouterr().out
+    held, rest = out.split("Classes ball")
+    assert "Classes brick" in held and "| sphere | poisson | 1 |" in held
+    assert "| b | model | 1 |" in rest
+    rows = read_rows(tmp_path / "a")
+    brick_iou = next(float(r["iou"]) for r in rows
+                     if r["category"] == "brick" and r["method"] == "model")
+    assert f"| sphere | model | 1 | {brick_iou:.4f} |" in held
+    assert compare.main([str(tmp_path / "missing")]) == 2
