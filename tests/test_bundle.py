@@ -35,7 +35,8 @@ def run_dir(tmp_path):
 def test_bundle_writes_weights_and_card_that_the_zoo_picks(run_dir, tmp_path):
     run, report = run_dir
     out = tmp_path / "weights"
-    card = bundle(run, "pc_small", [report], ["pointcloud"], out)
+    card = bundle(run, "pc_small", [report], ["pointcloud"], out, notes=["resumed once"])
+    assert card["provenance"]["notes"] == ["resumed once"]
     assert (out / "pc_small.safetensors").is_file()
     assert card["metrics"]["test"][0]["mean_of_classes"]["iou"] == 0.9
     assert card["metrics"]["test"][0]["baselines"]["poisson"]["mean_of_classes"]["iou"] == 0.7

@@ -45,7 +45,7 @@ def test_metrics(report_dir):
 
 
 def bundle(run_dir, name, reports=(), default_for=(), out_dir=BUNDLED_DIR, max_mb=10.0,
-           checkpoint="model_best"):
+           checkpoint="model_best", notes=()):
     """Write ``out_dir/name.safetensors`` + card; returns the card written."""
     run_dir = Path(run_dir)
     weights = run_dir / f"{checkpoint}.safetensors"
@@ -62,6 +62,8 @@ def bundle(run_dir, name, reports=(), default_for=(), out_dir=BUNDLED_DIR, max_m
     card = read_json(weights.with_suffix(".json"))
     card["name"] = name
     card["default_for"] = list(default_for)
+    if notes:  # what the card cannot tell by itself, e.g. a run resumed with another schedule
+        card.setdefault("provenance", {})["notes"] = list(notes)
     card.setdefault("metrics", {})["test"] = [test_metrics(report) for report in reports]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -85,10 +87,13 @@ def main(argv=None):
     parser.add_argument("--default-for", action="append", default=[], choices=KINDS)
     parser.add_argument("--out", default=str(BUNDLED_DIR), help="default: backend/weights")
     parser.add_argument("--max-mb", type=float, default=10.0)
+    parser.add_argument("--note", action="append", default=[],
+                        help="a line for the card's provenance (repeatable), e.g. how a run "
+                             "was resumed")
 
     def run(args):
         card = bundle(args.run_dir, args.name, args.report, args.default_for, args.out,
-                      args.max_mb)
+                      args.max_mb, notes=args.note)
         print(f"{Path(args.out) / args.name}.safetensors: {card['input_kind']} model,"
               f" default for {', '.join(card['default_for']) or 'nothing'}")
 
