@@ -94,7 +94,8 @@ def main(argv=None):
     def run(args):
         card = bundle(args.run_dir, args.name, args.report, args.default_for, args.out,
                       args.max_mb, notes=args.note)
-        print(f"{Path(args.out) / args.name}.safetensors: {card['input_kind']} model,"
+        print(f"{Path(args.out) / args.name}.safetensors: "
+              f"{card.get('input_kind') or 'unconditional'} model,"
               f" default for {', '.join(card['default_for']) or 'nothing'}")
 
     return run_command(run, parser.parse_args(argv))
