@@ -38,12 +38,14 @@ def catalogue(extra_dirs=()):
 
 
 def default_model_name(kind, extra_dirs=()):
-    """The bundled model a card marks as the default for this input kind."""
-    for name, card in catalogue(extra_dirs).items():
-        if kind in card.get("default_for", ()):
-            return name
-    raise UserError(f"no bundled model for {KIND_NAMES.get(kind, kind)} yet; pass --model with"
-                    " a checkpoint (.safetensors or official .pt) or analytic:sphere")
+    """The model a card marks as the default for this input kind; a card in ``extra_dirs``
+    (the user's model folders) wins over the bundled one."""
+    defaults = [name for name, card in catalogue(extra_dirs).items()
+                if kind in card.get("default_for", ())]
+    if not defaults:
+        raise UserError(f"no bundled model for {KIND_NAMES.get(kind, kind)} yet; pass --model"
+                        " with a checkpoint (.safetensors or official .pt) or analytic:sphere")
+    return defaults[-1]
 
 
 def load(name_or_path, device="cpu", extra_dirs=()):
