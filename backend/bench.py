@@ -11,6 +11,13 @@ the surface then has the size and smoothness of a real object's.
 
 serve: time to the first and to the final mesh frame through the HTTP server against the
 engine called in-process, and requests per minute with 4 concurrent clients.
+
+models: time per mesh at 32->128 (encoder + MISE + marching cubes) of every bundled
+point-cloud model (or --model NAME ...), on the bundled sample scan, side by side.
+
+scene: a 1,000,000-point scene (16 noisy copies of the sample scan's shape on a 4 x 4 floor)
+reconstructed tile by tile with the bundled point-cloud ConvONet (or --model): seconds,
+tiles, mesh size and the process's peak resident memory over the run.
 """
 
 import argparse
@@ -279,11 +286,117 @@ def service(args):
         server.stop()
 
 
+def point_cloud_models(names):
+    """The names given, else every bundled model that reconstructs point clouds."""
+    from . import zoo
+
+    if names:
+        return names
+    return [name for name, card in zoo.catalogue().items()
+            if not name.startswith(zoo.ANALYTIC_PREFIX)
+            and card.get("config", {}).get("input_kind") == "pointcloud"]
+
+
+def models(args):
+    """Time per mesh of each point-cloud model at 32->128 on the sample scan."""
+    from . import zoo
+    from .inputs import read_input
+    from .pipeline import prepare, world_frames
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    scan = read_input(Path(__file__).parent / "samples" / "boxes_rods_scan.ply")
+    print(f"time per mesh, 32->128, sample scan ({len(scan.points)} points), torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads, device {device}\n")
+    header = (f"{'model':<34} {'params':>8} {'seconds':>8} {'encoder s':>9} {'evals':>9}"
+              f" {'faces':>8}")
+    print(header)
+    print("-" * len(header))
+    for name in point_cloud_models(args.model):
+        model, card = zoo.load(name, device)
+        generator = Generator(model, card, device, Settings(32, 2, mesh_every_level=False))
+        best = None
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            prepared = prepare(scan, model, card)
+            *_, frame = world_frames(generator, prepared, started=started)
+            if best is None or frame.seconds < best.seconds:
+                best = frame
+        code = generator.encode(prepare(scan, model, card).tensor)
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{name:<34} {params / 1e6:>7.2f}M {best.seconds:>8.2f} "
+              f"{code.encode_seconds:>9.3f} {best.evaluations:>9,} {len(best.faces):>8,}",
+              flush=True)
+    print(f"\nBest of {args.repeats} runs; each includes input preparation, the encoder, MISE"
+          " and marching cubes.")
+
+
+def scene_cloud(total=1_000_000, copies=4, spacing=1.2, noise=0.005, seed=0):
+    """(total, 3) float32: copies x copies noisy copies of the sample scan's shape, each
+    turned about the up axis (y) at random, ``spacing`` apart on the floor (x, z)."""
+    from .inputs import read_input
+
+    rng = np.random.default_rng(seed)
+    shape = read_input(Path(__file__).parent / "samples" / "boxes_rods_scan.ply").points
+    shape = (shape - (shape.min(axis=0) + shape.max(axis=0)) / 2) / np.ptp(shape, axis=0).max()
+    per_copy = total // copies ** 2
+    parts = []
+    for i in range(copies):
+        for k in range(copies):
+            angle = rng.uniform(0, 2 * np.pi)
+            turn = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
+                             [-np.sin(angle), 0, np.cos(angle)]])
+            points = shape[rng.integers(len(shape), size=per_copy)] @ turn.T
+            points += noise * rng.standard_normal(points.shape)
+            parts.append(points + np.array([i * spacing, 0, k * spacing]))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def scene(args):
+    """A 1M-point scene, tile by tile: time, tiles and peak memory."""
+    import resource
+
+    from . import zoo
+    from .tiling import reconstruct_tiled
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    name = (args.model or [zoo.default_model_name("pointcloud")])[0]
+    model, card = zoo.load(name, device)
+    cloud = scene_cloud()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"scene: {len(cloud):,} points, extent {np.ptp(cloud, axis=0).round(2)}, model "
+          f"{name}, {torch.get_num_threads()} threads, device {device}; peak memory before "
+          f"reconstructing {rss:.0f} MB (Python, torch, model, the cloud)\n")
+    header = (f"{'cells/tile':>10} {'tile points':>11} {'tiles':>9} {'run':>4} {'seconds':>8}"
+              f" {'evals':>11} {'faces':>10} {'peak MB':>8} {'whole lattice MB':>17}")
+    print(header)
+    print("-" * len(header))
+    for resolution0, steps in [(16, 2), (32, 2)]:
+        generator = Generator(model, card, device, Settings(resolution0, steps))
+        result = reconstruct_tiled(generator, cloud, crop_size=1.0,
+                                   max_points=card.get("input_points") or 3000)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        grid = result.grid
+        print(f"{grid.cells:>10} {card.get('input_points') or 3000:>11,} "
+              f"{'x'.join(map(str, grid.counts)):>9} {result.tiles_run:>4} "
+              f"{result.seconds:>8.1f} {result.evaluations:>11,} {len(result.faces):>10,} "
+              f"{peak:>8.0f} {grid.lattice_bytes / 2**20:>17,.0f}", flush=True)
+    print("\npeak MB: the process's peak resident memory so far (ru_maxrss), which includes "
+          "what came before;\nwhole lattice MB: what one lattice over the scene would take "
+          "in float32 (never allocated).")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m backend.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="?", default="engine", choices=["engine", "serve"])
-    parser.add_argument("--repeats", type=int, default=3, help="serve: runs per path")
+    parser.add_argument("which", nargs="?", default="engine",
+                        choices=["engine", "serve", "models", "scene"])
+    parser.add_argument("--model", nargs="+", help="models, scene: model names or paths "
+                        "(default: the bundled point-cloud models)")
+    parser.add_argument("--repeats", type=int, default=3, help="serve, models: runs per path")
     parser.add_argument("--requests", type=int, default=3,
                         help="serve: requests per concurrent client")
     parser.add_argument("--full", action="store_true",
@@ -291,7 +404,7 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     args = parser.parse_args(argv)
-    (service if args.which == "serve" else engine)(args)
+    {"engine": engine, "serve": service, "models": models, "scene": scene}[args.which](args)
 
 
 if __name__ == "__main__":
