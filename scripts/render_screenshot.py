@@ -3,9 +3,9 @@
     .venv/bin/python scripts/render_screenshot.py [-o docs/screenshot.png] [--engine auto]
 
 Runs headless with the bpy module: builds and installs the extension into a temporary user
-folder, imports backend/samples/boxes_rods_scan.ply as a point cloud object, reconstructs it
-with the add-on's own Reconstruct operator (model analytic:boxes_rods, MISE 32 -> 256; the
-backend is launched with this interpreter) and renders the points (left) next to the result
+folder, imports backend/samples/chair_scan.ply as a point cloud object, reconstructs it
+with the add-on's own Reconstruct operator (the bundled point-cloud model, MISE 32 -> 256;
+the backend is launched with this interpreter) and renders the points (left) next to the result
 (right) with Workbench (needs EGL). Workbench aborts the whole process where EGL is missing,
 so the render runs in a child process and falls back to Cycles on the CPU.
 """
@@ -18,7 +18,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(ROOT, "backend", "samples", "boxes_rods_scan.ply")
+SAMPLE = os.path.join(ROOT, "backend", "samples", "chair_scan.ply")
 ADDON = "bl_ext.user_default.blender_onet"
 
 
@@ -78,8 +78,7 @@ def build_scene(work):
     scan.select_set(True)
 
     settings = scene.onet
-    settings.show_test_shapes = True
-    settings.model_name, settings.preset = "analytic:boxes_rods", "HIGH"
+    settings.model_name, settings.preset = "", "HIGH"  # "": the bundled default
     started = time.monotonic()
     bpy.ops.onet.reconstruct()
     while addon.pump():
