@@ -40,6 +40,7 @@ class Limits:
 
     max_body_bytes: int = 256 * 1024 * 1024
     max_points: int = 100_000  # larger clouds are subsampled to this many
+    max_points_tiled: int = 2_000_000  # the same for tiled requests (a tile takes few)
     max_voxel_dim: int = 256
     max_image_pixels: int = 16_000_000
     max_resolution: int = 256  # finest MISE lattice, resolution0 * 2^steps
@@ -229,6 +230,31 @@ class Service:
                   "seconds": round(time.perf_counter() - started, 4),
                   "threshold": generator.threshold, **(extra or {})})
 
+    def stream_tiled(self, job, generator, points, tiling, card, started, extra):
+        """Reconstruct a cloud tile by tile: a "tile" frame per tile, then the mesh as one
+        final frame and the summary."""
+        from .meshing import simplify
+        from .tiling import reconstruct_tiled
+
+        def progress(done, total):
+            job.emit({"type": "tile", "tile": done, "tiles": total})
+
+        result = reconstruct_tiled(
+            generator, points, tiling["tile_size"], tiling["overlap"],
+            tiling["tile_points"] or card.get("input_points") or 3000, progress=progress,
+            should_stop=job.cancel.is_set)
+        vertices, faces = result.vertices, result.faces
+        if generator.settings.simplify_faces and len(faces):
+            vertices, faces = simplify(vertices, faces, generator.settings.simplify_faces)
+        seconds = round(time.perf_counter() - started, 4)
+        job.emit({"type": "mesh", "level": 0, "levels": 1, "resolution": result.grid.cells,
+                  "evaluations": result.evaluations, "seconds": seconds, "final": True},
+                 {"vertices": vertices, "faces": faces})
+        job.emit({"type": "final", "vertices": len(vertices), "faces": len(faces),
+                  "evaluations": result.evaluations, "resolution": result.grid.cells,
+                  "seconds": seconds, "threshold": generator.threshold,
+                  "tiles": list(result.grid.counts), "tiles_run": result.tiles_run, **extra})
+
     def encode(self, request):
         """Code for an input, cached by content hash: (latent id, cached?)."""
         key = request.content_hash()
@@ -291,11 +317,12 @@ class InputRequest:
             if array.dtype != np.float32:
                 raise bad_request(f"'points' must be float32, got {array.dtype}")
             points = inputs.validate_points(array, "request points", max_points=10 ** 9)
-            if len(points) > self.limits.max_points:
-                keep = np.random.default_rng(0).choice(len(points), self.limits.max_points,
-                                                       replace=False)
-                self.notes.append(f"subsampled {len(points):,} points to"
-                                  f" {self.limits.max_points:,} (server limit)")
+            limit = (self.limits.max_points_tiled if self.header.get("tiling")
+                     else self.limits.max_points)
+            if len(points) > limit:
+                keep = np.random.default_rng(0).choice(len(points), limit, replace=False)
+                self.notes.append(f"subsampled {len(points):,} points to {limit:,} (server"
+                                  " limit)")
                 points = points[np.sort(keep)]
             return inputs.PointCloudInput(points)
         if name == "voxels":
@@ -404,6 +431,38 @@ def mise_options(header, limits, preview=False):
         raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
                        f"finest resolution {finest} is over the limit of"
                        f" {limits.max_resolution}")
+    return options
+
+
+def tiling_options(header, model, inp, output):
+    """Validated tiling settings ({tile_size, overlap, tile_points}) or None; see
+    backend/tiling.py."""
+    given = header.get("tiling")
+    if given is None:
+        return None
+    if not isinstance(given, dict):
+        raise bad_request("'tiling' must be an object or null")
+    options = {"tile_size": None, "overlap": 0.2, "tile_points": None}
+    for key, value in given.items():
+        if key not in options:
+            raise bad_request(f"unknown tiling option {key!r}; known: {', '.join(options)}")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        valid = {"tile_size": number and value > 0, "overlap": number and 0 <= value <= 0.45,
+                 "tile_points": value is None or (isinstance(value, int) and number
+                                                  and value >= 1)}[key]
+        if not valid:
+            raise bad_request(f"bad value for tiling.{key}: {value!r}")
+        options[key] = value
+    if options["tile_size"] is None:
+        raise bad_request("tiling.tile_size is required: the edge, in the input's units, "
+                          "that the model sees as its unit cube")
+    if inp.kind != "pointcloud":
+        raise bad_request("tiling works on point clouds only")
+    if not getattr(model, "local_features", False):
+        raise bad_request("tiling needs a model with local features (a ConvONet)")
+    if output["normals"] or output["refine_steps"]:
+        raise bad_request("output.normals and output.refine_steps are not available with "
+                          "tiling")
     return options
 
 
@@ -603,13 +662,18 @@ class Handler(BaseHTTPRequestHandler):
         mise = mise_options(header, service.limits)
         output = output_options(header)
         name, model, card = service.model(request.model, request.inp.kind)
+        tiling = tiling_options(header, model, request.inp, output)
 
         def run(job):
             from .pipeline import prepare
 
             started = time.perf_counter()
-            prepared = prepare(request.inp, model, card)
             generator = service.generator(model, card, mise, output)
+            if tiling:
+                service.stream_tiled(job, generator, request.inp.points, tiling, card, started,
+                                     {"model": name, "notes": request.notes})
+                return
+            prepared = prepare(request.inp, model, card)
             code = generator.encode(prepared.tensor, request.occupancies)
             service.stream_meshes(job, generator, code, prepared, started,
                                   {"model": name, "notes": request.notes + prepared.notes})

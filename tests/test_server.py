@@ -112,6 +112,44 @@ def test_streamed_mesh_equals_the_cli_output(server, model_dir, tmp_path, run_cl
     np.testing.assert_allclose(final["vertices"], cli.vertices, atol=1e-6)
 
 
+def test_tiled_stream_equals_the_cli_output(server, tmp_path, run_cli):
+    """A scene wider than one model cube, tile by tile with the bundled ConvONet: a "tile"
+    frame per tile, then the very mesh the CLI writes."""
+    cloud = np.concatenate([sphere_cloud(4000, (0.0, 0.0, 0.0), 0.4, 4),
+                            sphere_cloud(4000, (1.5, 0.0, 0.0), 0.4, 5)])
+    mise = {"resolution0": 16, "upsampling_steps": 1}
+    frames = list(server.client.reconstruct(points=cloud, model="pointcloud_convonet_3plane",
+                                            mise=mise, tiling={"tile_size": 1.0}))
+    progress = [h for h, _ in frames if h["type"] == "tile"]
+    meshes, final = final_mesh(frames)
+    summary = frames[-1][0]
+    assert summary["tiles"] == [4, 2, 2] and [h["tile"] for h in progress] == list(range(1, 17))
+    assert len(meshes) == 1 and meshes[0][0]["final"] and summary["faces"] == len(final["faces"])
+    np.save(tmp_path / "scene.npy", cloud)
+    result = run_cli("reconstruct", tmp_path / "scene.npy", "-o", tmp_path / "cli.ply",
+                     "--model", "pointcloud_convonet_3plane", "--resolution0", "16",
+                     "--upsampling-steps", "1", "--tile-size", "1")
+    assert result.returncode == 0, result.stderr
+    cli = trimesh.load(tmp_path / "cli.ply", process=False)
+    assert len(final["faces"]) > 100 and cli.is_watertight
+    np.testing.assert_array_equal(final["faces"], cli.faces)
+    np.testing.assert_allclose(final["vertices"], cli.vertices, atol=1e-6)
+
+
+@pytest.mark.parametrize("tiling, message", [
+    ({"tile_size": 1.0}, "local features"),
+    ({"overlap": 0.2}, "tile_size is required"),
+    ({"tile_size": -1}, "bad value for tiling.tile_size"),
+    ({"tile_size": 1.0, "stride": 2}, "unknown tiling option"),
+])
+def test_bad_tiling_requests(server, tiling, message):
+    model = "tiny_pointcloud" if message == "local features" else "pointcloud_convonet_3plane"
+    with pytest.raises(ServerError) as error:
+        list(server.client.reconstruct(points=sphere_cloud(500, (0, 0, 0), 1.0, 6),
+                                       model=model, tiling=tiling))
+    assert error.value.status == 400 and message in str(error.value)
+
+
 def test_interpolation_ends_reproduce_both_inputs(server):
     client = server.client
     a = sphere_cloud(2000, (0.0, 0.0, 0.0), 1.0, 2)
