@@ -61,6 +61,7 @@ class Job:
         self.status = "starting"  # starting | running | done | error | cancelled
         self.message = ""
         self.level, self.levels, self.evaluations, self.seconds = -1, 0, 0, 0.0
+        self.tile, self.tiles = 0, 0  # tiled reconstructions: tiles done, in all
         self.updates = 0
         self.result_name = None
         self.final = None
@@ -78,6 +79,9 @@ class Job:
         if self.status == "starting":
             text = "Starting the backend…" if backend.state == "starting" else "Sending…"
             return 0.0, f"{text} {elapsed:.0f} s"
+        if self.level < 0 and self.tiles:
+            return (self.tile / self.tiles,
+                    f"Tile {self.tile} of {self.tiles}, {elapsed:.0f} s")
         if self.level < 0:
             return 0.02, f"Waiting for the first level… {elapsed:.0f} s"
         fraction = (self.level + 1) / max(1, self.levels)
@@ -175,6 +179,8 @@ def _pump_job(job):
         elif kind == "mesh":
             _apply_mesh(job, header, arrays)
             break  # one level per call: the next ones (and the end) come with the next call
+        elif kind == "tile":
+            job.tile, job.tiles = header["tile"], header["tiles"]
         elif kind == "final":
             job.final = header
         elif kind == "finished":

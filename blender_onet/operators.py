@@ -41,10 +41,11 @@ def start_reconstruction(context):
     data = scene_input.read(context, settings)
     model = settings.model_name or None
     mise = props.mise_of(settings)
+    tiling = {"tile_size": settings.tile_size} if settings.tile_size > 0 else None
 
     def request(client, on_accepted):
-        return client.reconstruct(model=model, mise=mise, on_accepted=on_accepted,
-                                  **data.arrays)
+        return client.reconstruct(model=model, mise=mise, tiling=tiling,
+                                  on_accepted=on_accepted, **data.arrays)
 
     job = jobs.Job("reconstruct", prefs.settings_snapshot(context), request, data.matrix,
                    f"{data.source} ONet", context.scene.name)
@@ -53,7 +54,8 @@ def start_reconstruction(context):
         "onet_source": data.source, "onet_input": data.label, "onet_kind": data.kind,
         "onet_model": model or "default", "onet_resolution0": mise["resolution0"],
         "onet_upsampling_steps": mise["upsampling_steps"],
-        "onet_threshold_requested": mise["threshold"] or 0.0, "onet_status": "running"}
+        "onet_threshold_requested": mise["threshold"] or 0.0,
+        "onet_tile_size": settings.tile_size, "onet_status": "running"}
     jobs.Status.last_error = ""
     return jobs.start(job)
 

@@ -136,6 +136,11 @@ class ONET_PG_scene(bpy.types.PropertyGroup):
     threshold: FloatProperty(name="Threshold", default=0.0, min=0.0, max=0.99,
                              description="Occupancy probability of the surface (0: the model's"
                              " own, 0.2 for ONet)")
+    tile_size: FloatProperty(
+        name="Tile Size", default=0.0, min=0.0, soft_max=100.0, subtype="DISTANCE",
+        description="0: the input is one object. Above 0: a large scan (a room, a street) is"
+        " reconstructed tile by tile; this is the size (in the object's own units) that the"
+        " model sees as one object. Needs a ConvONet model")
     show_advanced: BoolProperty(name="Advanced", default=False)
     interp_t: FloatProperty(name="Blend", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
                             update=_t_update,

@@ -56,6 +56,7 @@ class ONET_PT_reconstruct(_Sidebar, bpy.types.Panel):
             finest = settings.resolution0 * 2 ** settings.upsampling_steps
             grid.label(text=f"MISE {settings.resolution0} → {finest} (final grid {finest}³)")
             fold.prop(settings, "threshold")
+            fold.prop(settings, "tile_size")
             fold.prop(settings, "show_test_shapes")
 
         running = jobs.running()

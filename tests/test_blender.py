@@ -275,6 +275,13 @@ def test_reconstruct_mesh_vertices_streams_in_the_source_frame(blender):
     assert data["surface_closed"]
 
 
+def test_tiled_scene_with_the_bundled_convonet(blender):
+    data = blender.run("tiled_scene")
+    assert data["closed"] and data["tiles_seen"] == data["tiles"] > 1, data
+    assert data["extent_error"] < 0.1 and data["matrix_error"] < 1e-6, data
+    assert data["props"]["onet_tile_size"] == 1.0 and data["props"]["onet_status"] == "done"
+
+
 def test_reconstruct_voxel_object(blender):
     data = blender.run("voxel_object")
     assert data["voxelised_exactly"], data
@@ -646,6 +653,38 @@ def voxel_art(cells, size):
             vertices += [tuple((np.asarray(cell) + corner) * size) for corner in corners]
             faces += [(base, base + 1, base + 2), (base, base + 2, base + 3)]
     return np.asarray(vertices, np.float64), np.asarray(faces, np.int32)
+
+
+def scenario_tiled_scene():
+    """Two balls 1.5 apart, read as points and reconstructed in tiles of 1.0 by the bundled
+    point-cloud ConvONet: one closed mesh spanning both, in the source's frame."""
+    settings = fresh_scene()
+    points = np.concatenate([sphere_points(3000, 0.4, 7), sphere_points(3000, 0.4, 8)
+                             + (1.5, 0, 0)])
+    source = make_object("Scene", points, location=(1, 2, 3), rotation=(0.2, 0.1, 0.3))
+    settings.tile_size = 1.0
+    tiles = []
+
+    def watch():
+        for job in addon.jobs.running():
+            if job.tiles:
+                tiles.append((job.tile, job.tiles))
+
+    settings.model_name, settings.preset = "pointcloud_convonet_3plane", "PREVIEW"
+    activate(source)
+    before = set(bpy.data.objects.keys())
+    bpy.ops.onet.reconstruct()
+    pump_until_idle(on_step=watch)
+    created = sorted(set(bpy.data.objects.keys()) - before)
+    assert len(created) == 1, (created, addon.jobs.Status.last_error)
+    result = bpy.data.objects[created[0]]
+    vertices, _ = mesh_arrays(result)
+    want = np.array([2.3, 0.8, 0.8])  # x from -0.4 to 1.9
+    extent_error = float(np.abs(np.ptp(vertices, axis=0) - want).max())
+    return {"closed": is_closed(result), "extent_error": extent_error,
+            "matrix_error": matrix_error(result, source),
+            "tiles": tiles[-1][1] if tiles else 0, "tiles_seen": max(t for t, _ in tiles)
+            if tiles else 0, "props": {k: result[k] for k in ("onet_tile_size", "onet_status")}}
 
 
 def scenario_voxel_object():
