@@ -176,7 +176,7 @@ def reconstruct_tiled(args, inp, generator, card):
 
     result = tiling.reconstruct_tiled(generator, inp.points, args.tile_size, args.tile_overlap,
                                       args.tile_points or card.get("input_points") or 3000,
-                                      progress=report)
+                                      sparse_inputs=card.get("sparse_inputs"), progress=report)
     vertices, faces = result.vertices, result.faces
     if args.simplify and len(faces):
         from . import meshing

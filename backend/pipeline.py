@@ -52,15 +52,34 @@ def prepare(inp, model, card, seed=0) -> Prepared:
 
 
 def prepare_points(points, card, seed=0):
-    """Normalise (N, 3) points into the unit cube; subsample to the card's input size."""
+    """Normalise (N, 3) points into the unit cube; subsample to the card's input size.
+
+    A model trained on sparse scans resampled with fresh noise (card ``sparse_inputs``:
+    ``{"resample_to": n, "jitter": std in unit-cube units}``) gets a sparser cloud the same
+    way: drawn with replacement to n points, each copy jittered.
+    """
     notes = []
+    rng = np.random.default_rng(seed)
     limit = card.get("input_points")
     if limit and len(points) > limit:
-        keep = np.random.default_rng(seed).choice(len(points), limit, replace=False)
+        keep = rng.choice(len(points), limit, replace=False)
         notes.append(f"subsampled {len(points)} points to the model's {limit}")
         points = points[np.sort(keep)]
     unit, center, scale = transforms.normalize_points(points)
+    sparse = card.get("sparse_inputs")
+    if sparse and len(unit) < sparse["resample_to"]:
+        notes.append(f"resampled {len(unit)} points to {sparse['resample_to']} with jitter "
+                     f"{sparse['jitter']}, as the model was trained on sparse scans")
+        unit = resample_sparse(unit, sparse, rng)
     return Prepared(torch.from_numpy(unit)[None], center, scale, notes)
+
+
+def resample_sparse(unit, sparse, rng):
+    """Unit-cube points (N, 3) drawn with replacement to ``sparse["resample_to"]`` points,
+    each copy jittered by ``sparse["jitter"]`` (std): how sparse scans were fed in training.
+    Returns (resample_to, 3) float32."""
+    unit = unit[rng.integers(len(unit), size=sparse["resample_to"])]
+    return (unit + sparse["jitter"] * rng.standard_normal(unit.shape)).astype(np.float32)
 
 
 def prepare_voxels(occupancy, translate, scale):

@@ -241,7 +241,8 @@ class Service:
 
         result = reconstruct_tiled(
             generator, points, tiling["tile_size"], tiling["overlap"],
-            tiling["tile_points"] or card.get("input_points") or 3000, progress=progress,
+            tiling["tile_points"] or card.get("input_points") or 3000,
+            sparse_inputs=card.get("sparse_inputs"), progress=progress,
             should_stop=job.cancel.is_set)
         vertices, faces = result.vertices, result.faces
         if generator.settings.simplify_faces and len(faces):

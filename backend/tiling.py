@@ -29,6 +29,7 @@ from . import meshing
 from .errors import UserError
 from .generation import Cancelled, logit
 from .mise import BOX_SIZE, mise
+from .pipeline import resample_sparse
 
 CROP_HALF = 0.5  # input points within the model's unit cube, as in training
 MARGIN = 0.05  # of the crop edge, around the cloud's bounding box: surfaces close inside
@@ -116,7 +117,7 @@ def crop_points(points: np.ndarray, grid: TileGrid, index, max_points: int,
 
 
 def reconstruct_tiled(generator, points: np.ndarray, crop_size: float, overlap: float = 0.2,
-                      max_points: int = 3000, seed: int = 0,
+                      max_points: int = 3000, seed: int = 0, sparse_inputs=None,
                       progress: Optional[Callable[[int, int], None]] = None,
                       should_stop: Optional[Callable[[], bool]] = None) -> TiledResult:
     """Mesh of a point cloud (N, 3) in its own coordinates, tile by tile (module docstring).
@@ -124,6 +125,8 @@ def reconstruct_tiled(generator, points: np.ndarray, crop_size: float, overlap: 
     generator: a ``Generator`` of a local-feature point-cloud model; its settings give each
     tile's MISE resolutions and the threshold. progress(done, total) is called after every
     tile; should_stop is polled at every decoder batch (raises ``Cancelled``).
+    sparse_inputs: the model card's, if any: crops with fewer points are resampled as in
+    training (``pipeline.resample_sparse``).
     """
     model = generator.model
     if not getattr(model, "local_features", False):
@@ -149,6 +152,8 @@ def reconstruct_tiled(generator, points: np.ndarray, crop_size: float, overlap: 
     tiles, tiles_run, most_points, evaluations, timer = grid.indices(), 0, 0, 0, [0.0]
     for done, index in enumerate(tiles, 1):
         unit = crop_points(points, grid, index, max_points, rng)
+        if len(unit) and sparse_inputs and len(unit) < sparse_inputs["resample_to"]:
+            unit = resample_sparse(unit, sparse_inputs, rng)
         if len(unit):
             code = generator.encode(torch.from_numpy(unit)[None])
             evaluate = generator.evaluator(generator.decoder(code), timer, should_stop)

@@ -332,3 +332,30 @@ def test_bad_dataset_folders_give_clear_errors(tmp_path, capsys):
         ShapeDataset(root, "train", {}, categories=["plane"])
     with pytest.raises(UserError, match="not found"):
         ShapeDataset(tmp_path / "missing", "train", {})
+
+
+def test_card_of_a_sparse_scan_config_says_how_to_prepare_sparse_inputs():
+    from training.train import make_card
+
+    configs = Path(__file__).resolve().parents[1] / "training/configs"
+    config = load_config(configs / "pointcloud_convonet_3plane.yaml", data_path="unused")
+    card = make_card(config, {}, 10, 1.0, None, None, None)
+    assert card["sparse_inputs"] == {"resample_to": 3000, "jitter": 0.005}
+    plain = make_card(load_config(configs / "pointcloud_small.yaml", data_path="unused"), {}, 10,
+                      1.0, None, None, None)
+    assert "sparse_inputs" not in plain
+
+
+def test_sparse_clouds_are_resampled_as_in_training():
+    from backend.pipeline import prepare_points
+
+    points = np.random.default_rng(0).uniform(-1, 1, (300, 3))
+    card = {"input_points": 3000, "sparse_inputs": {"resample_to": 3000, "jitter": 0.005}}
+    prepared = prepare_points(points, card)
+    unit = prepared.tensor[0].numpy()
+    assert unit.shape == (3000, 3) and "resampled 300 points" in prepared.notes[0]
+    # Every point is a jittered copy of an input point (in unit-cube units).
+    source = (points - prepared.center) / prepared.scale
+    nearest = np.linalg.norm(unit[:, None] - source[None], axis=2).min(axis=1)
+    assert nearest.max() < 0.005 * 6 and 0.004 < np.median(nearest) < 0.012
+    assert prepare_points(points, {"input_points": 3000}).tensor.shape == (1, 300, 3)

@@ -193,7 +193,7 @@ def make_card(config, provenance, iteration, wall_seconds, val_iou, best_iou, be
     """The model card of a checkpoint at ``iteration`` whose own IoU is ``val_iou`` (None
     when not validated there); ``provenance`` holds the run's fixed facts."""
     data = config["data"]
-    return {
+    card = {
         "threshold": THRESHOLD,
         "input_kind": config["model"]["input_kind"],
         "input_points": data["input_points"] if data["input"] == "pointcloud" else None,
@@ -202,6 +202,15 @@ def make_card(config, provenance, iteration, wall_seconds, val_iou, best_iou, be
         "provenance": {**provenance, "iterations": iteration,
                        "wall_seconds": round(wall_seconds, 1), "config": config},
     }
+    augment = data["augment"]
+    if data["input"] == "pointcloud" and augment["points_range"]:
+        # Trained on sparse scans resampled to input_points with fresh noise on every copy:
+        # sparse inputs are prepared the same way (backend.pipeline.prepare_points).
+        noise = augment["noise_range"]
+        card["sparse_inputs"] = {"resample_to": data["input_points"],
+                                 "jitter": (noise[0] + noise[1]) / 2 if noise
+                                 else data["input_noise"]}
+    return card
 
 
 def train(args, argv):
