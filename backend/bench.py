@@ -376,9 +376,7 @@ def scene(args):
     print("-" * len(header))
     for resolution0, steps in [(16, 2), (32, 2)]:
         generator = Generator(model, card, device, Settings(resolution0, steps))
-        result = reconstruct_tiled(generator, cloud, crop_size=1.0,
-                                   max_points=card.get("input_points") or 3000,
-                                   sparse_inputs=card.get("sparse_inputs"))
+        result = reconstruct_tiled(generator, card, cloud, crop_size=1.0)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         grid = result.grid
         print(f"{grid.cells:>10} {card.get('input_points') or 3000:>11,} "

@@ -174,17 +174,11 @@ def reconstruct_tiled(args, inp, generator, card):
         if not args.quiet and not args.json:
             print(f"tile {done}/{total}", file=sys.stderr)
 
-    result = tiling.reconstruct_tiled(generator, inp.points, args.tile_size, args.tile_overlap,
-                                      args.tile_points or card.get("input_points") or 3000,
-                                      sparse_inputs=card.get("sparse_inputs"), progress=report)
-    vertices, faces = result.vertices, result.faces
-    if args.simplify and len(faces):
-        from . import meshing
-
-        vertices, faces = meshing.simplify(vertices, faces, args.simplify)
+    result = tiling.reconstruct_tiled(generator, card, inp.points, args.tile_size,
+                                      args.tile_overlap, args.tile_points, progress=report)
     grid = result.grid
     lattice = int(np.prod(grid.shape))
-    return vertices, faces, None, {
+    return result.vertices, result.faces, None, {
         "evaluations": result.evaluations,
         "dense_fraction": round(result.evaluations / lattice, 4),
         "lattice": "x".join(map(str, grid.shape)), "resolution": grid.cells,

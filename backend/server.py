@@ -233,20 +233,15 @@ class Service:
     def stream_tiled(self, job, generator, points, tiling, card, started, extra):
         """Reconstruct a cloud tile by tile: a "tile" frame per tile, then the mesh as one
         final frame and the summary."""
-        from .meshing import simplify
         from .tiling import reconstruct_tiled
 
         def progress(done, total):
             job.emit({"type": "tile", "tile": done, "tiles": total})
 
-        result = reconstruct_tiled(
-            generator, points, tiling["tile_size"], tiling["overlap"],
-            tiling["tile_points"] or card.get("input_points") or 3000,
-            sparse_inputs=card.get("sparse_inputs"), progress=progress,
-            should_stop=job.cancel.is_set)
+        result = reconstruct_tiled(generator, card, points, tiling["tile_size"],
+                                   tiling["overlap"], tiling["tile_points"], progress=progress,
+                                   should_stop=job.cancel.is_set)
         vertices, faces = result.vertices, result.faces
-        if generator.settings.simplify_faces and len(faces):
-            vertices, faces = simplify(vertices, faces, generator.settings.simplify_faces)
         seconds = round(time.perf_counter() - started, 4)
         job.emit({"type": "mesh", "level": 0, "levels": 1, "resolution": result.grid.cells,
                   "evaluations": result.evaluations, "seconds": seconds, "final": True},

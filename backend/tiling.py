@@ -34,6 +34,7 @@ from .pipeline import resample_sparse
 CROP_HALF = 0.5  # input points within the model's unit cube, as in training
 MARGIN = 0.05  # of the crop edge, around the cloud's bounding box: surfaces close inside
 WELD_DIGITS = 6  # shared-plane vertices closer than 1e-6 cells are one (rounding differs)
+DEFAULT_TILE_POINTS = 3000  # per crop, for cards that do not name an input size
 EMPTY_BELOW = 10.0  # logits below the threshold given to tiles whose crop holds no points
 
 
@@ -116,17 +117,18 @@ def crop_points(points: np.ndarray, grid: TileGrid, index, max_points: int,
     return unit.astype(np.float32)
 
 
-def reconstruct_tiled(generator, points: np.ndarray, crop_size: float, overlap: float = 0.2,
-                      max_points: int = 3000, seed: int = 0, sparse_inputs=None,
+def reconstruct_tiled(generator, card: dict, points: np.ndarray, crop_size: float,
+                      overlap: float = 0.2, max_points: Optional[int] = None, seed: int = 0,
                       progress: Optional[Callable[[int, int], None]] = None,
                       should_stop: Optional[Callable[[], bool]] = None) -> TiledResult:
     """Mesh of a point cloud (N, 3) in its own coordinates, tile by tile (module docstring).
 
     generator: a ``Generator`` of a local-feature point-cloud model; its settings give each
-    tile's MISE resolutions and the threshold. progress(done, total) is called after every
-    tile; should_stop is polled at every decoder batch (raises ``Cancelled``).
-    sparse_inputs: the model card's, if any: crops with fewer points are resampled as in
-    training (``pipeline.resample_sparse``).
+    tile's MISE resolutions, the threshold and the final simplification. card: the model's;
+    its ``input_points`` is the default ``max_points`` per crop, and with ``sparse_inputs``
+    sparser crops are resampled as in training (``pipeline.resample_sparse``).
+    progress(done, total) is called after every tile; should_stop is polled at every decoder
+    batch (raises ``Cancelled``).
     """
     model = generator.model
     if not getattr(model, "local_features", False):
@@ -137,8 +139,10 @@ def reconstruct_tiled(generator, points: np.ndarray, crop_size: float, overlap: 
         raise UserError("tiling works on point clouds only")
     if len(points) == 0:
         raise UserError("the point cloud is empty")
+    max_points = max_points or card.get("input_points") or DEFAULT_TILE_POINTS
     if max_points < 1:
         raise UserError(f"points per tile must be >= 1 (got {max_points})")
+    sparse_inputs = card.get("sparse_inputs")
     started = time.perf_counter()
     settings = generator.settings
     grid = plan_tiles(points, crop_size, overlap,
@@ -175,6 +179,8 @@ def reconstruct_tiled(generator, points: np.ndarray, crop_size: float, overlap: 
         raise Cancelled()
     vertices, faces = join_pieces(pieces, grid)
     vertices = (grid.origin + vertices * grid.spacing).astype(np.float32)
+    if settings.simplify_faces and len(faces):
+        vertices, faces = meshing.simplify(vertices, faces, settings.simplify_faces)
     return TiledResult(vertices, faces, grid, tiles_run, most_points, evaluations,
                        time.perf_counter() - started)
 

@@ -81,7 +81,7 @@ def test_tiles_meet_without_a_seam_and_match_the_untiled_mesh():
     points = scene()
     model = BallsModel()
     card = {"threshold": 0.5}
-    tiled = tiling.reconstruct_tiled(Generator(model, card, "cpu", settings()), points,
+    tiled = tiling.reconstruct_tiled(Generator(model, card, "cpu", settings()), card, points,
                                      crop_size=1.0, overlap=0.2, max_points=len(points))
     assert tiled.grid.counts == (2, 1, 1) and tiled.tiles_run == 2
     assert tiled.most_tile_points < len(points)  # each crop holds only its side's points
@@ -107,8 +107,9 @@ def test_empty_tiles_are_skipped():
     points = scene()
     far = points[points[:, 0] > 0.3] + np.array([3.0, 0, 0], np.float32)
     cloud = np.concatenate([points, far])
-    tiled = tiling.reconstruct_tiled(Generator(BallsModel(), {"threshold": 0.5}, "cpu",
-                                               settings()), cloud, crop_size=1.0)
+    card = {"threshold": 0.5}
+    tiled = tiling.reconstruct_tiled(Generator(BallsModel(), card, "cpu", settings()), card,
+                                     cloud, crop_size=1.0)
     assert tiled.grid.counts[0] == 7 and tiled.tiles_run < 7
     assert trimesh.Trimesh(tiled.vertices, tiled.faces).is_watertight
 
@@ -116,7 +117,7 @@ def test_empty_tiles_are_skipped():
 def test_a_global_model_cannot_be_tiled():
     generator = Generator(AnalyticModel("sphere"), analytic_card("sphere"), "cpu", settings())
     with pytest.raises(UserError, match="local features"):
-        tiling.reconstruct_tiled(generator, scene(), crop_size=1.0)
+        tiling.reconstruct_tiled(generator, analytic_card("sphere"), scene(), crop_size=1.0)
 
 
 @pytest.mark.parametrize("crop, overlap, message", [
@@ -149,7 +150,7 @@ def test_convonet_tiles_close_where_they_meet():
     where the field is inside at the lattice's edge or next to an empty crop."""
     model, threshold = small_convonet()
     generator = Generator(model, {"threshold": threshold}, "cpu", settings())
-    tiled = tiling.reconstruct_tiled(generator, scene() * 2, crop_size=1.0, overlap=0.1)
+    tiled = tiling.reconstruct_tiled(generator, {}, scene() * 2, crop_size=1.0, overlap=0.1)
     assert tiled.tiles_run > 2
     mesh = trimesh.Trimesh(tiled.vertices, tiled.faces)
     assert len(mesh.faces) and mesh.is_watertight
