@@ -20,7 +20,7 @@ from backend.checkpoints import load_model
 from backend.errors import UserError
 from backend.generation import Generator, Settings
 from training.checkpoints import MODEL_BEST, MODEL_LAST, STATE
-from training.config import check_config, load_config
+from training.config import check_config, learning_rate, load_config
 from training.data import procedural
 from training.data.datasets import ShapeDataset, collate
 from training.data.fields import ImagesField, MixedPointsField, run_fields
@@ -214,7 +214,8 @@ def test_config_model_errors(tmp_path):
 
 
 def test_training_end_to_end_and_exact_resume(corpus, tmp_path):
-    config = write_config(tmp_path / "tiny.yaml", corpus)
+    # The lr drops at 30: the resumed half below must follow the same schedule.
+    config = write_config(tmp_path / "tiny.yaml", corpus, lr_milestones=[30])
     run = tmp_path / "run"
     assert main([str(config), "--out", str(run)]) == 0
     losses = [value for _, value in metrics(run, "train/loss")]
@@ -238,7 +239,7 @@ def test_training_end_to_end_and_exact_resume(corpus, tmp_path):
 
     # The same run in two parts (stopped at the checkpoint of iteration 20) ends identical.
     resumed = tmp_path / "resumed"
-    write_config(tmp_path / "half.yaml", corpus, max_iterations=20)
+    write_config(tmp_path / "half.yaml", corpus, max_iterations=20, lr_milestones=[30])
     assert main([str(tmp_path / "half.yaml"), "--out", str(resumed)]) == 0
     assert torch.load(resumed / STATE, weights_only=True)["iteration"] == 20
     assert main([str(config), "--out", str(resumed), "--resume"]) == 0
@@ -248,6 +249,61 @@ def test_training_end_to_end_and_exact_resume(corpus, tmp_path):
     assert [it for it, _ in metrics(resumed, "train/loss")] == list(range(1, 41))
     assert json.loads((resumed / "model_last.json").read_text())["provenance"][
         "iterations"] == 40
+
+
+def test_time_limit_stops_cleanly_and_resumes(corpus, tmp_path, capsys):
+    config = write_config(tmp_path / "tiny.yaml", corpus, max_iterations=3,
+                          validate_every=100, checkpoint_every=100)
+    run = tmp_path / "run"
+    assert main([str(config), "--out", str(run), "--time-limit", "0"]) == 0
+    assert "stopped at the time limit" in capsys.readouterr().out
+    # The stop validates and checkpoints like a last iteration.
+    assert torch.load(run / STATE, weights_only=True)["iteration"] == 1
+    assert [it for it, _ in metrics(run, "val/iou")] == [1]
+    assert (run / MODEL_BEST).is_file()
+    assert main([str(config), "--out", str(run), "--resume"]) == 0
+    assert torch.load(run / STATE, weights_only=True)["iteration"] == 3
+    assert [it for it, _ in metrics(run, "val/iou")] == [1, 3]
+
+
+def test_learning_rate_schedule():
+    training = check_config({"model": {"paper": "unconditional"},
+                             "training": {"lr": 1e-3, "lr_milestones": [10, 20],
+                                          "lr_factor": 0.5}})["training"]
+    rates = [learning_rate(training, i) for i in (0, 9, 10, 19, 20, 1000)]
+    assert rates == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])
+
+
+def test_loader_workers_see_the_epoch_of_each_sample(corpus):
+    """One loader iterator runs across epochs: each key carries its epoch, so workers
+    draw what the main process would, epoch after epoch, and a resumed sampler continues
+    the same stream."""
+    from torch.utils.data import DataLoader
+
+    from training.train import EpochSampler, Processes
+
+    data = data_section(input="none", points=64)
+    data["input"] = "none"
+    dataset = ShapeDataset(corpus, "train", run_fields(data, training=True), seed=3)
+
+    def stream(workers, iteration=0, count=7):
+        sampler = EpochSampler(dataset, Processes(), seed=0, batch_size=3,
+                               iteration=iteration)
+        loader = DataLoader(dataset, 3, sampler=sampler, drop_last=True,
+                            num_workers=workers, collate_fn=collate)
+        batches = iter(loader)
+        return [next(batches) for _ in range(count)]
+
+    inline, workers = stream(0), stream(2)
+    # 8 shapes in batches of 3: 2 batches per epoch, so 7 batches span 4 epochs.
+    for a, b in zip(inline, workers):
+        assert a["index"] == b["index"] and torch.equal(a["points"], b["points"])
+    for number, batch in enumerate(workers):  # batch n belongs to epoch n // 2
+        expected = np.stack([dataset[number // 2, i]["points"] for i in batch["index"]])
+        assert np.array_equal(batch["points"].numpy(), expected)
+    assert not np.array_equal(dataset[0, 0]["points"], dataset[1, 0]["points"])
+    for a, b in zip(inline[3:], stream(0, iteration=3, count=4)):
+        assert a["index"] == b["index"] and torch.equal(a["points"], b["points"])
 
 
 def test_run_folder_is_not_overwritten(corpus, tmp_path, capsys):

@@ -11,7 +11,8 @@ A config has four sections; every key but ``model`` has a default (see ``SCHEMA`
                  anisotropic_scale, points_range, noise_range ([min, max] pairs),
                  partial_views ([min, max] viewpoints), partial_probability; see
                  ``training.data.augment``)
-    training:    batch_size (shapes per iteration over all processes), lr, max_iterations,
+    training:    batch_size (shapes per iteration over all processes), lr, lr_milestones
+                 (iterations where the lr is multiplied by lr_factor), max_iterations,
                  validate_every, checkpoint_every, log_every, seed, num_workers,
                  precision (fp32 | bf16), device (auto | cpu | cuda)
     generative:  kl_weight (the VAE's KL term; models without a latent code ignore it)
@@ -79,6 +80,8 @@ SCHEMA = {
     "training": {
         "batch_size": Option(int, 64, minimum=1),
         "lr": Option(float, 1e-4, minimum=0),
+        "lr_milestones": Option(list, [], items=int),  # step decay; [] keeps lr constant
+        "lr_factor": Option(float, 0.1, minimum=0),
         "max_iterations": Option(int, 300_000, minimum=1),
         "validate_every": Option(int, 2000, minimum=1),
         "checkpoint_every": Option(int, 1000, minimum=1),
@@ -92,6 +95,13 @@ SCHEMA = {
         "kl_weight": Option(float, 1.0, minimum=0),
     },
 }
+
+
+def learning_rate(training, iteration):
+    """The lr of step ``iteration`` (0-based) for a config's ``training`` section: ``lr``
+    times ``lr_factor`` for each of ``lr_milestones`` at or below ``iteration``."""
+    passed = sum(1 for milestone in training["lr_milestones"] if milestone <= iteration)
+    return training["lr"] * training["lr_factor"] ** passed
 
 
 class _Loader(yaml.SafeLoader):

@@ -1,6 +1,6 @@
 """Train an Occupancy Network on a dataset in the official ONet layout.
 
-``python -m training.train CONFIG.yaml [--out RUN_DIR] [--data DIR] [--resume]``
+``python -m training.train CONFIG.yaml [--out RUN_DIR] [--data DIR] [--resume] [--time-limit S]``
 
 The paper's recipe (see ``training.trainer``) with the settings of CONFIG (see
 ``training.config``). The run folder (default ``runs/<config name>``) receives::
@@ -40,7 +40,7 @@ from backend.errors import UserError
 from backend.models import build_model
 
 from .checkpoints import MODEL_BEST, MODEL_LAST, STATE, load_run, save_model_file, save_state
-from .config import load_config
+from .config import learning_rate, load_config
 from .data.augment import augment_options
 from .data.datasets import ShapeDataset, collate
 from .data.fields import run_fields
@@ -85,35 +85,30 @@ def start_processes(device_name):
     return procs, device
 
 
-class ResumableSampler(Sampler):
-    """A DistributedSampler's order of one epoch from position ``start`` on, so a resumed
-    run continues mid-epoch with the samples an uninterrupted run would see."""
+class EpochSampler(Sampler):
+    """``(epoch, index)`` keys of this process's training samples, epoch after epoch without
+    end, from batch ``iteration`` on.
 
-    def __init__(self, sampler):
-        self.sampler = sampler
-        self.start = 0
+    Each epoch is this process's share of a DistributedSampler's shuffled order, cut to
+    whole batches, so a resumed run continues mid-epoch with the samples an uninterrupted
+    run would see. The epoch travels with each index, so loader workers need no
+    ``set_epoch`` and one loader iterator runs across epochs without restarting them.
+    """
 
-    def set_position(self, epoch, start):
-        self.sampler.set_epoch(epoch)
-        self.start = start
+    def __init__(self, dataset, procs, seed, batch_size, iteration=0):
+        self.order = DistributedSampler(dataset, procs.world, procs.rank, shuffle=True,
+                                        seed=seed, drop_last=True)
+        self.epoch_size = len(self.order) // batch_size * batch_size
+        self.start_epoch, step = divmod(iteration, len(self.order) // batch_size)
+        self.start = step * batch_size
 
     def __iter__(self):
-        return itertools.islice(iter(self.sampler), self.start, None)
-
-    def __len__(self):
-        return len(self.sampler) - self.start
-
-
-def batches(loader, sampler, dataset, iteration, batch_size):
-    """The batches of iterations ``iteration``, ``iteration + 1``, ... epoch after epoch
-    (an epoch is every full batch of the shuffled training split)."""
-    steps = len(sampler.sampler) // batch_size
-    epoch, step = divmod(iteration, steps)
-    while True:
-        sampler.set_position(epoch, step * batch_size)
-        dataset.set_epoch(epoch)
-        yield from loader
-        epoch, step = epoch + 1, 0
+        epoch, start = self.start_epoch, self.start
+        while True:
+            self.order.set_epoch(epoch)
+            for index in itertools.islice(iter(self.order), start, self.epoch_size):
+                yield epoch, index
+            epoch, start = epoch + 1, 0
 
 
 class RunLog:
@@ -226,6 +221,17 @@ def train(args, argv):
             dist.destroy_process_group()
 
 
+def out_of_time(deadline, procs, device):
+    """Whether ``deadline`` (a perf_counter time) has passed; with several processes, for
+    any of them, so that all stop at the same iteration."""
+    late = time.perf_counter() >= deadline
+    if not procs.distributed:
+        return late
+    flag = torch.tensor([float(late)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def is_generative(model_config):
     """Whether the model has a latent encoder q(z | p, occ) (ConvONet configs have no key)."""
     return model_config.get("encoder_latent") is not None
@@ -259,12 +265,11 @@ def open_model(config, run_dir, resume):
     return build_model(config["model"]), None
 
 
-def make_loaders(train_set, val_set, batch_size, procs, opts, device):
-    """(sampler, train loader, val loader) of this process: its share of each epoch's
-    shuffled shapes in batches of ``batch_size``, and every world-th validation shape."""
-    sampler = ResumableSampler(DistributedSampler(train_set, procs.world, procs.rank,
-                                                  shuffle=True, seed=opts["seed"],
-                                                  drop_last=True))
+def make_loaders(train_set, val_set, batch_size, procs, opts, device, iteration):
+    """(train loader, val loader) of this process: its share of each epoch's shuffled
+    shapes in batches of ``batch_size`` from batch ``iteration`` on (see EpochSampler), and
+    every world-th validation shape."""
+    sampler = EpochSampler(train_set, procs, opts["seed"], batch_size, iteration)
     options = {"num_workers": opts["num_workers"], "collate_fn": collate,
                "pin_memory": device.type == "cuda"}
     # A generator of its own keeps the loader from drawing on the global torch RNG.
@@ -272,7 +277,7 @@ def make_loaders(train_set, val_set, batch_size, procs, opts, device):
                               generator=torch.Generator(), **options)
     val_loader = DataLoader(Subset(val_set, range(procs.rank, len(val_set), procs.world)),
                             1, **options)
-    return sampler, train_loader, val_loader
+    return train_loader, val_loader
 
 
 def _train(config, args, argv, procs, device):
@@ -296,8 +301,8 @@ def _train(config, args, argv, procs, device):
     trainer = Trainer(model, optimizer, device, opts["precision"],
                       config["generative"]["kl_weight"], opts["seed"], procs.rank,
                       procs.distributed)
-    sampler, train_loader, val_loader = make_loaders(train_set, val_set, batch_size, procs,
-                                                     opts, device)
+    train_loader, val_loader = make_loaders(train_set, val_set, batch_size, procs, opts,
+                                            device, iteration)
 
     started = time.perf_counter()
     provenance = {
@@ -321,21 +326,26 @@ def _train(config, args, argv, procs, device):
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         log = RunLog(run_dir, iteration)
     first_iteration = iteration
-    stream = batches(train_loader, sampler, train_set, iteration, batch_size)
+    deadline = None if args.time_limit is None else started + args.time_limit
+    stream = iter(train_loader)
     window = torch.zeros(3, dtype=torch.float64)  # loss sum, KL sum, steps since the last log
     busy = 0.0  # seconds spent loading and stepping since the last log
     progress = tqdm(total=max_iterations, initial=iteration, unit="it", dynamic_ncols=True,
                     disable=not procs.main)
     try:
-        while iteration < max_iterations:
+        last = iteration >= max_iterations
+        while not last:
             tick = time.perf_counter()
+            for group in optimizer.param_groups:  # the config's schedule, also on --resume
+                group["lr"] = learning_rate(opts, iteration)
             losses = trainer.train_step(next(stream), iteration)
             busy += time.perf_counter() - tick
             iteration += 1
             window += torch.tensor([losses["loss"], losses["kl"], 1.0], dtype=torch.float64)
             progress.set_postfix(loss=f"{losses['loss']:.2f}", refresh=False)
             progress.update()
-            last = iteration == max_iterations
+            timed_out = deadline is not None and out_of_time(deadline, procs, device)
+            last = iteration == max_iterations or timed_out
             if iteration % opts["log_every"] == 0 or last:
                 seconds_per_iteration = busy / window[2].item()
                 if procs.distributed:  # NCCL reduces device tensors only
@@ -379,8 +389,10 @@ def _train(config, args, argv, procs, device):
         print(f"the run in {run_dir} is at iteration {iteration} already; raise "
               f"training.max_iterations to train on")
     elif procs.main:
-        print(f"{iteration} iterations in {wall():.0f} s; best val IoU {best_iou:.4f} at "
-              f"iteration {best_iteration}; models in {run_dir}")
+        stopped = (f"stopped at the time limit ({args.time_limit:g} s); --resume continues; "
+                   if iteration < max_iterations else "")
+        print(f"{stopped}{iteration} iterations in {wall():.0f} s; best val IoU "
+              f"{best_iou:.4f} at iteration {best_iteration}; models in {run_dir}")
     return 0
 
 
@@ -392,7 +404,11 @@ def build_parser():
                         help="run folder (default: runs/<config name>)")
     parser.add_argument("--data", type=Path, help="dataset folder (replaces data.path)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its last checkpoint")
+                        help="continue the run in --out from its last checkpoint (with the "
+                             "config's lr schedule)")
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+                        help="stop after this many seconds of this invocation, validating "
+                             "and saving as at the last iteration (resumable)")
     return parser
 
 

@@ -139,34 +139,50 @@ def augment_sample(sample, rng, options):
     cloud as it is)."""
     rotation = random_rotation(rng, options.get("rotation", "none"))
     scale = random_scale(rng, options.get("anisotropic_scale"))
-    if options.get("rotation", "none") != "none" or options.get("anisotropic_scale"):
-        matrix = rotation * scale  # R @ diag(scale)
-        normal_matrix = rotation / scale  # (R diag(s))^-T = R diag(1/s)
-        for key in ("inputs", "points", "points_iou"):
-            if key in sample:
-                sample[key] = (sample[key].astype(np.float64) @ matrix.T).astype(np.float32)
-        if "inputs.normals" in sample:
-            normals = sample["inputs.normals"].astype(np.float64) @ normal_matrix.T
+    moves = options.get("rotation", "none") != "none" or bool(options.get("anisotropic_scale"))
+    matrix = rotation * scale  # R @ diag(scale)
+    normal_matrix = rotation / scale  # (R diag(s))^-T = R diag(1/s)
+
+    def move(points, normals):
+        """(points, normals) under the transform (normals None stays None)."""
+        if not moves:
+            return points, normals
+        points = (points.astype(np.float64) @ matrix.T).astype(np.float32)
+        if normals is not None:
+            normals = normals.astype(np.float64) @ normal_matrix.T
             norms = np.linalg.norm(normals, axis=1, keepdims=True)
-            sample["inputs.normals"] = (normals / np.maximum(norms, 1e-12)).astype(np.float32)
+            normals = (normals / np.maximum(norms, 1e-12)).astype(np.float32)
+        return points, normals
+
+    for key in ("points", "points_iou"):
+        if key in sample:
+            sample[key] = move(sample[key], None)[0]
+    points, normals = sample["inputs"], sample.get("inputs.normals")
     if "input_points" not in options:
+        sample["inputs"], normals = move(points, normals)
+        if normals is not None:
+            sample["inputs.normals"] = normals
         return sample
 
-    points = sample["inputs"]
-    normals = sample.get("inputs.normals")
     keep = np.arange(len(points))
+    moved = False  # the transform is linear per point: only partial scans need it first
     views = options.get("partial_views")
     if views is not None and normals is not None and \
             rng.random() < options.get("partial_probability", 1.0):
+        points, normals = move(points, normals)
+        moved = True
         seen = np.flatnonzero(partial_scan(points, normals, rng, views))
         if len(seen):  # nothing seen (degenerate normals): keep the whole cloud
             keep = seen
     index = keep[resample_density(len(keep), options["input_points"], rng,
                                   options.get("points_range"))]
+    chosen = points[index]
+    chosen_normals = None if normals is None else normals[index]
+    if not moved:
+        chosen, chosen_normals = move(chosen, chosen_normals)
     noise_range = options.get("noise_range")
     std = rng.uniform(*noise_range) if noise_range else options.get("input_noise", 0.0)
-    chosen = points[index]
     sample["inputs"] = (chosen + std * rng.standard_normal(chosen.shape)).astype(np.float32)
-    if normals is not None:
-        sample["inputs.normals"] = normals[index]
+    if chosen_normals is not None:
+        sample["inputs.normals"] = chosen_normals
     return sample

@@ -74,7 +74,8 @@ class ShapeDataset:
     fields: ``{name: field}`` (see ``fields``); categories: folder names (None: all);
     exclude: folder names to leave out. Sample ``index`` of epoch ``e`` draws its random
     choices from ``numpy.random.default_rng([seed, e, index])``, so it does not depend on
-    the worker that loads it; call ``set_epoch`` at the start of every epoch. augment:
+    the worker that loads it: ``dataset[e, index]``, or ``dataset[index]`` for the epoch
+    of the last ``set_epoch`` (0 at first). augment:
     options of ``training.data.augment.augment_sample`` (``augment_options``; None: off),
     applied to each sample before ``normalize_inputs``.
     """
@@ -120,10 +121,11 @@ class ShapeDataset:
     def __len__(self):
         return len(self.shapes)
 
-    def __getitem__(self, index):
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         category, shape = self.shapes[index]
         folder = self.root / category / shape
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index])
         sample = {"category": category, "shape": shape, "index": index}
         for name, field in self.fields.items():
             value = field.load(folder, rng)
