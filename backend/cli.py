@@ -45,6 +45,9 @@ def build_parser():
                      help="decoder arithmetic; auto = bf16 where the hardware has it")
     rec.add_argument("--normals", action="store_true", help="vertex normals from the network")
     rec.add_argument("--simplify", type=int, metavar="FACES", help="decimate to about FACES")
+    rec.add_argument("--keep-cavities", action="store_true",
+                     help="keep enclosed voids (by default their shells are dropped: no scan "
+                          "sees them, so they are the network's guess)")
     rec.add_argument("--refine-steps", type=positive_int, default=0,
                      help="gradient refinement steps (paper section 3.3)")
     rec.add_argument("--tile-size", type=float, metavar="SIZE",
@@ -111,7 +114,7 @@ def run_reconstruct(args):
     settings = Settings(args.resolution0, args.upsampling_steps, args.threshold,
                         precision=args.precision, normals=args.normals,
                         simplify_faces=args.simplify, refine_steps=args.refine_steps,
-                        mesh_every_level=False)
+                        fill_cavities=not args.keep_cavities, mesh_every_level=False)
     generator = Generator(model, card, device, settings)
     if args.tile_size is not None:
         vertices, faces, normals, summary = reconstruct_tiled(args, inp, generator, card)

@@ -1,8 +1,9 @@
 """Mesh generation: encode once, run MISE with a batched decoder, mesh every level.
 
 ``Generator.frames`` yields one ``MeshFrame`` per MISE level (coarse to fine); the last one
-is post-processed (normals, simplification, refinement) and marked final. Vertices are in
-the network's unit cube; ``backend.pipeline`` maps them back to the input's coordinates.
+is post-processed (enclosed voids filled, refinement, simplification, normals) and marked
+final. Vertices are in the network's unit cube; ``backend.pipeline`` maps them back to the
+input's coordinates.
 """
 
 import math
@@ -37,6 +38,7 @@ class Settings:
     normals: bool = False
     simplify_faces: Optional[int] = None
     refine_steps: int = 0
+    fill_cavities: bool = True  # drop shells of enclosed voids (meshing.fill_cavities)
     mesh_every_level: bool = True  # False: coarse frames carry statistics but no mesh
 
     def validate(self):
@@ -234,8 +236,11 @@ class Generator:
                             state.evaluations, time.perf_counter() - started, timer[0], final)
 
     def postprocess(self, code, vertices, faces):
-        """Refine, simplify and compute normals as the settings ask (fp32, with gradients)."""
+        """Fill cavities, refine, simplify and compute normals as the settings ask (fp32,
+        with gradients)."""
         s = self.settings
+        if s.fill_cavities:
+            vertices, faces = meshing.fill_cavities(vertices, faces)
         if len(faces) == 0:
             return vertices, faces, None
         if s.refine_steps or s.normals:

@@ -71,6 +71,43 @@ def block_marching_cubes(values, threshold, closed):
     return vertices - np.array([low for low, _ in pad]), faces.astype(np.int32)
 
 
+def fill_cavities(vertices, faces):
+    """Drop the closed shells that bound enclosed voids; returns (vertices, faces) with the
+    vertices the kept faces use, in their order.
+
+    A scan only ever sees outer surfaces, so a void sealed inside a solid is the network's
+    guess (ConvONet's plane features cannot tell a box's centre from its faces) and is
+    invisible, yet it breaks volumes, booleans and 3D prints. Every shell of our meshes is
+    closed and oriented counter-clockwise from outside, so a void's shell is the one whose
+    signed volume is negative. Open pockets (a mug's inside) belong to the outer shell and
+    stay. vertices (V, 3) float, faces (F, 3) int; shells that share no vertex are apart.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if len(faces) == 0:
+        return vertices, faces
+    n = len(vertices)
+    rows = np.concatenate([faces[:, 0], faces[:, 1]])
+    cols = np.concatenate([faces[:, 1], faces[:, 2]])
+    graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(n, n))
+    count, labels = connected_components(graph, directed=False)
+    if count == 1:
+        return vertices, faces
+    corners = np.asarray(vertices, np.float64)[faces]
+    # Six times each face's signed volume against the origin, summed per shell.
+    volume = np.einsum("ij,ij->i", corners[:, 0], np.cross(corners[:, 1], corners[:, 2]))
+    shell = labels[faces[:, 0]]
+    keep = (np.bincount(shell, weights=volume, minlength=count) >= 0)[shell]
+    if keep.all():
+        return vertices, faces
+    kept = faces[keep]
+    used = np.zeros(n, bool)
+    used[kept] = True
+    remap = np.cumsum(used) - 1
+    return vertices[used], remap[kept].astype(faces.dtype)
+
+
 def gradient_normals(decoder, vertices, device="cpu", batch_points=65536):
     """Outward unit normals (V, 3) float32 from the gradient of the network at each vertex.
 

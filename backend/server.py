@@ -209,7 +209,8 @@ class Service:
         return Generator(model, card, self.device, Settings(
             resolution0=mise["resolution0"], upsampling_steps=mise["upsampling_steps"],
             threshold=mise["threshold"], normals=output["normals"],
-            simplify_faces=output["simplify"], refine_steps=output["refine_steps"]))
+            simplify_faces=output["simplify"], refine_steps=output["refine_steps"],
+            fill_cavities=output["fill_cavities"]))
 
     def stream_meshes(self, job, generator, code, prepared, started, extra=None):
         """Run MISE for one code, emitting a mesh frame per level and the final summary."""
@@ -463,15 +464,16 @@ def tiling_options(header, model, inp, output):
 
 
 def output_options(header):
-    """Validated post-processing options: normals, simplify (faces), refine_steps."""
-    options = {"normals": False, "simplify": None, "refine_steps": 0}
+    """Validated post-processing options: normals, simplify (faces), refine_steps,
+    fill_cavities."""
+    options = {"normals": False, "simplify": None, "refine_steps": 0, "fill_cavities": True}
     given = header.get("output") or {}
     if not isinstance(given, dict):
         raise bad_request("'output' must be an object")
     for key, value in given.items():
         if key not in options:
             raise bad_request(f"unknown output option {key!r}; known: {', '.join(options)}")
-        valid = (isinstance(value, bool) if key == "normals" else
+        valid = (isinstance(value, bool) if key in ("normals", "fill_cavities") else
                  (value is None or (isinstance(value, int) and not isinstance(value, bool)
                                     and value >= (4 if key == "simplify" else 0))))
         if not valid or (key == "refine_steps" and value is None):

@@ -6,7 +6,7 @@ import torch
 import trimesh
 
 from backend.generation import Generator, Settings
-from backend.meshing import marching_cubes
+from backend.meshing import fill_cavities, marching_cubes
 from backend.mise import dense_lattice, lattice_to_unit, mise, upsample
 from backend.models.analytic import AnalyticModel, analytic_card
 
@@ -67,6 +67,51 @@ def test_meshes_are_watertight_and_outward(shape):
     mesh = trimesh.Trimesh(vertices, faces, process=False)
     assert mesh.is_watertight and mesh.is_winding_consistent
     assert mesh.volume > 0
+
+
+def lattice_mesh(inside_of, resolution=48):
+    """Marching cubes of the inside test ``inside_of`` (points (N, 3) -> (N,) bool) on a
+    lattice over the padded cube, as trimesh."""
+    points = lattice_to_unit(dense_lattice(resolution), resolution)
+    values = np.where(inside_of(points), 1.0, -1.0).astype(np.float32)
+    vertices, faces = marching_cubes(values.reshape((resolution + 1,) * 3), 0.0)
+    return vertices, faces
+
+
+def distance(points, centre=(0.0, 0.0, 0.0)):
+    return np.linalg.norm(points - np.asarray(centre), axis=1)
+
+
+def hollow_ball(p):
+    return (distance(p) < 0.4) & (distance(p) > 0.25)
+
+
+def cup(p):
+    """A cylinder with a pocket open at the top."""
+    body = (np.abs(p[:, 1]) < 0.3) & (np.hypot(p[:, 0], p[:, 2]) < 0.35)
+    return body & ~((p[:, 1] > -0.15) & (np.hypot(p[:, 0], p[:, 2]) < 0.25))
+
+
+def twin_balls(p):
+    return (distance(p, (-0.25, 0, 0)) < 0.2) | (distance(p, (0.25, 0, 0)) < 0.2)
+
+
+def test_fill_cavities_drops_enclosed_voids_only():
+    # A hollow ball: the outer shell and the void's shell, which faces inwards.
+    vertices, faces = lattice_mesh(hollow_ball)
+    assert trimesh.Trimesh(vertices, faces).volume < 4 / 3 * np.pi * 0.4 ** 3 * 0.9
+    filled_v, filled_f = fill_cavities(vertices, faces)
+    filled = trimesh.Trimesh(filled_v, filled_f, process=False)
+    assert filled.is_watertight and len(filled.split(only_watertight=False)) == 1
+    assert filled.volume == pytest.approx(4 / 3 * np.pi * 0.4 ** 3, rel=0.05)
+    assert filled_f.max() == len(filled_v) - 1  # unused vertices dropped
+
+    # An open pocket and two separate balls: nothing is enclosed, nothing changes.
+    for inside_of in (cup, twin_balls):
+        vertices, faces = lattice_mesh(inside_of)
+        kept_v, kept_f = fill_cavities(vertices, faces)
+        assert np.array_equal(kept_v, vertices) and np.array_equal(kept_f, faces)
+    assert Settings().fill_cavities
 
 
 def test_sphere_radius_within_half_a_fine_cell():

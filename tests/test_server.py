@@ -136,6 +136,18 @@ def test_tiled_stream_equals_the_cli_output(server, tmp_path, run_cli):
     np.testing.assert_allclose(final["vertices"], cli.vertices, atol=1e-6)
 
 
+@pytest.mark.parametrize("output, message", [
+    ({"fill_cavities": "yes"}, "bad value for output.fill_cavities"),
+    ({"simplify": 2}, "bad value for output.simplify"),
+    ({"smooth": True}, "unknown output option"),
+])
+def test_bad_output_options(server, output, message):
+    with pytest.raises(ServerError) as error:
+        list(server.client.reconstruct(points=sphere_cloud(500, (0, 0, 0), 1.0, 6),
+                                       model="tiny_pointcloud", output=output))
+    assert error.value.status == 400 and message in str(error.value)
+
+
 @pytest.mark.parametrize("tiling, message", [
     ({"tile_size": 1.0}, "local features"),
     ({"overlap": 0.2}, "tile_size is required"),

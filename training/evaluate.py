@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--poisson", action="store_true",
                         help="also evaluate screened Poisson reconstruction of the input "
                              "cloud (needs pymeshlab: pip install -r requirements-eval.txt)")
+    parser.add_argument("--fill-cavities", action="store_true",
+                        help="fill enclosed voids as the backend does by default (off: the "
+                             "papers' protocol scores the raw marching-cubes mesh)")
     parser.add_argument("--resolution0", type=int, default=32, help="MISE start resolution")
     parser.add_argument("--upsampling-steps", type=int, default=2, help="MISE levels after the "
                         "first")
@@ -273,7 +276,7 @@ def evaluate(args: argparse.Namespace) -> None:
     shapes, names = find_shapes(args.data, args.split, args.categories, kind, args.limit)
     out = make_folder(args.out)
     settings = Settings(args.resolution0, args.upsampling_steps, precision=args.precision,
-                        mesh_every_level=False)
+                        fill_cavities=args.fill_cavities, mesh_every_level=False)
     generator = Generator(model, card, device, settings)
 
     rows, panels = [], []
@@ -305,7 +308,8 @@ def evaluate(args: argparse.Namespace) -> None:
                              "noise": args.noise if kind == "pointcloud" else None,
                              "partial_views": args.partial_views if kind == "pointcloud"
                              else None,
-                             "eval_points": args.eval_points, "seed": args.seed})
+                             "eval_points": args.eval_points, "seed": args.seed,
+                             "fill_cavities": args.fill_cavities})
     write_csv(out / "shapes.csv", rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "report.md").write_text(markdown(summary))
