@@ -46,8 +46,8 @@ def build_parser():
     rec.add_argument("--normals", action="store_true", help="vertex normals from the network")
     rec.add_argument("--simplify", type=int, metavar="FACES", help="decimate to about FACES")
     rec.add_argument("--keep-cavities", action="store_true",
-                     help="keep enclosed voids (by default their shells are dropped: no scan "
-                          "sees them, so they are the network's guess)")
+                     help="keep enclosed voids (by default they are made solid: no scan sees "
+                          "them, so they are the network's guess)")
     rec.add_argument("--refine-steps", type=positive_int, default=0,
                      help="gradient refinement steps (paper section 3.3)")
     rec.add_argument("--tile-size", type=float, metavar="SIZE",

@@ -38,7 +38,7 @@ class Settings:
     normals: bool = False
     simplify_faces: Optional[int] = None
     refine_steps: int = 0
-    fill_cavities: bool = True  # drop shells of enclosed voids (meshing.fill_cavities)
+    fill_cavities: bool = True  # final mesh: enclosed voids made solid (meshing.fill_enclosed)
     mesh_every_level: bool = True  # False: coarse frames carry statistics but no mesh
 
     def validate(self):
@@ -227,7 +227,10 @@ class Generator:
         empty = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
         for state in mise(evaluate, s.resolution0, s.upsampling_steps, threshold):
             final = state.level == s.upsampling_steps
-            vertices, faces = (meshing.marching_cubes(state.values, threshold)
+            values = state.values
+            if final and s.fill_cavities:
+                values = meshing.fill_enclosed(values, threshold)
+            vertices, faces = (meshing.marching_cubes(values, threshold)
                                if final or s.mesh_every_level else empty)
             normals = None
             if final:
@@ -236,11 +239,8 @@ class Generator:
                             state.evaluations, time.perf_counter() - started, timer[0], final)
 
     def postprocess(self, code, vertices, faces):
-        """Fill cavities, refine, simplify and compute normals as the settings ask (fp32,
-        with gradients)."""
+        """Refine, simplify and compute normals as the settings ask (fp32, with gradients)."""
         s = self.settings
-        if s.fill_cavities:
-            vertices, faces = meshing.fill_cavities(vertices, faces)
         if len(faces) == 0:
             return vertices, faces, None
         if s.refine_steps or s.normals:

@@ -71,16 +71,43 @@ def block_marching_cubes(values, threshold, closed):
     return vertices - np.array([low for low, _ in pad]), faces.astype(np.int32)
 
 
-def fill_cavities(vertices, faces):
-    """Drop the closed shells that bound enclosed voids; returns (vertices, faces) with the
-    vertices the kept faces use, in their order.
+def fill_enclosed(values, threshold):
+    """``values`` with every enclosed void made inside: (X, Y, Z) logits -> a copy.
 
     A scan only ever sees outer surfaces, so a void sealed inside a solid is the network's
     guess (ConvONet's plane features cannot tell a box's centre from its faces) and is
-    invisible, yet it breaks volumes, booleans and 3D prints. Every shell of our meshes is
-    closed and oriented counter-clockwise from outside, so a void's shell is the one whose
-    signed volume is negative. Open pockets (a mug's inside) belong to the outer shell and
-    stay. vertices (V, 3) float, faces (F, 3) int; shells that share no vertex are apart.
+    invisible, yet it breaks volumes, booleans and 3D prints. Outside lattice points not
+    connected (through faces) to the lattice's border are set inside (``threshold + 1``,
+    clear of the iso-level), so marching cubes meshes neither the void nor anything floating
+    in it. Open pockets (a mug's inside) reach the border and stay.
+    """
+    from scipy import ndimage
+
+    outside = values < threshold
+    labels, count = ndimage.label(outside)
+    if count <= 1:
+        return values
+    border = np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(),
+                             labels[:, :, [0, -1]].ravel()])
+    exterior = np.zeros(count + 1, bool)
+    exterior[border] = True
+    exterior[0] = True  # label 0: the inside
+    enclosed = ~exterior[labels]
+    if not enclosed.any():
+        return values
+    filled = values.copy()
+    filled[enclosed] = threshold + 1.0
+    return filled
+
+
+def drop_void_shells(vertices, faces):
+    """Drop the shells of a closed mesh that bound enclosed voids (see ``fill_enclosed``,
+    which does better where the whole lattice is at hand); returns (vertices, faces) with
+    the vertices the kept faces use, in their order.
+
+    Every shell of our meshes is closed and oriented counter-clockwise from outside, so a
+    void's shell is the one whose signed volume is negative; what floats inside the void
+    stays. vertices (V, 3) float, faces (F, 3) int; shells that share no vertex are apart.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components

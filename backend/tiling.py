@@ -179,8 +179,8 @@ def reconstruct_tiled(generator, card: dict, points: np.ndarray, crop_size: floa
         raise Cancelled()
     vertices, faces = join_pieces(pieces, grid)
     vertices = (grid.origin + vertices * grid.spacing).astype(np.float32)
-    if settings.fill_cavities:
-        vertices, faces = meshing.fill_cavities(vertices, faces)
+    if settings.fill_cavities:  # no whole lattice here: drop the voids' shells
+        vertices, faces = meshing.drop_void_shells(vertices, faces)
     if settings.simplify_faces and len(faces):
         vertices, faces = meshing.simplify(vertices, faces, settings.simplify_faces)
     return TiledResult(vertices, faces, grid, tiles_run, most_points, evaluations,

@@ -6,7 +6,7 @@ import torch
 import trimesh
 
 from backend.generation import Generator, Settings
-from backend.meshing import fill_cavities, marching_cubes
+from backend.meshing import drop_void_shells, fill_enclosed, marching_cubes
 from backend.mise import dense_lattice, lattice_to_unit, mise, upsample
 from backend.models.analytic import AnalyticModel, analytic_card
 
@@ -69,21 +69,21 @@ def test_meshes_are_watertight_and_outward(shape):
     assert mesh.volume > 0
 
 
-def lattice_mesh(inside_of, resolution=48):
-    """Marching cubes of the inside test ``inside_of`` (points (N, 3) -> (N,) bool) on a
-    lattice over the padded cube, as trimesh."""
+def lattice_values(inside_of, resolution=48):
+    """+1 / -1 logits of the inside test ``inside_of`` (points (N, 3) -> (N,) bool) on a
+    lattice over the padded cube."""
     points = lattice_to_unit(dense_lattice(resolution), resolution)
     values = np.where(inside_of(points), 1.0, -1.0).astype(np.float32)
-    vertices, faces = marching_cubes(values.reshape((resolution + 1,) * 3), 0.0)
-    return vertices, faces
+    return values.reshape((resolution + 1,) * 3)
 
 
 def distance(points, centre=(0.0, 0.0, 0.0)):
     return np.linalg.norm(points - np.asarray(centre), axis=1)
 
 
-def hollow_ball(p):
-    return (distance(p) < 0.4) & (distance(p) > 0.25)
+def hollow_ball_with_core(p):
+    """A ball of radius 0.4 with a sealed void (0.25) and a small ball floating in it."""
+    return ((distance(p) < 0.4) & (distance(p) > 0.25)) | (distance(p) < 0.1)
 
 
 def cup(p):
@@ -96,22 +96,37 @@ def twin_balls(p):
     return (distance(p, (-0.25, 0, 0)) < 0.2) | (distance(p, (0.25, 0, 0)) < 0.2)
 
 
-def test_fill_cavities_drops_enclosed_voids_only():
-    # A hollow ball: the outer shell and the void's shell, which faces inwards.
-    vertices, faces = lattice_mesh(hollow_ball)
-    assert trimesh.Trimesh(vertices, faces).volume < 4 / 3 * np.pi * 0.4 ** 3 * 0.9
-    filled_v, filled_f = fill_cavities(vertices, faces)
-    filled = trimesh.Trimesh(filled_v, filled_f, process=False)
-    assert filled.is_watertight and len(filled.split(only_watertight=False)) == 1
-    assert filled.volume == pytest.approx(4 / 3 * np.pi * 0.4 ** 3, rel=0.05)
-    assert filled_f.max() == len(filled_v) - 1  # unused vertices dropped
+def shells(vertices, faces):
+    """Signed volumes of the mesh's connected pieces, largest first."""
+    parts = trimesh.Trimesh(vertices, faces, process=False).split(only_watertight=False)
+    return sorted((part.volume for part in parts), key=abs, reverse=True)
 
-    # An open pocket and two separate balls: nothing is enclosed, nothing changes.
+
+def test_enclosed_voids_are_filled_on_the_lattice_open_pockets_stay():
+    ball = 4 / 3 * np.pi * 0.4 ** 3
+    values = lattice_values(hollow_ball_with_core)
+    assert len(shells(*marching_cubes(values, 0.0))) == 3  # outer, void, core
+    filled = fill_enclosed(values, 0.0)
+    (volume,) = shells(*marching_cubes(filled, 0.0))
+    assert volume == pytest.approx(ball, rel=0.05)
     for inside_of in (cup, twin_balls):
-        vertices, faces = lattice_mesh(inside_of)
-        kept_v, kept_f = fill_cavities(vertices, faces)
-        assert np.array_equal(kept_v, vertices) and np.array_equal(kept_f, faces)
+        values = lattice_values(inside_of)
+        assert np.array_equal(fill_enclosed(values, 0.0), values)
     assert Settings().fill_cavities
+
+
+def test_void_shells_are_dropped_from_meshes():
+    """Without the lattice (tiled scenes), the void's inward-facing shell goes; the core
+    floating in it stays."""
+    vertices, faces = marching_cubes(lattice_values(hollow_ball_with_core), 0.0)
+    kept_v, kept_f = drop_void_shells(vertices, faces)
+    outer, core = shells(kept_v, kept_f)
+    assert outer == pytest.approx(4 / 3 * np.pi * 0.4 ** 3, rel=0.05) and 0 < core < 0.01
+    assert kept_f.max() == len(kept_v) - 1  # unused vertices dropped
+    for inside_of in (cup, twin_balls):
+        vertices, faces = marching_cubes(lattice_values(inside_of), 0.0)
+        kept_v, kept_f = drop_void_shells(vertices, faces)
+        assert np.array_equal(kept_v, vertices) and np.array_equal(kept_f, faces)
 
 
 def test_sphere_radius_within_half_a_fine_cell():
