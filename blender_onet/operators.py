@@ -42,9 +42,10 @@ def start_reconstruction(context):
     model = settings.model_name or None
     mise = props.mise_of(settings)
     tiling = {"tile_size": settings.tile_size} if settings.tile_size > 0 else None
+    output = {"fill_cavities": settings.fill_voids}
 
     def request(client, on_accepted):
-        return client.reconstruct(model=model, mise=mise, tiling=tiling,
+        return client.reconstruct(model=model, mise=mise, output=output, tiling=tiling,
                                   on_accepted=on_accepted, **data.arrays)
 
     job = jobs.Job("reconstruct", prefs.settings_snapshot(context), request, data.matrix,
@@ -55,7 +56,8 @@ def start_reconstruction(context):
         "onet_model": model or "default", "onet_resolution0": mise["resolution0"],
         "onet_upsampling_steps": mise["upsampling_steps"],
         "onet_threshold_requested": mise["threshold"] or 0.0,
-        "onet_tile_size": settings.tile_size, "onet_status": "running"}
+        "onet_tile_size": settings.tile_size, "onet_fill_voids": settings.fill_voids,
+        "onet_status": "running"}
     jobs.Status.last_error = ""
     return jobs.start(job)
 

@@ -141,6 +141,10 @@ class ONET_PG_scene(bpy.types.PropertyGroup):
         description="0: the input is one object. Above 0: a large scan (a room, a street) is"
         " reconstructed tile by tile; this is the size (in the object's own units) that the"
         " model sees as one object. Needs a ConvONet model")
+    fill_voids: BoolProperty(
+        name="Fill Enclosed Voids", default=True,
+        description="Make voids sealed inside the shape solid: no scan sees them, so they are"
+        " the network's guess. Off: keep the raw surface")
     show_advanced: BoolProperty(name="Advanced", default=False)
     interp_t: FloatProperty(name="Blend", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
                             update=_t_update,

@@ -57,6 +57,7 @@ class ONET_PT_reconstruct(_Sidebar, bpy.types.Panel):
             grid.label(text=f"MISE {settings.resolution0} → {finest} (final grid {finest}³)")
             fold.prop(settings, "threshold")
             fold.prop(settings, "tile_size")
+            fold.prop(settings, "fill_voids")
             fold.prop(settings, "show_test_shapes")
 
         running = jobs.running()

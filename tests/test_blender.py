@@ -280,6 +280,7 @@ def test_tiled_scene_with_the_bundled_convonet(blender):
     assert data["closed"] and data["tiles_seen"] == data["tiles"] > 1, data
     assert data["extent_error"] < 0.1 and data["matrix_error"] < 1e-6, data
     assert data["props"]["onet_tile_size"] == 1.0 and data["props"]["onet_status"] == "done"
+    assert not data["props"]["onet_fill_voids"]
 
 
 def test_reconstruct_voxel_object(blender):
@@ -657,12 +658,14 @@ def voxel_art(cells, size):
 
 def scenario_tiled_scene():
     """Two balls 1.5 apart, read as points and reconstructed in tiles of 1.0 by the bundled
-    point-cloud ConvONet: one closed mesh spanning both, in the source's frame."""
+    point-cloud ConvONet: one closed mesh spanning both, in the source's frame (with the
+    raw surface asked for: voids not filled)."""
     settings = fresh_scene()
     points = np.concatenate([sphere_points(3000, 0.4, 7), sphere_points(3000, 0.4, 8)
                              + (1.5, 0, 0)])
     source = make_object("Scene", points, location=(1, 2, 3), rotation=(0.2, 0.1, 0.3))
     settings.tile_size = 1.0
+    settings.fill_voids = False
     tiles = []
 
     def watch():
@@ -684,7 +687,8 @@ def scenario_tiled_scene():
     return {"closed": is_closed(result), "extent_error": extent_error,
             "matrix_error": matrix_error(result, source),
             "tiles": tiles[-1][1] if tiles else 0, "tiles_seen": max(t for t, _ in tiles)
-            if tiles else 0, "props": {k: result[k] for k in ("onet_tile_size", "onet_status")}}
+            if tiles else 0, "props": {k: result[k] for k in ("onet_tile_size", "onet_status",
+                                                              "onet_fill_voids")}}
 
 
 def scenario_voxel_object():

@@ -57,8 +57,9 @@ def scene(seed=0):
     return np.concatenate([balls, rod]).astype(np.float32)
 
 
-def settings():
-    return Settings(resolution0=16, upsampling_steps=2, threshold=0.5)
+def settings(fill_cavities=True):
+    return Settings(resolution0=16, upsampling_steps=2, threshold=0.5,
+                    fill_cavities=fill_cavities)
 
 
 def test_plan_covers_the_cloud_with_whole_tiles():
@@ -81,7 +82,8 @@ def test_tiles_meet_without_a_seam_and_match_the_untiled_mesh():
     points = scene()
     model = BallsModel()
     card = {"threshold": 0.5}
-    tiled = tiling.reconstruct_tiled(Generator(model, card, "cpu", settings()), card, points,
+    raw = settings(fill_cavities=False)
+    tiled = tiling.reconstruct_tiled(Generator(model, card, "cpu", raw), card, points,
                                      crop_size=1.0, overlap=0.2, max_points=len(points))
     assert tiled.grid.counts == (2, 1, 1) and tiled.tiles_run == 2
     assert tiled.most_tile_points < len(points)  # each crop holds only its side's points
@@ -92,8 +94,14 @@ def test_tiles_meet_without_a_seam_and_match_the_untiled_mesh():
     near_seam = np.abs(mesh.triangles_center[:, 0]) < 0.02
     assert near_seam.sum() > 20
     assert len(mesh.split(only_watertight=False)) == 3
+    # By default the balls' sealed cavities are dropped: one solid piece.
+    filled = tiling.reconstruct_tiled(Generator(model, card, "cpu", settings()), card, points,
+                                      crop_size=1.0, overlap=0.2, max_points=len(points))
+    filled = trimesh.Trimesh(filled.vertices, filled.faces, process=True)
+    assert filled.is_watertight and len(filled.split(only_watertight=False)) == 1
+    assert filled.volume > mesh.volume
 
-    whole = Generator(model, card, "cpu", settings())
+    whole = Generator(model, card, "cpu", raw)
     prepared = pipeline.prepare(PointCloudInput(points), model, {})
     *_, frame = pipeline.world_frames(whole, prepared)
     untiled = trimesh.Trimesh(frame.vertices, frame.faces, process=True)
