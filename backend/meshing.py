@@ -101,13 +101,14 @@ def fill_enclosed(values, threshold):
 
 
 def drop_void_shells(vertices, faces):
-    """Drop the shells of a closed mesh that bound enclosed voids (see ``fill_enclosed``,
-    which does better where the whole lattice is at hand); returns (vertices, faces) with
-    the vertices the kept faces use, in their order.
+    """Drop the shells of a closed mesh that bound enclosed voids, and the pieces floating in
+    them (see ``fill_enclosed``, which does this on the lattice where the whole lattice is at
+    hand); returns (vertices, faces) with the vertices the kept faces use, in their order.
 
     Every shell of our meshes is closed and oriented counter-clockwise from outside, so a
-    void's shell is the one whose signed volume is negative; what floats inside the void
-    stays. vertices (V, 3) float, faces (F, 3) int; shells that share no vertex are apart.
+    void's shell is the one whose signed volume is negative; a piece floats in a void when
+    one of its vertices lies inside the void shells. vertices (V, 3) float, faces (F, 3) int;
+    shells that share no vertex are apart.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -125,14 +126,49 @@ def drop_void_shells(vertices, faces):
     # Six times each face's signed volume against the origin, summed per shell.
     volume = np.einsum("ij,ij->i", corners[:, 0], np.cross(corners[:, 1], corners[:, 2]))
     shell = labels[faces[:, 0]]
-    keep = (np.bincount(shell, weights=volume, minlength=count) >= 0)[shell]
-    if keep.all():
+    void = np.bincount(shell, weights=volume, minlength=count) < 0
+    if not void.any():
         return vertices, faces
-    kept = faces[keep]
+    dropped = void.copy()
+    dropped[floating_in(vertices, faces, labels, shell, void)] = True
+    kept = faces[~dropped[shell]]
     used = np.zeros(n, bool)
     used[kept] = True
     remap = np.cumsum(used) - 1
     return vertices[used], remap[kept].astype(faces.dtype)
+
+
+def floating_in(vertices, faces, labels, shell, void):
+    """Ids of the solid shells that lie inside a void shell: one vertex of each is tested
+    against the void shells whose bounding box holds it. labels (V,) shell of each vertex,
+    shell (F,) shell of each face, void (S,) bool per shell."""
+    from .inside import contains
+
+    order = np.argsort(labels, kind="stable")  # vertices grouped by shell
+    starts = np.flatnonzero(np.r_[True, np.diff(labels[order]) != 0])
+    present = labels[order[starts]]
+    probes = np.full(len(void), -1)
+    probes[present] = order[starts]  # one vertex of each shell
+    grouped = vertices[order]
+    lo = np.full((len(void), 3), np.inf)
+    hi = np.full((len(void), 3), -np.inf)
+    lo[present] = np.minimum.reduceat(grouped, starts)
+    hi[present] = np.maximum.reduceat(grouped, starts)
+    solid = np.flatnonzero(~void & (probes >= 0))
+    voids = np.flatnonzero(void)
+    points = vertices[probes[solid]]
+    lo, hi = lo[voids], hi[voids]
+    floating = np.zeros(len(solid), bool)
+    for start in range(0, len(voids), 256):  # (probes, 256 voids) boxes at a time
+        box = slice(start, start + 256)
+        within = ((points[:, None] >= lo[None, box]) & (points[:, None] <= hi[None, box])).all(-1)
+        candidates = np.flatnonzero(within.any(axis=1) & ~floating)
+        if len(candidates):
+            near = np.zeros(len(void), bool)
+            near[voids[box][within[candidates].any(axis=0)]] = True
+            floating[candidates] |= contains(vertices, faces[near[shell]], points[candidates],
+                                             closed=True)
+    return solid[floating]
 
 
 def gradient_normals(decoder, vertices, device="cpu", batch_points=65536):

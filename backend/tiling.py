@@ -179,7 +179,7 @@ def reconstruct_tiled(generator, card: dict, points: np.ndarray, crop_size: floa
         raise Cancelled()
     vertices, faces = join_pieces(pieces, grid)
     vertices = (grid.origin + vertices * grid.spacing).astype(np.float32)
-    if settings.fill_cavities:  # no whole lattice here: drop the voids' shells
+    if settings.fill_cavities:  # no whole lattice here: drop the voids' shells and contents
         vertices, faces = meshing.drop_void_shells(vertices, faces)
     if settings.simplify_faces and len(faces):
         vertices, faces = meshing.simplify(vertices, faces, settings.simplify_faces)

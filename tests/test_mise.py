@@ -116,12 +116,17 @@ def test_enclosed_voids_are_filled_on_the_lattice_open_pockets_stay():
 
 
 def test_void_shells_are_dropped_from_meshes():
-    """Without the lattice (tiled scenes), the void's inward-facing shell goes; the core
-    floating in it stays."""
-    vertices, faces = marching_cubes(lattice_values(hollow_ball_with_core), 0.0)
+    """Without the lattice (tiled scenes), the void's inward-facing shell goes, and so does
+    the core floating in it; a ball beside the hollow one stays."""
+    def scene(p):
+        return hollow_ball_with_core(p * 1.6 - [0.24, 0, 0]) | (distance(p, (-0.35, 0, 0)) < 0.1)
+
+    vertices, faces = marching_cubes(lattice_values(scene, 64), 0.0)
+    assert len(shells(vertices, faces)) == 4  # outer, void, core, the ball beside
     kept_v, kept_f = drop_void_shells(vertices, faces)
-    outer, core = shells(kept_v, kept_f)
-    assert outer == pytest.approx(4 / 3 * np.pi * 0.4 ** 3, rel=0.05) and 0 < core < 0.01
+    outer, beside = shells(kept_v, kept_f)
+    assert outer == pytest.approx(4 / 3 * np.pi * (0.4 / 1.6) ** 3, rel=0.05)
+    assert beside == pytest.approx(4 / 3 * np.pi * 0.1 ** 3, rel=0.15)
     assert kept_f.max() == len(kept_v) - 1  # unused vertices dropped
     for inside_of in (cup, twin_balls):
         vertices, faces = marching_cubes(lattice_values(inside_of), 0.0)
