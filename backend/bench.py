@@ -1,4 +1,4 @@
-"""Benchmarks that print numbers: ``python -m backend.bench [engine|serve]``.
+"""Benchmarks that print numbers: ``python -m backend.bench [engine|serve|models|voids|scene]``.
 
 engine: the paper-size point-cloud ONet (10.4M parameters) on this machine, side by side:
   - dense: every point of the (R + 1)^3 lattice through the decoder,
@@ -14,6 +14,10 @@ engine called in-process, and requests per minute with 4 concurrent clients.
 
 models: time per mesh at 32->128 (encoder + MISE + marching cubes) of every bundled
 point-cloud model (or --model NAME ...), on the bundled sample scan, side by side.
+
+voids: each bundled point-cloud model (or --model) on the sample scan of the solid
+boxes_rods shape, final meshes with enclosed voids filled (the default) and kept: IoU against
+the reconstruction by the shape's exact occupancy function, and the mesh's pieces.
 
 scene: a 1,000,000-point scene (16 noisy copies of the sample scan's shape on a 4 x 4 floor)
 reconstructed tile by tile with the bundled point-cloud ConvONet (or --model): seconds,
@@ -332,6 +336,45 @@ def models(args):
           " and marching cubes.")
 
 
+def voids(args):
+    """IoU against the analytic shape, with and without filling enclosed voids."""
+    from . import zoo
+    from .inputs import read_input
+    from .inside import contains
+    from .meshing import shells
+    from .pipeline import prepare, world_frames
+
+    device = resolve_device(args.device)
+    scan = read_input(Path(__file__).parent / "samples" / "boxes_rods_scan.ply")
+
+    def final_mesh(name, fill):
+        model, card = zoo.load(name, device)
+        generator = Generator(model, card, device, Settings(32, 2, fill_cavities=fill,
+                                                             mesh_every_level=False))
+        *_, frame = world_frames(generator, prepare(scan, model, card))
+        return frame.vertices, frame.faces
+
+    reference = final_mesh(zoo.ANALYTIC_PREFIX + "boxes_rods", True)
+    low, high = reference[0].min(axis=0), reference[0].max(axis=0)
+    middle, size = (low + high) / 2, 1.1 * (high - low).max()
+    points = middle + (np.random.default_rng(0).random((60_000, 3)) - 0.5) * size
+    inside = contains(*reference, points, closed=True)
+    print("boxes_rods sample scan (3000 points), MISE 32 -> 128; IoU on 60,000 points against "
+          "the mesh of the exact occupancy\n")
+    header = f"{'model':<34} {'voids':>6} {'IoU':>6} {'pieces':>7} {'volume':>8} {'faces':>8}"
+    print(header)
+    print("-" * len(header))
+    for name in point_cloud_models(args.model):
+        for fill in (False, True):
+            vertices, faces = final_mesh(name, fill)
+            predicted = contains(vertices, faces, points, closed=True)
+            iou = (inside & predicted).sum() / max((inside | predicted).sum(), 1)
+            labels, volumes = shells(vertices, faces)
+            pieces = len(np.unique(labels[faces[:, 0]]))
+            print(f"{name:<34} {'filled' if fill else 'kept':>6} {iou:>6.3f} {pieces:>7} "
+                  f"{volumes.sum():>8.4f} {len(faces):>8,}", flush=True)
+
+
 def scene_cloud(total=1_000_000, copies=4, spacing=1.2, noise=0.005, seed=0):
     """(total, 3) float32: copies x copies noisy copies of the sample scan's shape, each
     turned about the up axis (y) at random, ``spacing`` apart on the floor (x, z)."""
@@ -392,8 +435,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m backend.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="?", default="engine",
-                        choices=["engine", "serve", "models", "scene"])
-    parser.add_argument("--model", nargs="+", help="models, scene: model names or paths "
+                        choices=["engine", "serve", "models", "voids", "scene"])
+    parser.add_argument("--model", nargs="+", help="models, voids, scene: model names or paths "
                         "(default: the bundled point-cloud models)")
     parser.add_argument("--repeats", type=int, default=3, help="serve, models: runs per path")
     parser.add_argument("--requests", type=int, default=3,
@@ -403,7 +446,8 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     args = parser.parse_args(argv)
-    {"engine": engine, "serve": service, "models": models, "scene": scene}[args.which](args)
+    {"engine": engine, "serve": service, "models": models, "voids": voids,
+     "scene": scene}[args.which](args)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,24 @@ def fill_enclosed(values, threshold):
     return filled
 
 
+def shells(vertices, faces):
+    """The connected pieces of a mesh (faces sharing vertices): (labels (V,) int, the piece
+    of each vertex; volumes (S,) float64, each piece's signed volume, negative for the shell
+    of a void (closed pieces oriented counter-clockwise from outside); vertices no face uses
+    are pieces of volume 0)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(vertices)
+    edges = np.concatenate([faces[:, :2], faces[:, 1:]])
+    graph = coo_matrix((np.ones(len(edges), np.int8), tuple(edges.T)), shape=(n, n))
+    count, labels = connected_components(graph, directed=False)
+    corners = np.asarray(vertices, np.float64)[faces]
+    # Each face's signed volume against the origin, summed per piece.
+    volume = np.einsum("ij,ij->i", corners[:, 0], np.cross(corners[:, 1], corners[:, 2])) / 6
+    return labels, np.bincount(labels[faces[:, 0]], weights=volume, minlength=count)
+
+
 def drop_void_shells(vertices, faces):
     """Drop the shells of a closed mesh that bound enclosed voids, and the pieces floating in
     them (see ``fill_enclosed``, which does this on the lattice where the whole lattice is at
@@ -107,32 +125,19 @@ def drop_void_shells(vertices, faces):
 
     Every shell of our meshes is closed and oriented counter-clockwise from outside, so a
     void's shell is the one whose signed volume is negative; a piece floats in a void when
-    one of its vertices lies inside the void shells. vertices (V, 3) float, faces (F, 3) int;
-    shells that share no vertex are apart.
+    one of its vertices lies inside the void shells. vertices (V, 3) float, faces (F, 3) int.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     if len(faces) == 0:
         return vertices, faces
-    n = len(vertices)
-    rows = np.concatenate([faces[:, 0], faces[:, 1]])
-    cols = np.concatenate([faces[:, 1], faces[:, 2]])
-    graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(n, n))
-    count, labels = connected_components(graph, directed=False)
-    if count == 1:
-        return vertices, faces
-    corners = np.asarray(vertices, np.float64)[faces]
-    # Six times each face's signed volume against the origin, summed per shell.
-    volume = np.einsum("ij,ij->i", corners[:, 0], np.cross(corners[:, 1], corners[:, 2]))
-    shell = labels[faces[:, 0]]
-    void = np.bincount(shell, weights=volume, minlength=count) < 0
+    labels, volumes = shells(vertices, faces)
+    void = volumes < 0
     if not void.any():
         return vertices, faces
+    shell = labels[faces[:, 0]]
     dropped = void.copy()
     dropped[floating_in(vertices, faces, labels, shell, void)] = True
     kept = faces[~dropped[shell]]
-    used = np.zeros(n, bool)
+    used = np.zeros(len(vertices), bool)
     used[kept] = True
     remap = np.cumsum(used) - 1
     return vertices[used], remap[kept].astype(faces.dtype)

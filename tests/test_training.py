@@ -264,6 +264,8 @@ def test_time_limit_stops_cleanly_and_resumes(corpus, tmp_path, capsys):
     assert main([str(config), "--out", str(run), "--resume"]) == 0
     assert torch.load(run / STATE, weights_only=True)["iteration"] == 3
     assert [it for it, _ in metrics(run, "val/iou")] == [1, 3]
+    assert main([str(config), "--out", str(tmp_path / "other"), "--time-limit", "-5"]) == 2
+    assert "--time-limit is seconds >= 0" in capsys.readouterr().err
 
 
 def test_learning_rate_schedule():

@@ -210,6 +210,9 @@ def make_card(config, provenance, iteration, wall_seconds, val_iou, best_iou, be
 
 def train(args, argv):
     """Run the training of ``args`` (parsed command line ``argv``); returns the exit status."""
+    if args.time_limit is not None and not args.time_limit >= 0:
+        raise UserError(f"--time-limit is seconds >= 0 (got {args.time_limit:g}); 0 stops "
+                        "after one iteration")
     config = load_config(args.config, args.data)
     if config["data"]["path"] is None:
         raise UserError(f"{args.config}: no dataset: set data.path or pass --data DIR")
