@@ -279,7 +279,7 @@ def _load_official(path):
         "provenance": {
             "source": "official im2mesh checkpoint (torch.save dict)",
             "file": path.name,
-            "sha256": _sha256(path),
+            "sha256": file_sha256(path),
             **{key: int(checkpoint[key]) for key in ("it", "epoch_it") if key in checkpoint},
         },
         # im2mesh's `loss_val_best` is the best validation model-selection metric (IoU for ONet).
@@ -298,7 +298,8 @@ def _load_error_reason(error):
     return "not a torch.save file, or a damaged one"
 
 
-def _sha256(path):
+def file_sha256(path):
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -268,6 +268,40 @@ def test_time_limit_stops_cleanly_and_resumes(corpus, tmp_path, capsys):
     assert "--time-limit is seconds >= 0" in capsys.readouterr().err
 
 
+def test_init_fine_tunes_from_a_model_file(corpus, tmp_path, capsys):
+    config = write_config(tmp_path / "tiny.yaml", corpus, max_iterations=2)
+    first = tmp_path / "first"
+    assert main([str(config), "--out", str(first)]) == 0
+    # lr 0: Adam moves nothing, so the parameters must stay those of the init file.
+    frozen = write_config(tmp_path / "frozen.yaml", corpus, lr=0.0, max_iterations=3,
+                          num_workers=1)
+    tuned = tmp_path / "tuned"
+    assert main([str(frozen), "--out", str(tuned), "--init", str(first / MODEL_BEST)]) == 0
+    before, after = load_file(first / MODEL_BEST), load_file(tuned / MODEL_LAST)
+    parameters = [key for key in before if "running_" not in key and "batches" not in key]
+    assert parameters and all(torch.equal(before[key], after[key]) for key in parameters)
+    card = json.loads((tuned / "model_last.json").read_text())
+    origin = card["provenance"]["init"]
+    assert origin["file"] == str(first / MODEL_BEST) and origin["iterations"] == 2
+    assert len(origin["sha256"]) == 64 and card["provenance"]["iterations"] == 3
+    waits = [value for _, value in metrics(tuned, "train/data_wait_seconds")]
+    steps = [value for _, value in metrics(tuned, "train/seconds_per_iteration")]
+    assert len(waits) == 3 and all(0 <= w <= s for w, s in zip(waits, steps))
+    longer = write_config(tmp_path / "longer.yaml", corpus, lr=0.0, max_iterations=4)
+    assert main([str(longer), "--out", str(tuned), "--resume"]) == 0
+    card = json.loads((tuned / "model_last.json").read_text())
+    assert card["provenance"]["iterations"] == 4 and card["provenance"]["init"] == origin
+
+    other = write_config(tmp_path / "other.yaml", corpus, model={
+        **TINY_MODEL, "encoder": {"name": "resnet_pointnet", "c_dim": 32, "hidden_dim": 16}})
+    assert main([str(other), "--out", str(tmp_path / "x"), "--init",
+                 str(first / MODEL_BEST)]) == 2
+    assert "its model differs from the config's" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: --resume and --init exclude each other
+        main([str(config), "--out", str(first), "--resume", "--init", str(first / MODEL_BEST)])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_learning_rate_schedule():
     training = check_config({"model": {"paper": "unconditional"},
                              "training": {"lr": 1e-3, "lr_milestones": [10, 20],

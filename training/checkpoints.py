@@ -50,7 +50,8 @@ def save_state(run_dir, optimizer, iteration, best_iou, best_iteration, wall_sec
 
 
 def load_run(run_dir, model_config):
-    """The last model (train mode, CPU) and training state of the run in ``run_dir``.
+    """The last model (train mode, CPU), its card and the training state of the run in
+    ``run_dir``: ``(model, card, state)``.
 
     UserError when the run is missing, its model differs from ``model_config``, or the
     model and state files are from different iterations.
@@ -74,4 +75,4 @@ def load_run(run_dir, model_config):
     if card.get("provenance", {}).get("iterations") != state["iteration"]:
         raise UserError(f"{model_path.name} and {STATE} in {run_dir} are from different "
                         f"iterations (a save was interrupted); the run cannot be resumed")
-    return model.train(), state
+    return model.train(), card, state

@@ -1,6 +1,7 @@
 """Train an Occupancy Network on a dataset in the official ONet layout.
 
-``python -m training.train CONFIG.yaml [--out RUN_DIR] [--data DIR] [--resume] [--time-limit S]``
+``python -m training.train CONFIG.yaml [--out RUN_DIR] [--data DIR] [--resume | --init MODEL]
+[--time-limit S]``
 
 The paper's recipe (see ``training.trainer``) with the settings of CONFIG (see
 ``training.config``). The run folder (default ``runs/<config name>``) receives::
@@ -36,6 +37,7 @@ import yaml
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 from tqdm import tqdm
 
+from backend.checkpoints import file_sha256, load_model
 from backend.errors import UserError
 from backend.models import build_model
 
@@ -256,16 +258,44 @@ def open_datasets(config):
     return train_set, val_set
 
 
-def open_model(config, run_dir, resume):
-    """(model, training state or None): the run's last checkpoint with ``resume``, else a
-    fresh model seeded by ``training.seed`` (the same on every process)."""
+def open_model(config, run_dir, resume, init=None):
+    """(model, training state or None, origin): the run's last checkpoint with ``resume``,
+    else the weights of model file ``init`` (fine-tuning), else a fresh model seeded by
+    ``training.seed`` (the same on every process). origin: the card entry of the model a
+    fine-tuning run started from (see ``init_provenance``; kept on resume), else None."""
     if resume:
-        return load_run(run_dir, config["model"])
+        model, card, state = load_run(run_dir, config["model"])
+        return model, state, card["provenance"].get("init")
     if (run_dir / STATE).exists():
         raise UserError(f"{run_dir} already holds a training run; pass --resume to "
                         f"continue it or choose another --out")
     torch.manual_seed(config["training"]["seed"])
-    return build_model(config["model"]), None
+    if init is None:
+        return build_model(config["model"]), None, None
+    model, card = load_model(init)
+    if model.config != config["model"]:
+        raise UserError(f"--init {init}: its model differs from the config's model section; "
+                        f"start from a model of this architecture or copy its config (the "
+                        f"card's provenance.config.model)")
+    return model.train(), None, init_provenance(init, card)
+
+
+def init_provenance(path, card):
+    """What a fine-tuning run started from, for its card: the file and, when its card is
+    one of ours, how that model was trained."""
+    earlier = card.get("provenance", {})
+    return {"file": str(path), "sha256": file_sha256(path),
+            **{key: earlier[key] for key in ("command", "iterations", "wall_seconds", "data",
+                                              "hardware", "init") if key in earlier}}
+
+
+def single_threaded_worker(worker_id):
+    """Loader worker setup: one BLAS thread. The workers already run in parallel, and
+    numpy's OpenBLAS would start a thread per core in each of them (on a 16-core machine,
+    14 workers ran 200+ threads for their 3x3 transforms and visibility tests)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
 
 
 def make_loaders(train_set, val_set, batch_size, procs, opts, device, iteration):
@@ -274,7 +304,8 @@ def make_loaders(train_set, val_set, batch_size, procs, opts, device, iteration)
     every world-th validation shape."""
     sampler = EpochSampler(train_set, procs, opts["seed"], batch_size, iteration)
     options = {"num_workers": opts["num_workers"], "collate_fn": collate,
-               "pin_memory": device.type == "cuda"}
+               "pin_memory": device.type == "cuda",
+               "worker_init_fn": single_threaded_worker}
     # A generator of its own keeps the loader from drawing on the global torch RNG.
     train_loader = DataLoader(train_set, batch_size, sampler=sampler, drop_last=True,
                               generator=torch.Generator(), **options)
@@ -293,7 +324,7 @@ def _train(config, args, argv, procs, device):
                         f"{procs.world} processes")
     batch_size = opts["batch_size"] // procs.world  # per process
     train_set, val_set = open_datasets(config)
-    model, state = open_model(config, run_dir, args.resume)
+    model, state, origin = open_model(config, run_dir, args.resume, args.init)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=opts["lr"])
     iteration, best_iou, best_iteration, wall_before = 0, None, None, 0.0
@@ -315,6 +346,8 @@ def _train(config, args, argv, procs, device):
                  "categories": train_set.categories, "splits": train_set.split_sizes()},
         "hardware": hardware(device, procs.world),
     }
+    if origin is not None:
+        provenance["init"] = origin
 
     def wall():
         return wall_before + time.perf_counter() - started
@@ -332,7 +365,7 @@ def _train(config, args, argv, procs, device):
     deadline = None if args.time_limit is None else started + args.time_limit
     stream = iter(train_loader)
     window = torch.zeros(3, dtype=torch.float64)  # loss sum, KL sum, steps since the last log
-    busy = 0.0  # seconds spent loading and stepping since the last log
+    busy = waited = 0.0  # seconds spent stepping, of them waiting for data, since the last log
     progress = tqdm(total=max_iterations, initial=iteration, unit="it", dynamic_ncols=True,
                     disable=not procs.main)
     try:
@@ -341,7 +374,9 @@ def _train(config, args, argv, procs, device):
             tick = time.perf_counter()
             for group in optimizer.param_groups:  # the config's schedule, also on --resume
                 group["lr"] = learning_rate(opts, iteration)
-            losses = trainer.train_step(next(stream), iteration)
+            batch = next(stream)
+            waited += time.perf_counter() - tick
+            losses = trainer.train_step(batch, iteration)
             busy += time.perf_counter() - tick
             iteration += 1
             window += torch.tensor([losses["loss"], losses["kl"], 1.0], dtype=torch.float64)
@@ -350,19 +385,21 @@ def _train(config, args, argv, procs, device):
             timed_out = deadline is not None and out_of_time(deadline, procs, device)
             last = iteration == max_iterations or timed_out
             if iteration % opts["log_every"] == 0 or last:
-                seconds_per_iteration = busy / window[2].item()
+                steps = window[2].item()
+                seconds_per_iteration, data_seconds = busy / steps, waited / steps
                 if procs.distributed:  # NCCL reduces device tensors only
                     window = window.to(device)
                     dist.all_reduce(window)
                     window = window.cpu()
                 metrics = {"train/loss": (window[0] / window[2]).item(),
-                           "train/seconds_per_iteration": seconds_per_iteration}
+                           "train/seconds_per_iteration": seconds_per_iteration,
+                           "train/data_wait_seconds": data_seconds}
                 if latent:
                     metrics["train/kl"] = (window[1] / window[2]).item()
                 if log is not None:
                     log.log(iteration, wall(), metrics)
                 window.zero_()
-                busy = 0.0
+                busy = waited = 0.0
             val_iou = None
             if iteration % opts["validate_every"] == 0 or last:
                 tick = time.perf_counter()
@@ -406,9 +443,14 @@ def build_parser():
     parser.add_argument("--out", type=Path,
                         help="run folder (default: runs/<config name>)")
     parser.add_argument("--data", type=Path, help="dataset folder (replaces data.path)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its last checkpoint (with the "
-                             "config's lr schedule)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint (with the "
+                            "config's lr schedule)")
+    start.add_argument("--init", type=Path, metavar="MODEL",
+                       help="start from the weights of MODEL (.safetensors or an official "
+                            ".pt of the config's architecture) instead of random ones: "
+                            "fine-tuning, with a fresh optimizer and the config's schedule")
     parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                         help="stop after this many seconds of this invocation, validating "
                              "and saving as at the last iteration (resumable)")
