@@ -347,14 +347,13 @@ def voids(args):
     device = resolve_device(args.device)
     scan = read_input(Path(__file__).parent / "samples" / "boxes_rods_scan.ply")
 
-    def final_mesh(name, fill):
-        model, card = zoo.load(name, device)
+    def final_mesh(model, card, fill):
         generator = Generator(model, card, device, Settings(32, 2, fill_cavities=fill,
                                                              mesh_every_level=False))
         *_, frame = world_frames(generator, prepare(scan, model, card))
         return frame.vertices, frame.faces
 
-    reference = final_mesh(zoo.ANALYTIC_PREFIX + "boxes_rods", True)
+    reference = final_mesh(*zoo.load(zoo.ANALYTIC_PREFIX + "boxes_rods", device), True)
     low, high = reference[0].min(axis=0), reference[0].max(axis=0)
     middle, size = (low + high) / 2, 1.1 * (high - low).max()
     points = middle + (np.random.default_rng(0).random((60_000, 3)) - 0.5) * size
@@ -365,8 +364,9 @@ def voids(args):
     print(header)
     print("-" * len(header))
     for name in point_cloud_models(args.model):
+        model, card = zoo.load(name, device)
         for fill in (False, True):
-            vertices, faces = final_mesh(name, fill)
+            vertices, faces = final_mesh(model, card, fill)
             predicted = contains(vertices, faces, points, closed=True)
             iou = (inside & predicted).sum() / max((inside | predicted).sum(), 1)
             labels, volumes = shells(vertices, faces)
