@@ -1,4 +1,4 @@
-"""ONet Reconstruct inference backend: models, MISE, meshing, CLI and (later) the server.
+"""ONet Reconstruct inference backend: engine, models, file I/O, CLI and the local server.
 
 Heavy dependencies (torch, trimesh, PyMCubes) are imported lazily inside the modules that
 need them, so argument errors and the wire protocol work without them.

@@ -69,7 +69,7 @@ def build_parser():
     occ.add_argument("-o", "--output", required=True, help=".npy to write (M,) float32 logits")
     add_model_options(occ)
 
-    from .server import add_arguments
+    from .service.server import add_arguments
 
     add_arguments(commands.add_parser("serve", help="local inference server (HTTP API v1)"))
 
@@ -91,8 +91,8 @@ def check_output(path, suffixes):
 
 
 def load_model_for(inp, args):
-    from . import zoo
-    from .generation import resolve_device
+    from .io import zoo
+    from .engine.generation import resolve_device
 
     device = resolve_device(args.device)
     name = args.model or zoo.default_model_name(inp.kind)
@@ -101,9 +101,9 @@ def load_model_for(inp, args):
 
 
 def run_reconstruct(args):
-    from . import mesh_io
-    from .generation import Generator, Settings
-    from .inputs import read_input
+    from .io import meshes as mesh_io
+    from .engine.generation import Generator, Settings
+    from .io.inputs import read_input
 
     started = time.perf_counter()
     check_output(args.output, mesh_io.WRITE_EXTENSIONS)
@@ -122,7 +122,7 @@ def run_reconstruct(args):
         vertices, faces, normals, summary = reconstruct_whole(args, inp, generator, card)
     mesh_io.write_mesh(args.output, vertices, faces, normals)
     if args.render:
-        from .render import input_and_result
+        from .io.render import input_and_result
 
         input_and_result(inp, vertices, faces).save(args.render)
     summary = {"output": str(args.output), "model": name, "vertices": len(vertices),
@@ -144,7 +144,7 @@ def run_reconstruct(args):
 def reconstruct_whole(args, inp, generator, card):
     """The input normalised into the model's cube as a whole, MISE level by level ->
     (vertices, faces, normals, summary fields)."""
-    from . import pipeline
+    from .engine import pipeline
 
     started = time.perf_counter()
     prepared = pipeline.prepare(inp, generator.model, card)
@@ -165,7 +165,7 @@ def reconstruct_whole(args, inp, generator, card):
 def reconstruct_tiled(args, inp, generator, card):
     """A point cloud of any extent tile by tile (backend/tiling.py) -> (vertices, faces,
     None, summary fields)."""
-    from . import tiling
+    from .engine import tiling
 
     if inp.kind != "pointcloud":
         raise UserError("--tile-size works on point clouds only; leave it out for this input")
@@ -191,9 +191,9 @@ def reconstruct_tiled(args, inp, generator, card):
 
 
 def run_occupancy(args):
-    from . import pipeline
-    from .generation import Generator
-    from .inputs import read_input, validate_points
+    from .engine import pipeline
+    from .engine.generation import Generator
+    from .io.inputs import read_input, validate_points
 
     check_output(args.output, (".npy",))
     inp = read_input(args.input)
@@ -212,7 +212,7 @@ def run_occupancy(args):
 
 
 def run_convert(args):
-    from .checkpoints import convert_checkpoint
+    from .io.checkpoints import convert_checkpoint
 
     check_output(args.output, (".safetensors",))
     card = convert_checkpoint(args.checkpoint, args.output)
@@ -221,7 +221,7 @@ def run_convert(args):
 
 
 def run_serve(args):
-    from .server import serve
+    from .service.server import serve
 
     serve(args)
 

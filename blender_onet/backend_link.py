@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .backend import client as wire
+from .backend.service import client as wire
 
 ADDON_DIR = os.path.dirname(os.path.abspath(__file__))  # holds the bundled ``backend`` package
 ENV_PYTHON = "ONET_BACKEND_PYTHON"

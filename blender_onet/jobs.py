@@ -12,7 +12,7 @@ import bpy
 from mathutils import Matrix
 
 from . import backend_link, result_mesh
-from .backend import client as wire
+from .backend.service import client as wire
 
 ADDON = __package__
 INTERPOLATION_OBJECT = "ONet Interpolation"

@@ -25,7 +25,7 @@ PY
 $PY - <<'PY'
 import time
 import numpy as np
-from backend.client import launch
+from backend.service.client import launch
 server = launch(extra_args=["--device", "cuda"])
 try:
     d = np.random.default_rng(0).normal(size=(4000, 3))

@@ -59,7 +59,7 @@ sys.path.insert(0, root)
 spec = importlib.util.spec_from_file_location("onet_test_server", f"{root}/tests/test_server.py")
 helpers = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(helpers)
-from backend.checkpoints import save_model
+from backend.io.checkpoints import save_model
 from backend.models import PAPER_CONFIGS, build_model
 small = dict(PAPER_CONFIGS["pointcloud"])
 small["encoder"] = {"name": "resnet_pointnet", "c_dim": 16, "hidden_dim": 32}

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from backend import zoo
-from backend.checkpoints import save_model
+from backend.io import zoo
+from backend.io.checkpoints import save_model
 from backend.errors import UserError
 from backend.models import PAPER_CONFIGS, build_model
 from training.bundle import bundle

@@ -9,8 +9,8 @@ import pytest
 import trimesh
 from scipy.spatial import cKDTree
 
-from backend import zoo
-from backend.binvox import write_binvox
+from backend.io import zoo
+from backend.io.binvox import write_binvox
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "backend/samples/chair_scan.ply"
@@ -96,7 +96,7 @@ def test_cli_reconstructs_voxels_and_images_with_their_defaults(tmp_path, run_cl
     assert np.allclose(np.ptp(mesh.vertices, axis=0), 0.7, atol=0.07)
     assert mesh.volume == pytest.approx(4 / 3 * np.pi * 0.35 ** 3, rel=0.25)
 
-    from backend import render
+    from backend.io import render
 
     sphere = trimesh.creation.icosphere(3, 0.4)
     render.render_mesh(sphere.vertices, sphere.faces, 224).save(tmp_path / "ball.png")

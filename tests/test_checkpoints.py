@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.checkpoints import convert_checkpoint, infer_config, load_model, save_model
+from backend.io.checkpoints import convert_checkpoint, infer_config, load_model, save_model
 from backend.errors import UnknownCheckpointError, UserError
 from backend.models import PAPER_CONFIGS, build_model
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from backend.binvox import write_binvox
+from backend.io.binvox import write_binvox
 
 
 def sphere_points(n=2000, radius=1.0, center=(0.0, 0.0, 0.0), seed=0):

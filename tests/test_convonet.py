@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from backend.checkpoints import infer_config, load_model
+from backend.io.checkpoints import infer_config, load_model
 from backend.errors import UserError
-from backend.generation import Generator, Settings, ShapeCode
+from backend.engine.generation import Generator, Settings, ShapeCode
 from backend.models import PAPER_CONFIGS, build_model
-from backend.models.local_features import (cell_index, normalize, pool_cells, sample,
-                                           scatter_mean)
+from backend.models.convonet.features import cell_index, normalize, pool_cells, sample, scatter_mean
 
 REFERENCE = Path(__file__).parent / "data" / "convonet_official_state_dicts.txt"
 # Section title in the reference file -> PAPER_CONFIGS name.

@@ -8,9 +8,9 @@ import pytest
 import trimesh
 from PIL import Image
 
-from backend import render
-from backend.binvox import write_binvox
-from backend.mesh_io import write_mesh
+from backend.io import render
+from backend.io.binvox import write_binvox
+from backend.io.meshes import write_mesh
 from training import evaluate
 from training.data.__main__ import main as data_main
 

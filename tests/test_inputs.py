@@ -5,19 +5,11 @@ import os
 import numpy as np
 import pytest
 
-from backend.binvox import read_binvox, write_binvox
+from backend.io.binvox import read_binvox, write_binvox
 from backend.errors import UserError
-from backend.inputs import (
-    ImageInput,
-    PointCloudInput,
-    VoxelInput,
-    read_input,
-    validate_points,
-    validate_voxel_frame,
-    validate_voxels,
-)
-from backend.mesh_io import read_mesh, write_mesh
-from backend.transforms import denormalize, normalize_points, resample_voxels, voxel_world_transform
+from backend.io.inputs import (ImageInput, PointCloudInput, VoxelInput, read_input, validate_points, validate_voxel_frame, validate_voxels)
+from backend.io.meshes import read_mesh, write_mesh
+from backend.engine.transforms import (denormalize, normalize_points, resample_voxels, voxel_world_transform)
 
 
 def assert_user_error(path, match=None, **kwargs):
@@ -286,7 +278,7 @@ def test_unreadable_file(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("backend.inputs.open", refuse, raising=False)
+    monkeypatch.setattr("backend.io.inputs.open", refuse, raising=False)
     assert_user_error(path, "Permission denied")
 
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 import trimesh
 
-from backend.generation import Generator, Settings
-from backend.meshing import drop_void_shells, fill_enclosed, marching_cubes
-from backend.mise import dense_lattice, lattice_to_unit, mise, upsample
+from backend.engine.generation import Generator, Settings
+from backend.engine.meshing import drop_void_shells, fill_enclosed, marching_cubes
+from backend.engine.mise import dense_lattice, lattice_to_unit, mise, upsample
 from backend.models.analytic import AnalyticModel, analytic_card
 
 
@@ -175,7 +175,7 @@ def test_generator_frames_and_postprocessing():
 
 
 def test_generator_cancels_at_a_batch_boundary():
-    from backend.generation import Cancelled
+    from backend.engine.generation import Cancelled
 
     calls = []
 

@@ -7,7 +7,7 @@ import trimesh
 import yaml
 from PIL import Image
 
-from backend.binvox import read_binvox
+from backend.io.binvox import read_binvox
 from training.data import procedural, render, sdf
 from training.data.__main__ import main
 from training.data.shapes import CATEGORIES

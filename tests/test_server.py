@@ -14,9 +14,9 @@ import pytest
 import torch
 import trimesh
 
-from backend import protocol
-from backend.checkpoints import save_model
-from backend.client import Client, JobCancelled, ServerError, launch
+from backend.service import protocol
+from backend.io.checkpoints import save_model
+from backend.service.client import Client, JobCancelled, ServerError, launch
 from backend.models import PAPER_CONFIGS, build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,11 +8,11 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
-from backend import pipeline, tiling
-from backend.checkpoints import save_model
+from backend.engine import pipeline, tiling
+from backend.io.checkpoints import save_model
 from backend.errors import UserError
-from backend.generation import Generator, Settings
-from backend.inputs import PointCloudInput
+from backend.engine.generation import Generator, Settings
+from backend.io.inputs import PointCloudInput
 from backend.models import build_model
 from backend.models.analytic import AnalyticModel, analytic_card
 

@@ -15,10 +15,10 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from backend.binvox import write_binvox
-from backend.checkpoints import load_model
+from backend.io.binvox import write_binvox
+from backend.io.checkpoints import load_model
 from backend.errors import UserError
-from backend.generation import Generator, Settings
+from backend.engine.generation import Generator, Settings
 from training.checkpoints import MODEL_BEST, MODEL_LAST, STATE
 from training.config import check_config, learning_rate, load_config
 from training.data import procedural
@@ -439,7 +439,7 @@ def test_card_of_a_sparse_scan_config_says_how_to_prepare_sparse_inputs():
 
 
 def test_sparse_clouds_are_resampled_as_in_training():
-    from backend.pipeline import prepare_points
+    from backend.engine.pipeline import prepare_points
 
     points = np.random.default_rng(0).uniform(-1, 1, (300, 3))
     card = {"input_points": 3000, "sparse_inputs": {"resample_to": 3000, "jitter": 0.005}}

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from backend.errors import UserError, run_command
-from backend.zoo import BUNDLED_DIR
+from backend.io.zoo import BUNDLED_DIR
 
 KINDS = ("pointcloud", "voxels", "image")
 

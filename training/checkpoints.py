@@ -1,7 +1,7 @@
 """A training run's files: the last and best models and the resumable training state.
 
 ``model_last.safetensors`` / ``model_best.safetensors`` (each with its JSON card, see
-``backend.checkpoints``) hold the weights; ``training_state.pt`` holds what else ``--resume``
+``backend.io.checkpoints``) hold the weights; ``training_state.pt`` holds what else ``--resume``
 needs: the optimizer state, the iteration, the best validation IoU and the wall time so far.
 It is a ``torch.save`` of plain dicts, numbers and tensors, so it loads with
 ``weights_only=True``. All randomness of a run derives from (seed, iteration), which the
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from backend.checkpoints import load_model, save_model
+from backend.io.checkpoints import load_model, save_model
 from backend.errors import UserError
 
 MODEL_LAST = "model_last.safetensors"

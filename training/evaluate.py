@@ -198,8 +198,8 @@ def load_input(ref: ShapeRef, kind: str, gt: dict, n_points: int, noise: float,
                rng: np.random.Generator, partial_views: int = 0):
     """The backend input of one shape, built like the training's (see the module
     docstring)."""
-    from backend.binvox import read_binvox
-    from backend.inputs import ImageInput, PointCloudInput, VoxelInput
+    from backend.io.binvox import read_binvox
+    from backend.io.inputs import ImageInput, PointCloudInput, VoxelInput
 
     if kind == "pointcloud":
         surface = gt["points"]
@@ -233,7 +233,7 @@ def reconstruct(generator, model, card, inp, seed: int) -> tuple[np.ndarray, np.
                                                                   float]:
     """The backend's final mesh of ``inp`` in the input's (here: the dataset's) frame.
     Returns (vertices (V, 3) float32, faces (F, 3) int32, seconds from input to mesh)."""
-    from backend import pipeline
+    from backend.engine import pipeline
 
     started = time.perf_counter()
     prepared = pipeline.prepare(inp, model, card, seed)
@@ -260,8 +260,8 @@ def evaluate(args: argparse.Namespace) -> None:
     import torch
     from tqdm import tqdm
 
-    from backend import zoo
-    from backend.generation import Generator, Settings, resolve_device
+    from backend.io import zoo
+    from backend.engine.generation import Generator, Settings, resolve_device
 
     check_args(args)
     if args.poisson:
@@ -421,7 +421,7 @@ def gallery(panels: list[Panels], kind: str):
     panels so sizes compare."""
     from PIL import Image, ImageOps
 
-    from backend import render
+    from backend.io import render
 
     cube = np.array(list(itertools.product((-0.55, 0.55), repeat=3)))
     view = render.View.fit(cube, GALLERY_SIZE)
@@ -443,11 +443,11 @@ def gallery(panels: list[Panels], kind: str):
 
 def ground_truth_image(folder: Path, view):
     """The shape's ``mesh.ply`` when there is one, else its surface samples."""
-    from backend import render
+    from backend.io import render
 
     mesh_file = folder / "mesh.ply"
     if mesh_file.is_file():
-        from backend.mesh_io import read_mesh
+        from backend.io.meshes import read_mesh
 
         mesh = read_mesh(mesh_file)
         return render.render_mesh(mesh.vertices, mesh.faces, view=view)

@@ -7,7 +7,7 @@ completeness the reverse, Chamfer-L1 the mean of the two; normal consistency ave
 ``|cos|`` between each point's normal and its nearest neighbour's, both ways; precision and
 recall are the fractions of those distances ``<= 0.01`` (1% of the cube edge) and F-score
 their harmonic mean; IoU compares the occupancies of the 100k uniform points (inside test:
-``backend.inside.contains``).
+``backend.engine.inside.contains``).
 
 An empty predicted mesh gets im2mesh's ``EMPTY_PCL_DICT``: accuracy = completeness =
 sqrt(3) (the unit cube's diagonal), normal consistency -1 (``EMPTY_PCL_DICT_NORMALS``) and
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.inside import contains
+from backend.engine.inside import contains
 
 N_POINTS = 100_000
 FSCORE_THRESHOLD = 0.01

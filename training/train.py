@@ -37,7 +37,7 @@ import yaml
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 from tqdm import tqdm
 
-from backend.checkpoints import file_sha256, load_model
+from backend.io.checkpoints import file_sha256, load_model
 from backend.errors import UserError
 from backend.models import build_model
 
@@ -202,7 +202,7 @@ def make_card(config, provenance, iteration, wall_seconds, val_iou, best_iou, be
     augment = data["augment"]
     if data["input"] == "pointcloud" and augment["points_range"]:
         # Trained on sparse scans resampled to input_points with fresh noise on every copy:
-        # sparse inputs are prepared the same way (backend.pipeline.prepare_points).
+        # sparse inputs are prepared the same way (backend.engine.pipeline.prepare_points).
         noise = augment["noise_range"]
         card["sparse_inputs"] = {"resample_to": data["input_points"],
                                  "jitter": (noise[0] + noise[1]) / 2 if noise

@@ -26,15 +26,15 @@ parts that need them get them from there.
 import inspect
 
 from ..errors import UserError
-from .decoders import Decoder, DecoderCBatchNorm
-from .encoders import Resnet18, ResnetPointnet, VoxelEncoder
-from .convonet import ConvolutionalOccupancyNetwork
-from .latent import LatentEncoder
-from .local_decoder import LocalDecoder
-from .local_encoders import LocalPoolPointnet, LocalVoxelEncoder
-from .local_features import ALIGNMENTS, SAMPLE_MODES
-from .onet import OccupancyNetwork
-from .unet import UNet, UNet3D
+from .onet.decoders import Decoder, DecoderCBatchNorm
+from .onet.encoders import Resnet18, ResnetPointnet, VoxelEncoder
+from .convonet.model import ConvolutionalOccupancyNetwork
+from .onet.latent import LatentEncoder
+from .convonet.decoder import LocalDecoder
+from .convonet.encoders import LocalPoolPointnet, LocalVoxelEncoder
+from .convonet.features import ALIGNMENTS, SAMPLE_MODES
+from .onet.model import OccupancyNetwork
+from .convonet.unet import UNet, UNet3D
 
 ENCODERS = {"resnet_pointnet": ResnetPointnet, "voxel_simple": VoxelEncoder, "resnet18": Resnet18}
 DECODERS = {"cbatchnorm": DecoderCBatchNorm, "simple": Decoder}

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from backend.errors import UserError
-from backend.transforms import normalize_points
+from backend.engine.transforms import normalize_points
 
 from .augment import augment_sample
 
@@ -156,7 +156,7 @@ def normalize_to_inputs(sample):
     """Move a point-cloud sample into its input cloud's own unit cube, in place.
 
     At inference the backend centres a cloud on its bounding box and divides by the longest
-    edge (backend.transforms.normalize_points); training does the same to the noisy input
+    edge (backend.engine.transforms.normalize_points); training does the same to the noisy input
     and moves the query points with it, so the network sees clouds framed as users' are.
     """
     unit, center, scale = normalize_points(sample["inputs"])

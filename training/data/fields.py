@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.binvox import read_binvox
+from backend.io.binvox import read_binvox
 from backend.errors import UserError
-from backend.pipeline import prepare_image
-from backend.transforms import resample_voxels
+from backend.engine.pipeline import prepare_image
+from backend.engine.transforms import resample_voxels
 
 from .augment import augment_options
 from .transforms import Compose, PointcloudNoise, SubsamplePointcloud, SubsamplePoints

@@ -14,7 +14,7 @@ longest edge 1; ``loc`` and ``scale`` in the npz files give the original frame:
 voxels whose centre is inside or that hold surface samples, so thin parts survive) and
 ``mesh.ply`` (the normalised mesh).
 
-Inside test: ``backend.inside.contains``, six-ray parity voting (ray stabbing, as binvox
+Inside test: ``backend.engine.inside.contains``, six-ray parity voting (ray stabbing, as binvox
 does), so meshes need not be watertight: a missing face or a small hole is outvoted. It
 fails for points where three or more of their six axis rays leave through holes (inside a
 box missing three faces), for single-sheet surfaces (a plane, a leaf: no inside at all) and
@@ -94,7 +94,7 @@ def labelled(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray,
              frame: dict) -> dict[str, np.ndarray]:
     """The official points file: float16 points (N, 3), their packed occupancies (inside
     test at the stored coordinates) and the shape's ``loc``/``scale``."""
-    from backend.inside import contains
+    from backend.engine.inside import contains
 
     stored = points.astype(np.float16)
     inside = contains(vertices, faces, stored.astype(np.float64))
@@ -104,7 +104,7 @@ def labelled(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray,
 def voxelize(vertices: np.ndarray, faces: np.ndarray, surface: np.ndarray) -> np.ndarray:
     """(32, 32, 32) bool over [-0.5, 0.5]^3, indexed [x, y, z]: voxels whose centre is
     inside or that hold a surface sample (``surface`` (N, 3))."""
-    from backend.inside import contains
+    from backend.engine.inside import contains
 
     centres = (np.arange(VOXELS) + 0.5) / VOXELS - 0.5
     grid = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), axis=-1)
@@ -116,8 +116,8 @@ def voxelize(vertices: np.ndarray, faces: np.ndarray, surface: np.ndarray) -> np
 
 def import_mesh(path: Path, folder: Path, count: int, rng: np.random.Generator) -> None:
     """Write one mesh's files into ``folder`` (see the module docstring)."""
-    from backend.binvox import write_binvox
-    from backend.mesh_io import read_mesh, write_mesh
+    from backend.io.binvox import write_binvox
+    from backend.io.meshes import read_mesh, write_mesh
     from training.metrics import sample_surface
 
     from .procedural import NEAR_SIGMAS, PADDED_LO, PADDED_SIZE

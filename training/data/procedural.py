@@ -145,8 +145,8 @@ def write_shape(folder: Path, shape: Shape, options: Options, rng: np.random.Gen
     """Write one shape's files (see the module docstring) into ``folder``."""
     from PIL import Image
 
-    from backend.binvox import write_binvox
-    from backend.mesh_io import write_mesh
+    from backend.io.binvox import write_binvox
+    from backend.io.meshes import write_mesh
 
     n = options.points
     uniform = rng.uniform(PADDED_LO, PADDED_LO + PADDED_SIZE, size=(n, 3))

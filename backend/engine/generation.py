@@ -2,7 +2,7 @@
 
 ``Generator.frames`` yields one ``MeshFrame`` per MISE level (coarse to fine); the last one
 is post-processed (enclosed voids filled, refinement, simplification, normals) and marked
-final. Vertices are in the network's unit cube; ``backend.pipeline`` maps them back to the
+final. Vertices are in the network's unit cube; ``backend.engine.pipeline`` maps them back to the
 input's coordinates.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import meshing
-from .errors import UserError
+from ..errors import UserError
 from .mise import mise
 
 PAD_POINTS = 1024  # decoder chunks are padded to a multiple of this many points

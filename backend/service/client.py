@@ -1,6 +1,6 @@
 """Reference client of the backend service (stdlib + numpy; the Blender extension uses it).
 
-    from backend.client import Client, launch
+    from .client import Client, launch
     server = launch()                                   # or Client(url, token) for a remote
     for header, arrays in server.client.reconstruct(points=cloud):
         if header["type"] == "mesh": ...                # arrays["vertices"], arrays["faces"]

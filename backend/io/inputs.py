@@ -18,8 +18,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from backend.binvox import MAX_VOXEL_DIM, read_binvox
-from backend.errors import UserError
+from .binvox import MAX_VOXEL_DIM, read_binvox
+from ..errors import UserError
 
 # Size limits (DESIGN §9). 10M float32 points are 120 MB.
 MAX_POINTS = 10_000_000

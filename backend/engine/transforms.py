@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.errors import UserError
+from ..errors import UserError
 
 
 def normalize_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.errors import UserError
+from ..errors import UserError
 
 # 512^3 booleans are 128 MiB; larger grids are refused before any voxel data is decoded.
 MAX_VOXEL_DIM = 512

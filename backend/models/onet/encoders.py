@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .layers import ResnetBlockFC
+from ..layers import ResnetBlockFC
 
 
 def _max_over_points(x, keepdim=False):

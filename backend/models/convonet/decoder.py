@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .decoders import default_chunk_size
-from .layers import ResnetBlockFC
-from .local_features import FEATURE_TYPES, normalize, sample
+from ..onet.decoders import default_chunk_size
+from ..layers import ResnetBlockFC
+from .features import FEATURE_TYPES, normalize, sample
 
 N_BLOCKS = 5
 

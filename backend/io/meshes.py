@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.errors import UserError
-from backend.inputs import exception_summary, require_readable
+from ..errors import UserError
+from .inputs import exception_summary, require_readable
 
 WRITE_EXTENSIONS = (".ply", ".obj", ".off", ".glb")
 READ_EXTENSIONS = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")

@@ -8,9 +8,9 @@ folders given by the user (``--models DIR`` of the server).
 import json
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"
 ANALYTIC_PREFIX = "analytic:"
 KIND_NAMES = {"pointcloud": "point clouds", "voxels": "voxel grids", "image": "images"}
 
@@ -25,7 +25,7 @@ def read_card(path):
 
 def catalogue(extra_dirs=()):
     """All named models: {name: card} with 'path' added; analytic shapes included."""
-    from .models.analytic import SHAPES, analytic_card
+    from ..models.analytic import SHAPES, analytic_card
 
     models = {f"{ANALYTIC_PREFIX}{shape}": analytic_card(shape) for shape in SHAPES}
     for folder in (BUNDLED_DIR, *map(Path, extra_dirs)):
@@ -50,7 +50,7 @@ def default_model_name(kind, extra_dirs=()):
 
 def load(name_or_path, device="cpu", extra_dirs=()):
     """Load a model by name or path. Returns (model in eval mode, card dict)."""
-    from .models.analytic import SHAPES, AnalyticModel, analytic_card
+    from ..models.analytic import SHAPES, AnalyticModel, analytic_card
 
     name = str(name_or_path)
     if name.startswith(ANALYTIC_PREFIX):

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import UserError
-from .layers import ResnetBlockFC
-from .local_features import FEATURE_TYPES, cell_index, normalize, pool_cells, scatter_mean
+from ...errors import UserError
+from ..layers import ResnetBlockFC
+from .features import FEATURE_TYPES, cell_index, normalize, pool_cells, scatter_mean
 from .unet import UNet, UNet3D
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from . import transforms
-from .errors import UserError
+from ..errors import UserError
 from .generation import Generator, MeshFrame
 
 IMAGE_SIZE = 224  # the ONet image encoder's input size

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .layers import CBatchNorm1d, CBatchNorm1dLegacy, CResnetBlockConv1d, ResnetBlockFC
+from ..layers import CBatchNorm1d, CBatchNorm1dLegacy, CResnetBlockConv1d, ResnetBlockFC
 
 
 class ShapeDecoder:

@@ -27,8 +27,9 @@ from typing import Optional
 
 import numpy as np
 
-from . import __version__, protocol
-from .errors import UserError
+from .. import __version__
+from . import protocol
+from ..errors import UserError
 
 PREVIEW_MISE = {"resolution0": 16, "upsampling_steps": 1}
 HEARTBEAT_SECONDS = 5.0
@@ -95,7 +96,7 @@ class Service:
     """Models, the job queue and the latent cache; the HTTP handler calls into it."""
 
     def __init__(self, device, limits, model_dirs=()):
-        from .generation import resolve_device
+        from ..engine.generation import resolve_device
 
         self.device = resolve_device(device)
         self.limits = limits
@@ -114,13 +115,13 @@ class Service:
 
     # -- models -----------------------------------------------------------------------
     def catalogue(self):
-        from . import zoo
+        from ..io import zoo
 
         return zoo.catalogue(self.model_dirs)
 
     def model(self, name, kind):
         """(name, model, card) for a model name (None: the default for ``kind``)."""
-        from . import zoo
+        from ..io import zoo
 
         try:
             name = name or zoo.default_model_name(kind, self.model_dirs)
@@ -153,7 +154,7 @@ class Service:
         return self.waiting + (self.running is not None)
 
     def _work(self):
-        from .generation import Cancelled
+        from ..engine.generation import Cancelled
 
         while not self.stopping.is_set():
             try:
@@ -204,7 +205,7 @@ class Service:
 
     # -- work run on the device thread ---------------------------------------------------
     def generator(self, model, card, mise, output):
-        from .generation import Generator, Settings
+        from ..engine.generation import Generator, Settings
 
         return Generator(model, card, self.device, Settings(
             resolution0=mise["resolution0"], upsampling_steps=mise["upsampling_steps"],
@@ -214,7 +215,7 @@ class Service:
 
     def stream_meshes(self, job, generator, code, prepared, started, extra=None):
         """Run MISE for one code, emitting a mesh frame per level and the final summary."""
-        from .pipeline import to_world
+        from ..engine.pipeline import to_world
 
         last = None
         for frame in generator.frames(code, job.cancel.is_set, started):
@@ -234,7 +235,7 @@ class Service:
     def stream_tiled(self, job, generator, points, tiling, card, started, extra):
         """Reconstruct a cloud tile by tile: a "tile" frame per tile, then the mesh as one
         final frame and the summary."""
-        from .tiling import reconstruct_tiled
+        from ..engine.tiling import reconstruct_tiled
 
         def progress(done, total):
             job.emit({"type": "tile", "tile": done, "tiles": total})
@@ -267,8 +268,8 @@ class Service:
         return key, False
 
     def _encode(self, job, request, key):
-        from .generation import Generator
-        from .pipeline import prepare
+        from ..engine.generation import Generator
+        from ..engine.pipeline import prepare
 
         name, model, card = self.model(request.model, request.inp.kind)
         prepared = prepare(request.inp, model, card)
@@ -288,7 +289,7 @@ class InputRequest:
     """A decoded POST frame carrying an input (point cloud, voxels or image) and options."""
 
     def __init__(self, header, arrays, limits):
-        from . import inputs
+        from ..io import inputs
 
         self.header, self.arrays, self.limits = header, arrays, limits
         self.model = header.get("model")
@@ -663,7 +664,7 @@ class Handler(BaseHTTPRequestHandler):
         tiling = tiling_options(header, model, request.inp, output)
 
         def run(job):
-            from .pipeline import prepare
+            from ..engine.pipeline import prepare
 
             started = time.perf_counter()
             generator = service.generator(model, card, mise, output)
@@ -708,7 +709,7 @@ class Handler(BaseHTTPRequestHandler):
         name, model, card = service.model(a.model, None)
 
         def run(job):
-            from .pipeline import Prepared
+            from ..engine.pipeline import Prepared
 
             started = time.perf_counter()
             code = a.code.lerp(b.code, float(t))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import meshing
-from .errors import UserError
+from ..errors import UserError
 from .generation import Cancelled, logit
 from .mise import BOX_SIZE, mise
 from .pipeline import resample_sparse

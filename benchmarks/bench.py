@@ -1,4 +1,4 @@
-"""Benchmarks that print numbers: ``python -m backend.bench [engine|serve|models|voids|scene]``.
+"""Benchmarks that print numbers: ``python -m benchmarks [engine|serve|models|voids|scene]``.
 
 engine: the paper-size point-cloud ONet (10.4M parameters) on this machine, side by side:
   - dense: every point of the (R + 1)^3 lattice through the decoder,
@@ -32,10 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .generation import Generator, Settings, cpu_has_bf16, logit, resolve_device
-from .mise import dense_lattice, lattice_to_unit, mise
-from .models import PAPER_CONFIGS, build_model
-from .models.analytic import SHAPES
+from backend.engine.generation import Generator, Settings, cpu_has_bf16, logit, resolve_device
+from backend.engine.mise import dense_lattice, lattice_to_unit, mise
+from backend.models import PAPER_CONFIGS, build_model
+from backend.models.analytic import SHAPES
+
+SAMPLES = Path(__file__).resolve().parents[1] / "backend" / "samples"
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "onet-reconstruct"
 THRESHOLD = 0.2
@@ -43,7 +45,7 @@ THRESHOLD = 0.2
 
 def fitted_paper_model(steps=300, seed=0):
     """Paper-size point-cloud ONet fitted to the analytic 'boxes_rods' shape (cached)."""
-    from .checkpoints import load_model, save_model
+    from backend.io.checkpoints import load_model, save_model
 
     path = CACHE / f"bench_pointcloud_onet_fit{steps}_seed{seed}.safetensors"
     if path.exists():
@@ -78,13 +80,13 @@ def fitted_paper_model(steps=300, seed=0):
     model.eval()
     CACHE.mkdir(parents=True, exist_ok=True)
     save_model(path, model, {"threshold": THRESHOLD,
-                             "provenance": f"backend.bench fit to boxes_rods, {steps} steps"})
+                             "provenance": f"benchmarks fit to boxes_rods, {steps} steps"})
     return model, cloud
 
 
 def shape_cloud(seed=0, n=3000):
     """(1, n, 3) points on the analytic 'boxes_rods' surface, unit cube."""
-    from .meshing import marching_cubes
+    from backend.engine.meshing import marching_cubes
     import trimesh
 
     decoder = SHAPES["boxes_rods"]
@@ -100,7 +102,7 @@ def official_style(model, cloud, resolution0, steps, batch=100_000):
 
     Returns (final MISE state, wall seconds, network seconds).
     """
-    from .meshing import marching_cubes
+    from backend.engine.meshing import marching_cubes
 
     started = time.perf_counter()
     with torch.inference_mode():
@@ -211,8 +213,8 @@ def engine(args):
 def bench_model():
     """(name, folder) of the model the service bench uses: the bundled point-cloud default,
     else the fitted paper-size ONet from the engine bench (saved in the cache folder)."""
-    from . import zoo
-    from .errors import UserError
+    from backend.io import zoo
+    from backend.errors import UserError
 
     try:
         return zoo.default_model_name("pointcloud"), None
@@ -234,10 +236,10 @@ def timed_stream(frames):
 def service(args):
     from threading import Thread
 
-    from . import zoo
-    from .client import launch
-    from .inputs import PointCloudInput
-    from .pipeline import prepare, world_frames
+    from backend.io import zoo
+    from backend.service.client import launch
+    from backend.io.inputs import PointCloudInput
+    from backend.engine.pipeline import prepare, world_frames
 
     name, folder = bench_model()
     cloud = shape_cloud()[0].numpy() * 2.0 + 1.0  # a scan in its own frame
@@ -292,7 +294,7 @@ def service(args):
 
 def point_cloud_models(names):
     """The names given, else every bundled model that reconstructs point clouds."""
-    from . import zoo
+    from backend.io import zoo
 
     if names:
         return names
@@ -303,14 +305,14 @@ def point_cloud_models(names):
 
 def models(args):
     """Time per mesh of each point-cloud model at 32->128 on the sample scan."""
-    from . import zoo
-    from .inputs import read_input
-    from .pipeline import prepare, world_frames
+    from backend.io import zoo
+    from backend.io.inputs import read_input
+    from backend.engine.pipeline import prepare, world_frames
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    scan = read_input(Path(__file__).parent / "samples" / "boxes_rods_scan.ply")
+    scan = read_input(SAMPLES / "boxes_rods_scan.ply")
     print(f"time per mesh, 32->128, sample scan ({len(scan.points)} points), torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, device {device}\n")
     header = (f"{'model':<34} {'params':>8} {'seconds':>8} {'encoder s':>9} {'evals':>9}"
@@ -338,14 +340,14 @@ def models(args):
 
 def voids(args):
     """IoU against the analytic shape, with and without filling enclosed voids."""
-    from . import zoo
-    from .inputs import read_input
-    from .inside import contains
-    from .meshing import shells
-    from .pipeline import prepare, world_frames
+    from backend.io import zoo
+    from backend.io.inputs import read_input
+    from backend.engine.inside import contains
+    from backend.engine.meshing import shells
+    from backend.engine.pipeline import prepare, world_frames
 
     device = resolve_device(args.device)
-    scan = read_input(Path(__file__).parent / "samples" / "boxes_rods_scan.ply")
+    scan = read_input(SAMPLES / "boxes_rods_scan.ply")
 
     def final_mesh(model, card, fill):
         generator = Generator(model, card, device, Settings(32, 2, fill_cavities=fill,
@@ -378,10 +380,10 @@ def voids(args):
 def scene_cloud(total=1_000_000, copies=4, spacing=1.2, noise=0.005, seed=0):
     """(total, 3) float32: copies x copies noisy copies of the sample scan's shape, each
     turned about the up axis (y) at random, ``spacing`` apart on the floor (x, z)."""
-    from .inputs import read_input
+    from backend.io.inputs import read_input
 
     rng = np.random.default_rng(seed)
-    shape = read_input(Path(__file__).parent / "samples" / "boxes_rods_scan.ply").points
+    shape = read_input(SAMPLES / "boxes_rods_scan.ply").points
     shape = (shape - (shape.min(axis=0) + shape.max(axis=0)) / 2) / np.ptp(shape, axis=0).max()
     per_copy = total // copies ** 2
     parts = []
@@ -400,8 +402,8 @@ def scene(args):
     """A 1M-point scene, tile by tile: time, tiles and peak memory."""
     import resource
 
-    from . import zoo
-    from .tiling import reconstruct_tiled
+    from backend.io import zoo
+    from backend.engine.tiling import reconstruct_tiled
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -432,7 +434,7 @@ def scene(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m backend.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="?", default="engine",
                         choices=["engine", "serve", "models", "voids", "scene"])
@@ -449,6 +451,3 @@ def main(argv=None):
     {"engine": engine, "serve": service, "models": models, "voids": voids,
      "scene": scene}[args.which](args)
 
-
-if __name__ == "__main__":
-    main()

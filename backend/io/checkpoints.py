@@ -19,8 +19,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import UnknownCheckpointError, UserError
-from .models import PAPER_CONFIGS, build_model
+from ..errors import UnknownCheckpointError, UserError
+from ..models import PAPER_CONFIGS, build_model
 
 DEFAULT_THRESHOLD = 0.2
 

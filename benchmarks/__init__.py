@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers (not shipped in the Blender extension): ``python -m benchmarks``."""

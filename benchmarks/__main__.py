@@ -1,0 +1,5 @@
+"""``python -m benchmarks ...``: see benchmarks/bench.py."""
+
+from .bench import main
+
+main()
