@@ -28,3 +28,8 @@ def run_command(command, args):
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+class LimitError(UserError):
+    """A request over one of the limits (``backend.engine.request.Limits``); the server
+    answers 413."""

@@ -32,12 +32,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.engine.generation import Generator, Settings, cpu_has_bf16, logit, resolve_device
+from backend.engine.generation import Generator, cpu_has_bf16, logit, resolve_device
+from backend.engine.request import ReconstructRequest, Settings
 from backend.engine.mise import dense_lattice, lattice_to_unit, mise
 from backend.models import PAPER_CONFIGS, build_model
 from backend.models.analytic import SHAPES
 
 SAMPLES = Path(__file__).resolve().parents[1] / "backend" / "samples"
+
+
+def final_frame(request, model, card, device="cpu"):
+    """The final mesh frame of ``request`` through the one reconstruct flow."""
+    from backend.engine.pipeline import reconstruct
+
+    request.validate(model)
+    *_, finished = reconstruct(request, model, card, device)
+    return finished.frame
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "onet-reconstruct"
 THRESHOLD = 0.2
@@ -239,18 +249,17 @@ def service(args):
     from backend.io import zoo
     from backend.service.client import launch
     from backend.io.inputs import PointCloudInput
-    from backend.engine.pipeline import prepare, world_frames
+    from backend.engine.pipeline import MeshFrame, reconstruct
 
     name, folder = bench_model()
     cloud = shape_cloud()[0].numpy() * 2.0 + 1.0  # a scan in its own frame
     print(f"service benchmark: model {name}, 3000-point cloud, 32->128, best of"
           f" {args.repeats}")
     model, card = zoo.load(name, "cpu", [folder] if folder else ())
-    generator = Generator(model, card, "cpu", Settings())
 
     def in_process():
-        prepared = prepare(PointCloudInput(cloud), model, card)
-        return world_frames(generator, prepared)
+        return (event for event in reconstruct(ReconstructRequest(PointCloudInput(cloud)),
+                                               model, card) if isinstance(event, MeshFrame))
 
     server = launch(cwd=Path(__file__).resolve().parents[1],
                     extra_args=["--models", folder] if folder else [])
@@ -307,7 +316,7 @@ def models(args):
     """Time per mesh of each point-cloud model at 32->128 on the sample scan."""
     from backend.io import zoo
     from backend.io.inputs import read_input
-    from backend.engine.pipeline import prepare, world_frames
+    from backend.engine.pipeline import prepare
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -321,14 +330,13 @@ def models(args):
     print("-" * len(header))
     for name in point_cloud_models(args.model):
         model, card = zoo.load(name, device)
-        generator = Generator(model, card, device, Settings(32, 2, mesh_every_level=False))
+        settings = Settings(32, 2, mesh_every_level=False)
         best = None
         for _ in range(args.repeats):
-            started = time.perf_counter()
-            prepared = prepare(scan, model, card)
-            *_, frame = world_frames(generator, prepared, started=started)
+            frame = final_frame(ReconstructRequest(scan, settings=settings), model, card, device)
             if best is None or frame.seconds < best.seconds:
                 best = frame
+        generator = Generator(model, card, device, settings)
         code = generator.encode(prepare(scan, model, card).tensor)
         params = sum(p.numel() for p in model.parameters())
         print(f"{name:<34} {params / 1e6:>7.2f}M {best.seconds:>8.2f} "
@@ -344,15 +352,12 @@ def voids(args):
     from backend.io.inputs import read_input
     from backend.engine.inside import contains
     from backend.engine.meshing import shells
-    from backend.engine.pipeline import prepare, world_frames
-
     device = resolve_device(args.device)
     scan = read_input(SAMPLES / "boxes_rods_scan.ply")
 
     def final_mesh(model, card, fill):
-        generator = Generator(model, card, device, Settings(32, 2, fill_cavities=fill,
-                                                             mesh_every_level=False))
-        *_, frame = world_frames(generator, prepare(scan, model, card))
+        settings = Settings(32, 2, fill_cavities=fill, mesh_every_level=False)
+        frame = final_frame(ReconstructRequest(scan, settings=settings), model, card, device)
         return frame.vertices, frame.faces
 
     reference = final_mesh(*zoo.load(zoo.ANALYTIC_PREFIX + "boxes_rods", device), True)
@@ -403,7 +408,7 @@ def scene(args):
     import resource
 
     from backend.io import zoo
-    from backend.engine.tiling import reconstruct_tiled
+    from backend.engine.tiling import reconstruct_tiled, tiled_result
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -421,7 +426,7 @@ def scene(args):
     print("-" * len(header))
     for resolution0, steps in [(16, 2), (32, 2)]:
         generator = Generator(model, card, device, Settings(resolution0, steps))
-        result = reconstruct_tiled(generator, card, cloud, crop_size=1.0)
+        result = tiled_result(reconstruct_tiled(generator, card, cloud, crop_size=1.0))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         grid = result.grid
         print(f"{grid.cells:>10} {card.get('input_points') or 3000:>11,} "

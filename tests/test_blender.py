@@ -166,12 +166,14 @@ def test_zip_layout_and_manifest(extension_zip):
         names = archive.namelist()
         manifest = archive.read("blender_manifest.toml").decode()
     assert "__init__.py" in names and "jobs.py" in names  # add-on files at the zip root
-    for required in ("backend/__init__.py", "backend/client.py", "backend/protocol.py",
-                     "backend/server.py", "backend/requirements.txt",
+    for required in ("backend/__init__.py", "backend/service/client.py",
+                     "backend/service/protocol.py", "backend/service/server.py",
+                     "backend/engine/pipeline.py", "backend/requirements.txt",
                      "backend/samples/boxes_rods_scan.ply"):
         assert required in names
     assert any(name.startswith("backend/weights/") for name in names)
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
+    assert not [name for name in names if "bench" in name]  # developer tools stay out
     assert 'id = "blender_onet"' in manifest and 'blender_version_min = "4.2.0"' in manifest
     assert "network =" in manifest and "files =" in manifest
     with zipfile.ZipFile(extension_zip) as archive:

@@ -64,10 +64,10 @@ def test_cli_reconstructs_the_sample_with_the_default_model(tmp_path, run_cli):
 def test_default_model_seals_a_void_in_the_solid_sample_and_the_cli_fills_it(tmp_path,
                                                                             run_cli):
     """The point-cloud default hollows the big box of boxes_rods (README, "Enclosed voids"):
-    by default the CLI fills the void (its shell and what floats in it go); --keep-cavities
+    by default the CLI fills the void (its shell and what floats in it go); --no-fill-cavities
     keeps it."""
     shells = {}
-    for flags in ((), ("--keep-cavities",)):
+    for flags in ((), ("--no-fill-cavities",)):
         out = tmp_path / f"boxes{len(flags)}.ply"
         result = run_cli("reconstruct", ROOT / "backend/samples/boxes_rods_scan.ply", "-o",
                          out, "--resolution0", "16", *flags)
@@ -75,7 +75,7 @@ def test_default_model_seals_a_void_in_the_solid_sample_and_the_cli_fills_it(tmp
         mesh = trimesh.load(out, process=False)
         assert mesh.is_watertight
         shells[flags] = [part.volume for part in mesh.split(only_watertight=False)]
-    filled, kept = shells[()], shells[("--keep-cavities",)]
+    filled, kept = shells[()], shells[("--no-fill-cavities",)]
     assert min(kept) < -0.01 * sum(v for v in kept if v > 0)  # a real void, not a speck
     assert min(filled) >= 0 and sum(filled) > sum(kept)
 

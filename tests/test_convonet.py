@@ -9,7 +9,8 @@ import torch
 
 from backend.io.checkpoints import infer_config, load_model
 from backend.errors import UserError
-from backend.engine.generation import Generator, Settings, ShapeCode
+from backend.engine.generation import Generator, ShapeCode
+from backend.engine.request import Settings
 from backend.models import PAPER_CONFIGS, build_model
 from backend.models.convonet.features import cell_index, normalize, pool_cells, sample, scatter_mean
 

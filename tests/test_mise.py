@@ -5,7 +5,8 @@ import pytest
 import torch
 import trimesh
 
-from backend.engine.generation import Generator, Settings
+from backend.engine.generation import Generator
+from backend.engine.request import Settings
 from backend.engine.meshing import drop_void_shells, fill_enclosed, marching_cubes
 from backend.engine.mise import dense_lattice, lattice_to_unit, mise, upsample
 from backend.models.analytic import AnalyticModel, analytic_card
@@ -162,7 +163,7 @@ def frames(gen, **kwargs):
 
 def test_generator_frames_and_postprocessing():
     gen = generator("sphere", resolution0=16, upsampling_steps=2, normals=True,
-                    simplify_faces=2000, refine_steps=3)
+                    simplify=2000, refine_steps=3)
     result = frames(gen)
     assert [f.level for f in result] == [0, 1, 2]
     assert [f.final for f in result] == [False, False, True]

@@ -138,7 +138,8 @@ def test_tiled_stream_equals_the_cli_output(server, tmp_path, run_cli):
 
 @pytest.mark.parametrize("output, message", [
     ({"fill_cavities": "yes"}, "bad value for output.fill_cavities"),
-    ({"simplify": 2}, "bad value for output.simplify"),
+    ({"simplify": 2}, "simplify needs a target of at least 4 faces"),
+    ({"simplify": 2.5}, "bad value for output.simplify"),
     ({"smooth": True}, "unknown output option"),
 ])
 def test_bad_output_options(server, output, message):
@@ -150,8 +151,10 @@ def test_bad_output_options(server, output, message):
 
 @pytest.mark.parametrize("tiling, message", [
     ({"tile_size": 1.0}, "local features"),
-    ({"overlap": 0.2}, "tile_size is required"),
-    ({"tile_size": -1}, "bad value for tiling.tile_size"),
+    ({"tile_overlap": 0.2}, "tile_size is required"),
+    ({"tile_size": -1}, "tile_size must be a finite number > 0"),
+    ({"tile_size": "big"}, "bad value for tiling.tile_size"),
+    ({"overlap": 0.2}, "unknown tiling option"),
     ({"tile_size": 1.0, "stride": 2}, "unknown tiling option"),
 ])
 def test_bad_tiling_requests(server, tiling, message):
@@ -283,7 +286,7 @@ BAD_REQUESTS = {
                    400, "exactly one"),
     "voxels not 3-D": (frame(voxels=np.ones((4, 4), bool)), 400, "voxel"),
     "non-image bytes": (frame(image_file=np.frombuffer(b"not an image" * 20, np.uint8)), 400,
-                        "not a PNG"),
+                        "not a readable PNG"),
     "not a frame": (b"\x05\x00\x00\x00hello", 400, "malformed"),
 }
 
@@ -304,7 +307,7 @@ def test_truncated_and_oversized_bodies(server):
     assert code == 413 and answer["error"] == "too_large"
     code, answer = post_raw(server, "/v1/reconstruct",
                             protocol.encode_frame({"mise": {"resolution0": 64,
-                                                            "upsampling_steps": 3}},
+                                                            "upsampling_steps": 4}},
                                                   {"points": sphere_cloud(10, 0, 1, 0)}))
     assert code == 413 and "resolution" in answer["message"]
 
@@ -321,15 +324,14 @@ def test_unknown_model_and_job(server):
     assert error.value.status == 404
 
 
-def test_large_clouds_are_subsampled_and_say_so(model_dir):
+def test_clouds_over_the_point_limit_get_413_naming_it(model_dir):
     local = launch(cwd=ROOT, extra_args=["--models", str(model_dir), "--max-points", "1000"])
     try:
-        accepted = []
-        frames = list(local.client.reconstruct(points=sphere_cloud(5000, 0, 1, 0),
-                                               model="analytic:sphere",
-                                               on_accepted=accepted.append))
-        assert "subsampled 5,000 points to 1,000" in accepted[0]["notes"][0]
-        assert frames[-1][0]["notes"]
+        assert local.client.health()["limits"]["max_points"] == 1000
+        with pytest.raises(ServerError) as error:
+            list(local.client.reconstruct(points=sphere_cloud(5000, 0, 1, 0),
+                                          model="analytic:sphere"))
+        assert error.value.status == 413 and "above the limit of 1000" in str(error.value)
     finally:
         local.stop()
 

@@ -11,7 +11,9 @@ from scipy.spatial import cKDTree
 from backend.engine import pipeline, tiling
 from backend.io.checkpoints import save_model
 from backend.errors import UserError
-from backend.engine.generation import Generator, Settings
+from backend.engine.generation import Generator
+from backend.engine.request import Settings
+from backend.engine.request import ReconstructRequest, TilingOptions
 from backend.io.inputs import PointCloudInput
 from backend.models import build_model
 from backend.models.analytic import AnalyticModel, analytic_card
@@ -83,7 +85,7 @@ def test_tiles_meet_without_a_seam_and_match_the_untiled_mesh():
     model = BallsModel()
     card = {"threshold": 0.5}
     raw = settings(fill_cavities=False)
-    tiled = tiling.reconstruct_tiled(Generator(model, card, "cpu", raw), card, points,
+    tiled = run_tiled(Generator(model, card, "cpu", raw), card, points,
                                      crop_size=1.0, overlap=0.2, max_points=len(points))
     assert tiled.grid.counts == (2, 1, 1) and tiled.tiles_run == 2
     assert tiled.most_tile_points < len(points)  # each crop holds only its side's points
@@ -95,16 +97,16 @@ def test_tiles_meet_without_a_seam_and_match_the_untiled_mesh():
     assert near_seam.sum() > 20
     assert len(mesh.split(only_watertight=False)) == 3
     # By default the balls' sealed cavities are dropped: one solid piece.
-    filled = tiling.reconstruct_tiled(Generator(model, card, "cpu", settings()), card, points,
+    filled = run_tiled(Generator(model, card, "cpu", settings()), card, points,
                                       crop_size=1.0, overlap=0.2, max_points=len(points))
     filled = trimesh.Trimesh(filled.vertices, filled.faces, process=True)
     assert filled.is_watertight and len(filled.split(only_watertight=False)) == 1
     assert filled.volume > mesh.volume
 
-    whole = Generator(model, card, "cpu", raw)
     prepared = pipeline.prepare(PointCloudInput(points), model, {})
-    *_, frame = pipeline.world_frames(whole, prepared)
-    untiled = trimesh.Trimesh(frame.vertices, frame.faces, process=True)
+    *_, finished = pipeline.reconstruct(ReconstructRequest(PointCloudInput(points),
+                                                           settings=raw), model, card)
+    untiled = trimesh.Trimesh(finished.frame.vertices, finished.frame.faces, process=True)
     assert prepared.scale == pytest.approx(1.0, abs=1e-3)
     # Untiled lattice spacing 1.1 / 64 = 0.017: the meshes agree to a fraction of it.
     assert sample_distance(mesh, untiled) < 0.006 and sample_distance(untiled, mesh) < 0.006
@@ -116,23 +118,32 @@ def test_empty_tiles_are_skipped():
     far = points[points[:, 0] > 0.3] + np.array([3.0, 0, 0], np.float32)
     cloud = np.concatenate([points, far])
     card = {"threshold": 0.5}
-    tiled = tiling.reconstruct_tiled(Generator(BallsModel(), card, "cpu", settings()), card,
+    tiled = run_tiled(Generator(BallsModel(), card, "cpu", settings()), card,
                                      cloud, crop_size=1.0)
     assert tiled.grid.counts[0] == 7 and tiled.tiles_run < 7
     assert trimesh.Trimesh(tiled.vertices, tiled.faces).is_watertight
 
 
 def test_a_global_model_cannot_be_tiled():
-    generator = Generator(AnalyticModel("sphere"), analytic_card("sphere"), "cpu", settings())
+    request = ReconstructRequest(PointCloudInput(scene()), tiling=TilingOptions(1.0))
     with pytest.raises(UserError, match="local features"):
-        tiling.reconstruct_tiled(generator, analytic_card("sphere"), scene(), crop_size=1.0)
+        request.validate(AnalyticModel("sphere"))
 
 
-@pytest.mark.parametrize("crop, overlap, message", [
-    (0.0, 0.2, "tile size must be positive"), (1.0, 0.5, "tile overlap")])
-def test_bad_tiling_options(crop, overlap, message):
+@pytest.mark.parametrize("options, message", [
+    (TilingOptions(0.0), "tile_size must be a finite number > 0"),
+    (TilingOptions(float("inf")), "tile_size must be a finite number > 0"),
+    (TilingOptions(1.0, 0.5), "tile_overlap"),
+    (TilingOptions(1.0, tile_points=0), "tile_points"),
+    (TilingOptions(1e-4), "over the limit of 4,096")])
+def test_bad_tiling_options(options, message):
+    request = ReconstructRequest(PointCloudInput(scene()), tiling=options)
     with pytest.raises(UserError, match=message):
-        tiling.plan_tiles(scene(), crop, overlap, 64)
+        request.validate(BallsModel())
+
+
+def run_tiled(*args, **kwargs) -> tiling.TiledResult:
+    return tiling.tiled_result(tiling.reconstruct_tiled(*args, **kwargs))
 
 
 def small_convonet():
@@ -158,7 +169,7 @@ def test_convonet_tiles_close_where_they_meet():
     where the field is inside at the lattice's edge or next to an empty crop."""
     model, threshold = small_convonet()
     generator = Generator(model, {"threshold": threshold}, "cpu", settings())
-    tiled = tiling.reconstruct_tiled(generator, {}, scene() * 2, crop_size=1.0, overlap=0.1)
+    tiled = run_tiled(generator, {}, scene() * 2, crop_size=1.0, overlap=0.1)
     assert tiled.tiles_run > 2
     mesh = trimesh.Trimesh(tiled.vertices, tiled.faces)
     assert len(mesh.faces) and mesh.is_watertight
@@ -173,7 +184,7 @@ def test_cli_reconstructs_tile_by_tile(tmp_path, run_cli):
                      "--resolution0", "16", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["tiles"] == "4x2x2" and summary["lattice"] == "257x129x129"
+    assert summary["tiles"] == [4, 2, 2] and summary["lattice"] == "257x129x129"
     assert 2 < summary["tiles_run"] <= 16 and summary["most_tile_points"] <= 3000
     mesh = trimesh.load(tmp_path / "scene.ply", process=False)
     assert len(mesh.faces) == summary["faces"] and mesh.is_watertight
@@ -181,7 +192,7 @@ def test_cli_reconstructs_tile_by_tile(tmp_path, run_cli):
 
 @pytest.mark.parametrize("options, message", [
     (["--model", "analytic:sphere"], "local features"),
-    (["--model", "analytic:sphere", "--normals"], "--normals and --refine-steps"),
+    (["--model", "analytic:sphere", "--normals"], "normals and refine_steps"),
 ])
 def test_cli_tiling_errors(tmp_path, run_cli, options, message):
     np.save(tmp_path / "scene.npy", scene())

@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 from backend.io.binvox import write_binvox
 from backend.io.checkpoints import load_model
 from backend.errors import UserError
-from backend.engine.generation import Generator, Settings
+from backend.engine.generation import Generator
+from backend.engine.request import Settings
 from training.checkpoints import MODEL_BEST, MODEL_LAST, STATE
 from training.config import check_config, learning_rate, load_config
 from training.data import procedural

@@ -4,9 +4,9 @@
 [--input pointcloud|voxels|image] [--n-points 300] [--noise 0.005] [--partial-views K]
 [--poisson] [--resolution0 32 --upsampling-steps 2] [--limit N] [--categories a,b]``
 
-Every shape of the split is reconstructed through the backend (``pipeline.prepare``, then
-``Generator`` with MISE), exactly as a user's input would be, from the input the training
-builds: a point cloud of ``--n-points`` drawn with replacement from ``pointcloud.npz`` plus
+Every shape of the split is reconstructed through the backend's one flow
+(``backend.engine.pipeline.reconstruct``), exactly as a user's input would be, from the input
+the training builds: a point cloud of ``--n-points`` drawn with replacement from ``pointcloud.npz`` plus
 Gaussian noise (one seeded generator per shape; with ``--partial-views K`` drawn only from
 the surface points seen from K random viewpoints, a partial scan), the ``model.binvox`` grid
 read, like im2mesh, as covering [-0.5, 0.5]^3 whatever its header says, or the first view of
@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.engine.request import PRECISIONS
 from backend.errors import UserError, run_command
 
 from . import baselines, metrics
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="gallery rows per class (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of inputs and sampling")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="decoder arithmetic (default auto: bf16 where the hardware has "
                              "it)")
     return parser
@@ -229,17 +230,18 @@ def first_view(folder: Path) -> np.ndarray:
         raise UserError(f"{views[0]}: not a readable image ({exc}); regenerate it") from None
 
 
-def reconstruct(generator, model, card, inp, seed: int) -> tuple[np.ndarray, np.ndarray,
-                                                                  float]:
-    """The backend's final mesh of ``inp`` in the input's (here: the dataset's) frame.
-    Returns (vertices (V, 3) float32, faces (F, 3) int32, seconds from input to mesh)."""
+def reconstruct(model, card, device, inp, settings, seed: int):
+    """The backend's final mesh of ``inp`` in the input's (here: the dataset's) frame, by the
+    flow users' inputs take (``backend.engine.pipeline.reconstruct``). Returns the final
+    ``pipeline.Finished`` (``frame.vertices`` (V, 3) float32, ``frame.faces`` (F, 3) int32,
+    ``summary``)."""
     from backend.engine import pipeline
+    from backend.engine.request import ReconstructRequest
 
-    started = time.perf_counter()
-    prepared = pipeline.prepare(inp, model, card, seed)
-    for frame in pipeline.world_frames(generator, prepared, started=started):
-        pass
-    return frame.vertices, frame.faces, time.perf_counter() - started
+    request = ReconstructRequest(inp, settings=settings, seed=seed)
+    request.validate(model)
+    *_, finished = pipeline.reconstruct(request, model, card, device)
+    return finished
 
 
 def run_baseline(kind: str, inp, poisson: bool, threads: int):
@@ -260,8 +262,9 @@ def evaluate(args: argparse.Namespace) -> None:
     import torch
     from tqdm import tqdm
 
+    from backend.engine.generation import resolve_device
+    from backend.engine.request import Settings
     from backend.io import zoo
-    from backend.engine.generation import Generator, Settings, resolve_device
 
     check_args(args)
     if args.poisson:
@@ -277,7 +280,6 @@ def evaluate(args: argparse.Namespace) -> None:
     out = make_folder(args.out)
     settings = Settings(args.resolution0, args.upsampling_steps, precision=args.precision,
                         fill_cavities=args.fill_cavities, mesh_every_level=False)
-    generator = Generator(model, card, device, settings)
 
     rows, panels = [], []
     shown = dict.fromkeys(names, 0)
@@ -285,7 +287,9 @@ def evaluate(args: argparse.Namespace) -> None:
         rng = shape_rng(args.seed, ref)
         gt = ground_truth(ref.folder)
         inp = load_input(ref, kind, gt, args.n_points, args.noise, rng, args.partial_views)
-        vertices, faces, seconds = reconstruct(generator, model, card, inp, args.seed)
+        finished = reconstruct(model, card, device, inp, settings, args.seed)
+        vertices, faces = finished.frame.vertices, finished.frame.faces
+        seconds = finished.summary["seconds"]
         sample_seed = int(rng.integers(2**31))
         rows.append(score(ref, MODEL, vertices, faces, seconds, gt, args.eval_points,
                           sample_seed))
@@ -300,8 +304,8 @@ def evaluate(args: argparse.Namespace) -> None:
 
     summary = summarise(rows, names)
     summary.update(model=args.model, data=str(args.data), split=args.split, input=kind,
-                   device=str(device), threshold=generator.threshold,
-                   precision=str(generator.dtype).replace("torch.", ""),
+                   device=str(device), threshold=finished.summary["threshold"],
+                   precision=finished.summary["precision"],
                    settings={"resolution0": args.resolution0,
                              "upsampling_steps": args.upsampling_steps,
                              "n_points": args.n_points if kind == "pointcloud" else None,

@@ -17,49 +17,14 @@ import torch
 from . import meshing
 from ..errors import UserError
 from .mise import mise
+from .request import Settings
+
 
 PAD_POINTS = 1024  # decoder chunks are padded to a multiple of this many points
-MAX_RESOLUTION = 512  # finest lattice the CLI and server accept; 513^3 logits are 540 MB
 
 
 class Cancelled(Exception):
     """Raised inside generation when the caller asked to stop; no mesh is produced."""
-
-
-@dataclass
-class Settings:
-    """What to generate. Resolutions follow the paper: finest R = resolution0 * 2^steps."""
-
-    resolution0: int = 32
-    upsampling_steps: int = 2
-    threshold: Optional[float] = None  # probability; None means the model card's
-    batch_points: int = 16384  # decoder batch: bounds memory (16k x 256 floats = 16 MB)
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    normals: bool = False
-    simplify_faces: Optional[int] = None
-    refine_steps: int = 0
-    fill_cavities: bool = True  # final mesh: enclosed voids made solid (meshing.fill_enclosed)
-    mesh_every_level: bool = True  # False: coarse frames carry statistics but no mesh
-
-    def validate(self):
-        """Raise UserError for settings that cannot work or would exhaust memory."""
-        if self.resolution0 < 2:
-            raise UserError(f"resolution0 must be at least 2 (got {self.resolution0})")
-        if self.upsampling_steps < 0:
-            raise UserError(f"upsampling steps must be >= 0 (got {self.upsampling_steps})")
-        finest = self.resolution0 * 2 ** self.upsampling_steps
-        if finest > MAX_RESOLUTION:
-            raise UserError(f"finest resolution {self.resolution0} x 2^{self.upsampling_steps}"
-                            f" = {finest} is above {MAX_RESOLUTION}; lower resolution0 or the"
-                            " upsampling steps")
-        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
-            raise UserError(f"threshold is a probability in (0, 1) (got {self.threshold})")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise UserError(f"precision must be auto, fp32, bf16 or fp16 (got {self.precision})")
-        if self.simplify_faces is not None and self.simplify_faces < 4:
-            raise UserError("simplify needs a target of at least 4 faces")
-        if self.refine_steps < 0:
-            raise UserError("refine steps must be >= 0")
 
 
 @dataclass
@@ -204,9 +169,10 @@ class Generator:
         return evaluate
 
     def logits(self, code, points):
-        """Logits (M,) float32 at unit-cube points (M, 3), always in fp32 (for research use)."""
+        """Logits (M,) float32 at unit-cube points (M, 3) in the settings' precision (fp32
+        for parity checks against other implementations)."""
         timer = [0.0]
-        return self.evaluator(self.decoder(code, torch.float32), timer)(
+        return self.evaluator(self.decoder(code), timer)(
             np.ascontiguousarray(points, dtype=np.float32))
 
     def frames(self, code, should_stop: Optional[Callable[[], bool]] = None,
@@ -248,7 +214,7 @@ class Generator:
         if s.refine_steps:
             vertices = meshing.refine(exact, vertices, faces, self.threshold, s.refine_steps,
                                       self.device)
-        if s.simplify_faces:
-            vertices, faces = meshing.simplify(vertices, faces, s.simplify_faces)
+        if s.simplify:
+            vertices, faces = meshing.simplify(vertices, faces, s.simplify)
         normals = meshing.gradient_normals(exact, vertices, self.device) if s.normals else None
         return vertices, faces, normals

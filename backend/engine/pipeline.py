@@ -1,11 +1,19 @@
-"""Input in the user's coordinates -> model input in the unit cube -> meshes back in them.
+"""The one reconstruct flow: a ``ReconstructRequest`` in, a stream of frames out.
 
-This is the one place that knows how each input kind is prepared for a model and how the
-generated mesh is mapped back (DESIGN.md §3); the CLI and the server both call it.
+``reconstruct`` serves the CLI, the server's worker and ``training.evaluate`` alike, for
+whole, tiled, conditioned and blended (interpolated) sources: it prepares the input for the
+model (``prepare``: the one place that knows how each input kind reaches the model's unit
+cube and how meshes go back, docs/design.md "Coordinates"), encodes it once and yields
+
+- ``TileProgress`` after each tile of a tiled request,
+- ``MeshFrame`` per MISE level (tiled: one), vertices in the input's coordinates,
+- ``Finished`` last: the summary that the CLI prints and the server sends as "final".
 """
 
+import logging
+import time
 from dataclasses import dataclass, field, replace
-from typing import Iterator, List
+from typing import Callable, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
@@ -13,9 +21,12 @@ import torch
 from . import transforms
 from ..errors import UserError
 from .generation import Generator, MeshFrame
+from .request import Blend, EncodedShape, ReconstructRequest, check_kind
+from .tiling import TileProgress, reconstruct_tiled
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SIZE = 224  # the ONet image encoder's input size
-KIND_NAMES = {"pointcloud": "a point cloud", "voxels": "a voxel grid", "image": "an image"}
 
 
 @dataclass
@@ -23,36 +34,34 @@ class Prepared:
     """A model's input batch of one and where its unit cube sits in the input's coordinates:
     ``world = center + unit * scale`` (center (3,) float64, scale in the input's units)."""
 
-    tensor: torch.Tensor
+    tensor: Optional[torch.Tensor]
     center: np.ndarray
     scale: float
     notes: List[str] = field(default_factory=list)
+    occupancies: Optional[torch.Tensor] = None  # (1, N) float 0/1 labels of the points
 
     def to_world(self, vertices):
         """Unit-cube vertices (V, 3) -> the input's coordinates, (V, 3) float32."""
         return transforms.denormalize(vertices, self.center, self.scale).astype(np.float32)
 
 
-def check_kind(inp, model):
-    """UserError when the model is conditioned on another kind of input."""
-    wanted = getattr(model, "input_kind", None)
-    if wanted is not None and wanted != inp.kind:
-        raise UserError(f"this model reconstructs from {KIND_NAMES[wanted]}, but the input is"
-                        f" {KIND_NAMES[inp.kind]}; choose a {wanted} model")
+def prepare(inp, model, card, seed=0, occupancies=None) -> Prepared:
+    """Turn a PointCloudInput / VoxelInput / ImageInput into the model's input tensor.
 
-
-def prepare(inp, model, card, seed=0) -> Prepared:
-    """Turn a PointCloudInput / VoxelInput / ImageInput into the model's input tensor."""
-    check_kind(inp, model)
+    occupancies: (N,) bool labels of a cloud's points (generative models), kept in step
+    with the points through any subsampling (``Prepared.occupancies``).
+    """
+    check_kind(inp.kind, model)
     if inp.kind == "pointcloud":
-        return prepare_points(inp.points, card, seed)
+        return prepare_points(inp.points, card, seed, occupancies)
     if inp.kind == "voxels":
         return prepare_voxels(inp.occupancy, inp.translate, inp.scale)
     return prepare_image(inp.rgba)
 
 
-def prepare_points(points, card, seed=0):
-    """Normalise (N, 3) points into the unit cube; subsample to the card's input size.
+def prepare_points(points, card, seed=0, occupancies=None):
+    """Normalise (N, 3) points into the unit cube; subsample to the card's input size (the
+    one subsampling of an input cloud, drawn from ``seed``).
 
     A model trained on sparse scans resampled with fresh noise (card ``sparse_inputs``:
     ``{"resample_to": n, "jitter": std in unit-cube units}``) gets a sparser cloud the same
@@ -62,24 +71,22 @@ def prepare_points(points, card, seed=0):
     rng = np.random.default_rng(seed)
     limit = card.get("input_points")
     if limit and len(points) > limit:
-        keep = rng.choice(len(points), limit, replace=False)
+        keep = np.sort(rng.choice(len(points), limit, replace=False))
         notes.append(f"subsampled {len(points)} points to the model's {limit}")
-        points = points[np.sort(keep)]
+        points = points[keep]
+        occupancies = None if occupancies is None else occupancies[keep]
     unit, center, scale = transforms.normalize_points(points)
     sparse = card.get("sparse_inputs")
     if sparse and len(unit) < sparse["resample_to"]:
         notes.append(f"resampled {len(unit)} points to {sparse['resample_to']} with jitter "
                      f"{sparse['jitter']}, as the model was trained on sparse scans")
-        unit = resample_sparse(unit, sparse, rng)
-    return Prepared(torch.from_numpy(unit)[None], center, scale, notes)
-
-
-def resample_sparse(unit, sparse, rng):
-    """Unit-cube points (N, 3) drawn with replacement to ``sparse["resample_to"]`` points,
-    each copy jittered by ``sparse["jitter"]`` (std): how sparse scans were fed in training.
-    Returns (resample_to, 3) float32."""
-    unit = unit[rng.integers(len(unit), size=sparse["resample_to"])]
-    return (unit + sparse["jitter"] * rng.standard_normal(unit.shape)).astype(np.float32)
+        if occupancies is not None:
+            raise UserError(f"a cloud of {len(unit)} points with occupancies cannot be "
+                            f"resampled to this model's {sparse['resample_to']}; send more")
+        unit = transforms.resample_sparse(unit, sparse, rng)
+    labels = (None if occupancies is None
+              else torch.from_numpy(np.asarray(occupancies, np.float32))[None])
+    return Prepared(torch.from_numpy(unit)[None], center, scale, notes, labels)
 
 
 def prepare_voxels(occupancy, translate, scale):
@@ -113,9 +120,86 @@ def to_world(frame: MeshFrame, prepared: Prepared) -> MeshFrame:
     return replace(frame, vertices=prepared.to_world(frame.vertices))
 
 
-def world_frames(generator: Generator, prepared: Prepared, should_stop=None,
-                 started=None) -> Iterator[MeshFrame]:
-    """Encode the prepared input once; yield its meshes level by level in its coordinates."""
-    code = generator.encode(prepared.tensor)
+@dataclass
+class Finished:
+    """The end of a reconstruction: the final mesh's frame and the summary fields shared by
+    the CLI's ``--json`` and the server's "final" frame (JSON-ready)."""
+
+    frame: MeshFrame
+    summary: dict
+
+
+Frame = Union[TileProgress, MeshFrame, Finished]
+
+
+def encode(request: ReconstructRequest, name: str, model, card,
+           device="cpu") -> tuple[EncodedShape, list[str]]:
+    """An input request's shape code and unit-cube placement, for caching and blending, and
+    the notes on how the input was prepared."""
+    generator = Generator(model, card, device, request.settings)
+    prepared = prepare(request.source, model, card, request.seed, request.occupancies)
+    code = generator.encode(prepared.tensor, prepared.occupancies)
+    return EncodedShape(name, code, prepared.center, prepared.scale), prepared.notes
+
+
+def reconstruct(request: ReconstructRequest, model, card, device="cpu",
+                should_stop: Optional[Callable[[], bool]] = None) -> Iterator[Frame]:
+    """Run one validated request (``request.validate(model)``) with a loaded model and its
+    card; should_stop is polled at every decoder batch (raises ``generation.Cancelled``)."""
+    started = time.perf_counter()
+    generator = Generator(model, card, device, request.settings)
+    if request.tiling is not None:
+        yield from _tiled(request, generator, card, started, should_stop)
+        return
+    if isinstance(request.source, Blend):
+        code, prepared = _blend(request.source)
+    else:
+        prepared = prepare(request.source, model, card, request.seed, request.occupancies)
+        code = generator.encode(prepared.tensor, prepared.occupancies)
     for frame in generator.frames(code, should_stop, started):
-        yield to_world(frame, prepared)
+        frame = to_world(frame, prepared)
+        yield frame
+    lattice = (frame.resolution + 1) ** 3
+    yield Finished(frame, {
+        "vertices": len(frame.vertices), "faces": len(frame.faces),
+        "evaluations": frame.evaluations, "resolution": frame.resolution,
+        "lattice": f"{frame.resolution + 1}^3",
+        "dense_fraction": round(frame.evaluations / lattice, 4),
+        "threshold": generator.threshold, "precision": precision_name(generator),
+        "seconds": round(time.perf_counter() - started, 4), "notes": prepared.notes})
+
+
+def _blend(blend: Blend):
+    """The code at ``blend.t`` and its placement: the unit cube moves with t too, so
+    ``(1 - t) a + t b`` is exact at both ends."""
+    a, b, t = blend.a, blend.b, float(blend.t)
+    place = Prepared(None, (1 - t) * a.center + t * b.center, (1 - t) * a.scale + t * b.scale)
+    return a.code.lerp(b.code, t), place
+
+
+def _tiled(request, generator, card, started, should_stop) -> Iterator[Frame]:
+    """Tile by tile (``tiling``): a TileProgress per tile, then the scene as one frame."""
+    options = request.tiling
+    result = yield from reconstruct_tiled(generator, card, request.source.points,
+                                          options.tile_size, options.tile_overlap,
+                                          options.tile_points, request.seed, should_stop)
+    seconds = time.perf_counter() - started
+    grid = result.grid
+    frame = MeshFrame(0, 1, grid.cells, result.vertices, result.faces, None,
+                      result.evaluations, seconds, seconds, True)
+    yield frame
+    yield Finished(frame, {
+        "vertices": len(frame.vertices), "faces": len(frame.faces),
+        "evaluations": result.evaluations, "resolution": grid.cells,
+        "lattice": "x".join(map(str, grid.shape)),
+        "dense_fraction": round(result.evaluations / int(np.prod(grid.shape)), 4),
+        "threshold": generator.threshold, "precision": precision_name(generator),
+        "seconds": round(seconds, 4), "notes": [],
+        "tiles": list(grid.counts), "tiles_run": result.tiles_run,
+        "most_tile_points": result.most_tile_points,
+        "lattice_mb": round(grid.lattice_bytes / 2**20, 1)})
+
+
+def precision_name(generator: Generator) -> str:
+    """The decoder's arithmetic as the CLI names it: float32, bfloat16, float16."""
+    return str(generator.dtype).replace("torch.", "")

@@ -20,16 +20,15 @@ whole scene's lattice is never held (``TileGrid.lattice_bytes`` says what it wou
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Generator, Optional
 
 import numpy as np
 import torch
 
 from . import meshing
-from ..errors import UserError
 from .generation import Cancelled, logit
 from .mise import BOX_SIZE, mise
-from .pipeline import resample_sparse
+from .transforms import resample_sparse
 
 CROP_HALF = 0.5  # input points within the model's unit cube, as in training
 MARGIN = 0.05  # of the crop edge, around the cloud's bounding box: surfaces close inside
@@ -81,10 +80,6 @@ def plan_tiles(points: np.ndarray, crop_size: float, overlap: float, cells: int)
     in [0, 0.45]; a tile's edge is ``crop_size * (1 - 2 * overlap)``. cells: lattice cells
     along a tile's edge (MISE's finest resolution).
     """
-    if not crop_size > 0:
-        raise UserError(f"the tile size must be positive (got {crop_size})")
-    if not 0 <= overlap <= 0.45:
-        raise UserError(f"the tile overlap is a share of the tile in [0, 0.45] (got {overlap})")
     tile = crop_size * (1 - 2 * overlap)
     low, high = points.min(axis=0), points.max(axis=0)
     extent = high - low + 2 * MARGIN * crop_size
@@ -117,31 +112,31 @@ def crop_points(points: np.ndarray, grid: TileGrid, index, max_points: int,
     return unit.astype(np.float32)
 
 
+@dataclass
+class TileProgress:
+    """``done`` of ``total`` tiles are reconstructed."""
+
+    done: int
+    total: int
+
+
 def reconstruct_tiled(generator, card: dict, points: np.ndarray, crop_size: float,
                       overlap: float = 0.2, max_points: Optional[int] = None, seed: int = 0,
-                      progress: Optional[Callable[[int, int], None]] = None,
-                      should_stop: Optional[Callable[[], bool]] = None) -> TiledResult:
-    """Mesh of a point cloud (N, 3) in its own coordinates, tile by tile (module docstring).
+                      should_stop: Optional[Callable[[], bool]] = None
+                      ) -> Generator[TileProgress, None, TiledResult]:
+    """Mesh of a point cloud (N, 3) in its own coordinates, tile by tile (module docstring):
+    yields a ``TileProgress`` after every tile and returns the ``TiledResult``
+    (``result = yield from reconstruct_tiled(...)``). The caller has validated the options
+    (``request.ReconstructRequest.validate``: a local-feature point-cloud model, bounded
+    tile count).
 
     generator: a ``Generator`` of a local-feature point-cloud model; its settings give each
     tile's MISE resolutions, the threshold and the final simplification. card: the model's;
     its ``input_points`` is the default ``max_points`` per crop, and with ``sparse_inputs``
-    sparser crops are resampled as in training (``pipeline.resample_sparse``).
-    progress(done, total) is called after every tile; should_stop is polled at every decoder
-    batch (raises ``Cancelled``).
+    sparser crops are resampled as in training (``transforms.resample_sparse``).
+    should_stop is polled at every decoder batch (raises ``Cancelled``).
     """
-    model = generator.model
-    if not getattr(model, "local_features", False):
-        raise UserError("tiling needs a model with local features (a ConvONet); this model "
-                        "encodes the whole input into one vector. Choose a ConvONet model or "
-                        "reconstruct without tiles")
-    if getattr(model, "input_kind", None) != "pointcloud":
-        raise UserError("tiling works on point clouds only")
-    if len(points) == 0:
-        raise UserError("the point cloud is empty")
     max_points = max_points or card.get("input_points") or DEFAULT_TILE_POINTS
-    if max_points < 1:
-        raise UserError(f"points per tile must be >= 1 (got {max_points})")
     sparse_inputs = card.get("sparse_inputs")
     started = time.perf_counter()
     settings = generator.settings
@@ -173,18 +168,26 @@ def reconstruct_tiled(generator, card: dict, points: np.ndarray, crop_size: floa
         closed = [(t == 0, t == n - 1) for t, n in zip(index, grid.counts)]
         vertices, faces = meshing.block_marching_cubes(block, threshold, closed)
         pieces.append((vertices + np.asarray(index) * grid.cells, faces))
-        if progress is not None:
-            progress(done, len(tiles))
+        yield TileProgress(done, len(tiles))
     if should_stop is not None and should_stop():
         raise Cancelled()
     vertices, faces = join_pieces(pieces, grid)
     vertices = (grid.origin + vertices * grid.spacing).astype(np.float32)
     if settings.fill_cavities:  # no whole lattice here: drop the voids' shells and contents
         vertices, faces = meshing.drop_void_shells(vertices, faces)
-    if settings.simplify_faces and len(faces):
-        vertices, faces = meshing.simplify(vertices, faces, settings.simplify_faces)
+    if settings.simplify and len(faces):
+        vertices, faces = meshing.simplify(vertices, faces, settings.simplify)
     return TiledResult(vertices, faces, grid, tiles_run, most_points, evaluations,
                        time.perf_counter() - started)
+
+
+def tiled_result(steps: Generator[TileProgress, None, TiledResult]) -> TiledResult:
+    """Run a ``reconstruct_tiled`` generator to its end, for callers that need no progress."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
 
 
 def share_faces(block: np.ndarray, index, counts, faces_of_done: dict) -> None:

@@ -63,3 +63,11 @@ def resample_voxels(occupancy: np.ndarray, n: int = 32) -> np.ndarray:
     centres = (np.arange(n) + 0.5) / n
     index = [np.minimum((centres * m).astype(np.int64), m - 1) for m in occupancy.shape]
     return occupancy[np.ix_(*index)]
+
+
+def resample_sparse(unit, sparse, rng):
+    """Unit-cube points (N, 3) drawn with replacement to ``sparse["resample_to"]`` points,
+    each copy jittered by ``sparse["jitter"]`` (std): how sparse scans were fed in training.
+    Returns (resample_to, 3) float32."""
+    unit = unit[rng.integers(len(unit), size=sparse["resample_to"])]
+    return (unit + sparse["jitter"] * rng.standard_normal(unit.shape)).astype(np.float32)

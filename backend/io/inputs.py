@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from .binvox import MAX_VOXEL_DIM, read_binvox
-from ..errors import UserError
+from ..errors import LimitError, UserError
 
 # Size limits (DESIGN §9). 10M float32 points are 120 MB.
 MAX_POINTS = 10_000_000
@@ -29,6 +29,9 @@ POINT_EXTENSIONS = (".ply", ".xyz", ".txt", ".npy", ".npz")
 VOXEL_EXTENSIONS = (".binvox",)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 SUPPORTED_EXTENSIONS = POINT_EXTENSIONS + VOXEL_EXTENSIONS + IMAGE_EXTENSIONS
+
+# What each input kind is called in messages ("this model reconstructs from a point cloud").
+KIND_NAMES = {"pointcloud": "a point cloud", "voxels": "a voxel grid", "image": "an image"}
 
 # A bare .npy/.npz voxel grid covers the ONet unit cube [-0.5, 0.5]^3.
 UNIT_CUBE_TRANSLATE = (-0.5, -0.5, -0.5)
@@ -96,7 +99,7 @@ def read_input(
         occupancy = validate_voxels(occupancy, source, max_dim=max_voxel_dim)
         return VoxelInput(occupancy, translate, scale)
     if ext in IMAGE_EXTENSIONS:
-        return ImageInput(_read_image(path, max_pixels))
+        return ImageInput(decode_image(path, source, max_pixels))
     raise UserError(
         f"{path}: unsupported file type '{path.suffix}'; "
         f"supported: {' '.join(SUPPORTED_EXTENSIONS)}"
@@ -142,7 +145,7 @@ def validate_points(
     if n < 2:
         raise UserError(f"{source}: has {n} point(s); a point cloud needs at least 2 points")
     if n > max_points:
-        raise UserError(f"{source}: has {n} points, above the limit of {max_points}; subsample it")
+        raise LimitError(f"{source}: has {n} points, above the limit of {max_points}; subsample it")
     with np.errstate(over="ignore"):  # float64 beyond float32 range becomes inf, reported below
         points = np.ascontiguousarray(points, dtype=np.float32)
     bad_rows = int((~np.isfinite(points).all(axis=1)).sum())
@@ -310,25 +313,53 @@ def _text_table_error(path: Path, text: str) -> UserError:
     return UserError(f"{path}: cannot be read as a table of numbers; give x y z per line")
 
 
-def _read_image(path: Path, max_pixels: int) -> np.ndarray:
-    """Decode an image to (H, W, 4) uint8 RGBA, refusing more than ``max_pixels`` pixels."""
+def decode_image(file, source: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode a PNG/JPEG (a path or a binary file object) to (H, W, 4) uint8 RGBA, upright
+    (EXIF rotation applied), refusing more than ``max_pixels`` pixels before decoding.
+    ``source`` names the file or request field in messages."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         # open() reads only the header, so the size check happens before any decoding.
-        with Image.open(path) as image:
+        with Image.open(file) as image:
             width, height = image.size
             if width * height > max_pixels:
-                raise UserError(f"{path}: image is {width} x {height} = {width * height} pixels, "
-                                f"above the limit of {max_pixels}; downscale it")
+                raise LimitError(f"{source}: image is {width} x {height} = {width * height} "
+                                 f"pixels, above the limit of {max_pixels}; downscale it")
+            if width * height == 0:
+                raise UserError(f"{source}: image has no pixels ({width} x {height})")
             # Phone photos store their rotation in EXIF; apply it so the view matches the photo.
             rgba = ImageOps.exif_transpose(image).convert("RGBA")
             return np.asarray(rgba, dtype=np.uint8)
     except UnidentifiedImageError as exc:
-        raise UserError(f"{path}: is not a readable PNG or JPEG image; "
+        raise UserError(f"{source}: is not a readable PNG or JPEG image; "
                         "re-save it as PNG or JPEG") from exc
     except Image.DecompressionBombError as exc:
-        raise UserError(f"{path}: image is too large to decode safely; downscale it") from exc
+        raise LimitError(f"{source}: image is too large to decode safely; downscale it") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt image data
-        raise UserError(f"{path}: image data is corrupt ({exception_summary(exc)}); "
+        raise UserError(f"{source}: image data is corrupt ({exception_summary(exc)}); "
                         "re-save it as PNG or JPEG") from exc
+
+
+def image_array(array: np.ndarray, source: str, max_pixels: int = MAX_IMAGE_PIXELS,
+                mask: np.ndarray | None = None) -> np.ndarray:
+    """Check a decoded image (H, W, 3|4) uint8 and return it as (H, W, 4) uint8 RGBA; a
+    ``mask`` (H, W) uint8 replaces its alpha."""
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise UserError(f"{source}: must be (H, W, 3|4) uint8, got {array.dtype} "
+                        f"{tuple(array.shape)}")
+    height, width = array.shape[:2]
+    if height * width == 0:
+        raise UserError(f"{source}: image has no pixels ({height} x {width})")
+    if height * width > max_pixels:
+        raise LimitError(f"{source}: image of {height}x{width} pixels is over the limit of "
+                         f"{max_pixels:,}")
+    if array.shape[2] == 3:
+        array = np.concatenate([array, np.full((height, width, 1), 255, np.uint8)], 2)
+    array = np.array(array, order="C")
+    if mask is not None:
+        if mask.shape != (height, width) or mask.dtype != np.uint8:
+            raise UserError(f"{source}: the mask must be uint8 with the image's size "
+                            f"{(height, width)}")
+        array[..., 3] = mask
+    return array

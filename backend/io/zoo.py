@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
+from .inputs import KIND_NAMES
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"
 ANALYTIC_PREFIX = "analytic:"
-KIND_NAMES = {"pointcloud": "point clouds", "voxels": "voxel grids", "image": "images"}
 
 
 def read_card(path):

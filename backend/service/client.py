@@ -128,7 +128,7 @@ class Client:
 
     def reconstruct(self, model=None, mise=None, output=None, on_accepted=None, **inputs):
         """Stream a reconstruction: inputs are points= | voxels= (+ voxel_frame=) | image=
-        (+ mask=) | image_file=, and tiling={tile_size, overlap, tile_points} for large point
+        (+ mask=) | image_file=, and tiling={tile_size, tile_overlap, tile_points} for large point
         clouds; mise: {resolution0, upsampling_steps, threshold}; output: {normals, simplify,
         refine_steps}."""
         body = self.input_frame(model=model, mise=mise, output=output, **inputs)

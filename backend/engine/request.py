@@ -1,0 +1,201 @@
+"""What one reconstruction asks for, under one set of names and one table of limits.
+
+A ``ReconstructRequest`` names a source (an input, or a ``Blend`` of two encoded shapes), a
+model, the MISE and output settings (``generation.Settings``), optional tiling options, the
+decoder precision and a seed. Each option has one name from Blender's property through the
+wire (docs/protocol.md) to the CLI flag (``--resolution0``, ``--upsampling-steps``,
+``--threshold``, ``--precision``, ``--normals``, ``--simplify``, ``--refine-steps``,
+``--fill-cavities``, ``--tile-size``, ``--tile-overlap``, ``--tile-points``; see
+docs/design.md, "One request").
+
+``ReconstructRequest.validate`` checks everything against ``Limits`` before any work starts;
+the CLI and the server call it with the same table (the server may lower its entries).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import numpy as np
+
+from ..errors import LimitError, UserError
+from ..io.binvox import MAX_VOXEL_DIM
+from ..io.inputs import KIND_NAMES, MAX_IMAGE_PIXELS, MAX_POINTS, Input
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+
+@dataclass
+class Settings:
+    """What to generate. Resolutions follow the paper: finest R = resolution0 * 2^steps.
+
+    Field names are the option names of the wire's ``mise`` and ``output`` objects and of
+    the CLI flags (backend/engine/request.py).
+    """
+
+    resolution0: int = 32
+    upsampling_steps: int = 2
+    threshold: Optional[float] = None  # probability; None means the model card's
+    batch_points: int = 16384  # decoder batch: bounds memory (16k x 256 floats = 16 MB)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    normals: bool = False
+    simplify: Optional[int] = None  # decimate the final mesh to about this many faces
+    refine_steps: int = 0
+    fill_cavities: bool = True  # final mesh: enclosed voids made solid (meshing.fill_enclosed)
+    mesh_every_level: bool = True  # False: coarse frames carry statistics but no mesh
+
+    def validate(self, max_resolution: int = 512):
+        """Raise UserError for settings that cannot work or whose finest lattice is over
+        ``max_resolution`` (the request's ``Limits``)."""
+        if self.resolution0 < 2:
+            raise UserError(f"resolution0 must be at least 2 (got {self.resolution0})")
+        if self.upsampling_steps < 0:
+            raise UserError(f"upsampling steps must be >= 0 (got {self.upsampling_steps})")
+        finest = self.resolution0 * 2 ** self.upsampling_steps
+        if finest > max_resolution:
+            raise LimitError(f"finest resolution {self.resolution0} x 2^{self.upsampling_steps}"
+                            f" = {finest} is above the limit of {max_resolution}; lower "
+                            "resolution0 or upsampling_steps")
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
+            raise UserError(f"threshold is a probability in (0, 1) (got {self.threshold})")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision must be auto, fp32, bf16 or fp16 (got {self.precision})")
+        if self.simplify is not None and self.simplify < 4:
+            raise UserError("simplify needs a target of at least 4 faces")
+        if self.refine_steps < 0:
+            raise UserError("refine steps must be >= 0")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for: the same table for the CLI and the server.
+
+    Every entry is a server option (``--max-points`` ...); the defaults are what the CLI
+    enforces. Memory at the limits: 10M points are 120 MB; a 513^3 lattice of logits 540 MB.
+    """
+
+    max_points: int = MAX_POINTS  # input points (tiled or not)
+    max_voxel_dim: int = MAX_VOXEL_DIM  # edge of a voxel grid
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_resolution: int = 512  # finest MISE lattice, resolution0 * 2^upsampling_steps
+    max_refine_steps: int = 1000  # gradient refinement steps of the final mesh
+    max_tiles: int = 4096  # tiles of a tiled reconstruction
+
+    def check_settings(self, settings: Settings) -> None:
+        """UserError naming the option when MISE or output settings are out of range."""
+        settings.validate(self.max_resolution)
+        if settings.refine_steps > self.max_refine_steps:
+            raise LimitError(f"refine_steps {settings.refine_steps} is over the limit of "
+                            f"{self.max_refine_steps}")
+
+
+LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class TilingOptions:
+    """A large cloud reconstructed tile by tile (``tiling``): ``tile_size`` is the edge, in
+    the input's units, that the model sees as its unit cube; ``tile_overlap`` the share of a
+    crop on each side that is context only, in [0, 0.45]; ``tile_points`` the most input
+    points per crop (None: the model's input size)."""
+
+    tile_size: float
+    tile_overlap: float = 0.2
+    tile_points: Optional[int] = None
+
+
+@dataclass
+class EncodedShape:
+    """A shape's code and where its unit cube sits in its input's coordinates:
+    ``world = center + unit * scale`` (center (3,) float64)."""
+
+    model: str
+    code: object  # generation.ShapeCode
+    center: np.ndarray
+    scale: float
+
+
+@dataclass
+class Blend:
+    """The shape at ``t`` in [0, 1] between two encoded shapes of one model."""
+
+    a: EncodedShape
+    b: EncodedShape
+    t: float
+
+
+@dataclass
+class ReconstructRequest:
+    """One reconstruction: ``source`` is an input (``backend.io.inputs``) or a ``Blend``;
+    ``model`` a model name (None: the default for the input's kind); ``occupancies`` (N,)
+    bool labels of a point cloud's points, for a generative model's posterior."""
+
+    source: Union[Input, Blend]
+    model: Optional[str] = None
+    settings: Settings = field(default_factory=Settings)
+    tiling: Optional[TilingOptions] = None
+    seed: int = 0
+    occupancies: Optional[np.ndarray] = None
+
+    @property
+    def kind(self) -> Optional[str]:
+        """The input's kind, or None for a blend."""
+        return getattr(self.source, "kind", None)
+
+    def validate(self, model, limits: Limits = LIMITS) -> None:
+        """UserError naming the option for anything that cannot work with ``model`` (the
+        loaded module) or is over ``limits``: checked once, before any work starts."""
+        limits.check_settings(self.settings)
+        if isinstance(self.source, Blend):
+            if not 0 <= self.source.t <= 1:
+                raise UserError(f"t must be in [0, 1] (got {self.source.t})")
+        else:
+            check_kind(self.kind, model)
+        if self.occupancies is not None:
+            points = getattr(self.source, "points", None)
+            if points is None or self.occupancies.shape != (len(points),):
+                raise UserError("occupancies must be (N,) labels of the N input points")
+        if self.tiling is not None:
+            self._check_tiling(model, limits)
+
+    def _check_tiling(self, model, limits: Limits) -> None:
+        tiling, settings = self.tiling, self.settings
+        if self.kind != "pointcloud":
+            raise UserError("tiling works on point clouds only; leave the tile size out for "
+                            "this input")
+        if settings.normals or settings.refine_steps:
+            raise UserError("normals and refine_steps are not available with tiling; leave "
+                            "them out")
+        if not getattr(model, "local_features", False):
+            raise UserError("tiling needs a model with local features (a ConvONet); this "
+                            "model encodes the whole input into one vector. Choose a ConvONet"
+                            " model or reconstruct without tiles")
+        if not (math.isfinite(tiling.tile_size) and tiling.tile_size > 0):
+            raise UserError(f"tile_size must be a finite number > 0 (got {tiling.tile_size})")
+        if not 0 <= tiling.tile_overlap <= 0.45:
+            raise UserError(f"tile_overlap is a share of the crop in [0, 0.45] (got "
+                            f"{tiling.tile_overlap})")
+        if tiling.tile_points is not None and tiling.tile_points < 1:
+            raise UserError(f"tile_points must be >= 1 (got {tiling.tile_points})")
+        points = self.source.points
+        edge = tiling.tile_size * (1 - 2 * tiling.tile_overlap)
+        extent = points.max(axis=0) - points.min(axis=0) + 0.1 * tiling.tile_size
+        tiles = math.prod(max(1, math.ceil(e / edge)) for e in extent.astype(np.float64))
+        if tiles > limits.max_tiles:
+            raise LimitError(f"tile_size {tiling.tile_size:g} cuts this cloud into {tiles:,} "
+                            f"tiles, over the limit of {limits.max_tiles:,}; use a larger "
+                            "tile size (about one object's size)")
+
+
+def check_kind(kind: Optional[str], model) -> None:
+    """UserError when ``model`` is conditioned on another kind of input than ``kind``."""
+    wanted = getattr(model, "input_kind", None)
+    if wanted is not None and kind is not None and wanted != kind:
+        raise UserError(f"this model reconstructs from {KIND_NAMES[wanted]}, but the input is"
+                        f" {KIND_NAMES[kind]}; choose a {wanted} model")

@@ -1,0 +1,274 @@
+"""HTTP front of the service: authentication, body reading, JSON errors, frame streaming.
+
+Every request is answered on its own thread; work goes to the ``Worker``
+(backend/service/jobs.py); requests are parsed by backend/service/schema.py. The wire
+format: docs/protocol.md.
+"""
+
+import json
+from dataclasses import asdict
+import logging
+import queue
+import secrets
+import select
+import socket
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .. import __version__
+from ..engine.request import Blend, ReconstructRequest
+from ..errors import UserError
+from . import protocol
+from .jobs import Worker
+from .schema import (ApiError, bad_request, content_hash, is_number, request_from,
+                     settings_from, user_error)
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+
+
+class Handler(BaseHTTPRequestHandler):
+    """HTTP front of the service: authentication, limits, JSON errors, frame streaming."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = f"onet-backend/{__version__}"
+    service: Worker = None  # set on the subclass made by ``make_server``
+    token: str = ""
+
+    def log_message(self, format, *args):  # stdout carries the handshake only
+        logger.debug("%s - %s", self.address_string(), format % args)
+
+    # -- plumbing ----------------------------------------------------------------------
+    def send_json(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def send_error_json(self, error):
+        if error.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE or error.status >= 500:
+            self.close_connection = True  # the unread body must not be parsed as a request
+        self.send_json(error.status, {"error": error.code, "message": error.message})
+
+    def authorize(self):
+        given = self.headers.get("Authorization", "")
+        if not secrets.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            raise ApiError(HTTPStatus.UNAUTHORIZED, "unauthorized",
+                           "missing or wrong token: send 'Authorization: Bearer <token>' with"
+                           " the token from the server's handshake line")
+
+    def read_body(self):
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise ApiError(HTTPStatus.LENGTH_REQUIRED, "length_required",
+                           "send a Content-Length header")
+        length = int(length)
+        limit = self.service.service_limits.max_body_bytes
+        if length > limit:
+            raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
+                           f"request body of {length:,} bytes is over the limit of {limit:,}")
+        self.connection.settimeout(30.0)  # a client that stalls mid-body gets a 400, not a hang
+        chunks, remaining = [], length
+        try:
+            while remaining:
+                chunk = self.rfile.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        except (socket.timeout, ConnectionError):
+            pass
+        finally:
+            self.connection.settimeout(None)
+        if remaining:
+            self.close_connection = True
+            raise bad_request(f"truncated body: got {length - remaining:,} of {length:,} bytes")
+        return b"".join(chunks)
+
+    def read_frame(self):
+        body = self.read_body()
+        if self.headers.get("Content-Type", "").startswith("application/json"):
+            try:
+                header = json.loads(body)
+            except ValueError:
+                raise bad_request("body is not valid JSON") from None
+            if not isinstance(header, dict):
+                raise bad_request("JSON body must be an object")
+            return header, {}
+        try:
+            return protocol.decode_frame(body)
+        except protocol.ProtocolError as exc:
+            raise bad_request(f"malformed frame: {exc}") from None
+
+    def client_gone(self):
+        """True when the client closed its end (readable with nothing to read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    def stream(self, job, first):
+        """Relay a job's frames; a client that disconnects cancels the job."""
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", protocol.CONTENT_TYPE)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            self.wfile.write(protocol.encode_frame({**first, "job": job.id}))
+            self.wfile.flush()
+            last_write = time.monotonic()
+            while True:
+                try:
+                    header, arrays = job.frames.get(timeout=0.25)
+                except queue.Empty:
+                    if self.client_gone():
+                        job.cancel.set()
+                        return
+                    if time.monotonic() - last_write > HEARTBEAT_SECONDS:
+                        # Keeps client read timeouts from firing while the job waits or
+                        # works on a long level, and tells the user where it stands.
+                        self.wfile.write(protocol.encode_frame({
+                            "type": "progress", "job": job.id, "status": job.status,
+                            "queue": self.service.queue_length()}))
+                        self.wfile.flush()
+                        last_write = time.monotonic()
+                    continue
+                last_write = time.monotonic()
+                self.wfile.write(protocol.encode_frame(header, arrays))
+                self.wfile.flush()
+                if header["type"] == "end":
+                    return
+        except (BrokenPipeError, ConnectionError, OSError):
+            job.cancel.set()
+
+    # -- routes ------------------------------------------------------------------------
+    def dispatch(self, method):
+        try:
+            self.authorize()
+            path = self.path.split("?", 1)[0].rstrip("/")
+            route = ROUTES.get((method, path))
+            if route is None and path.startswith("/v1/jobs/") and method in ("GET", "DELETE"):
+                job = self.service.job(path.rsplit("/", 1)[1])
+                if method == "DELETE":
+                    job.cancel.set()
+                return self.send_json(HTTPStatus.OK, job.describe())
+            if route is None:
+                raise ApiError(HTTPStatus.NOT_FOUND, "not_found",
+                               f"no endpoint {method} {path}; see docs/protocol.md")
+            route(self)
+        except ApiError as exc:
+            self.send_error_json(exc)
+        except UserError as exc:
+            self.send_error_json(user_error(exc))
+        except (BrokenPipeError, ConnectionError):
+            self.close_connection = True
+        except Exception as exc:  # a bug: answer 500 rather than hang the client
+            self.send_error_json(ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal",
+                                          f"{type(exc).__name__}: {exc}"))
+
+    def do_GET(self):
+        self.dispatch("GET")
+
+    def do_POST(self):
+        self.dispatch("POST")
+
+    def do_DELETE(self):
+        self.dispatch("DELETE")
+
+    def health(self):
+        service = self.service
+        self.send_json(HTTPStatus.OK, {
+            "status": "ok", "version": __version__, "protocol": protocol.PROTOCOL,
+            "device": str(service.device), "models_loaded": sorted(service.models),
+            "queue": service.queue_length(),
+            "running": service.running.id if service.running else None,
+            "limits": {**asdict(service.limits), **asdict(service.service_limits)}})
+
+    def list_models(self):
+        models = []
+        for name, card in self.service.catalogue().items():
+            card = {key: value for key, value in card.items() if key != "path"}
+            models.append({"name": name, "input_kind": card.get("input_kind",
+                                                                card["config"].get("input_kind")),
+                           "threshold": card.get("threshold", 0.2),
+                           "default_for": card.get("default_for", []), "card": card})
+        self.send_json(HTTPStatus.OK, {"models": models})
+
+    def reconstruct(self):
+        header, arrays = self.read_frame()
+        service = self.service
+        request = request_from(header, arrays, service.limits)
+        name, model, card = service.model(request.model, request.kind)
+        self.validate(request, model)
+        job = service.reconstruct_job(request, name, model, card, {})
+        self.stream(job, {"type": "accepted", "model": name, "queue": service.queue_length(),
+                          "notes": []})
+
+    def validate(self, request, model):
+        try:
+            request.validate(model, self.service.limits)
+        except UserError as exc:
+            raise user_error(exc) from None
+
+    def encode(self):
+        header, arrays = self.read_frame()
+        service = self.service
+        request = request_from(header, arrays, service.limits)
+        name, model, _ = service.model(request.model, request.kind)
+        request.model = name
+        self.validate(request, model)
+        latent, cached, notes = service.encode(request, content_hash(header, arrays))
+        self.send_json(HTTPStatus.OK, {"latent": latent, "model": service.shapes[latent].model,
+                                       "cached": cached, "notes": notes})
+
+    def interpolate(self):
+        header, _ = self.read_frame()
+        service = self.service
+        try:
+            a, b = service.shapes[header["a"]], service.shapes[header["b"]]
+        except (KeyError, TypeError):
+            raise ApiError(HTTPStatus.NOT_FOUND, "unknown_latent",
+                           "'a' and 'b' must be latent ids from /v1/encode (the cache keeps the"
+                           f" last {service.service_limits.max_latents}); encode the inputs "
+                           "again")
+        t = header.get("t")
+        if not is_number(t):
+            raise bad_request("'t' must be a number in [0, 1]")
+        if a.model != b.model:
+            raise bad_request(f"latents come from different models ({a.model}, {b.model})")
+        preview = header.get("preview", False)
+        if not isinstance(preview, bool):
+            raise bad_request("'preview' must be true or false")
+        request = ReconstructRequest(Blend(a, b, float(t)), a.model,
+                                     settings_from(header, preview))
+        name, model, card = service.model(a.model, None)
+        self.validate(request, model)
+        job = service.reconstruct_job(request, name, model, card, {"t": t, "preview": preview})
+        self.stream(job, {"type": "accepted", "model": name, "queue": service.queue_length(),
+                          "t": t, "preview": preview})
+
+
+ROUTES = {
+    ("GET", "/v1/health"): Handler.health,
+    ("GET", "/v1/models"): Handler.list_models,
+    ("POST", "/v1/reconstruct"): Handler.reconstruct,
+    ("POST", "/v1/encode"): Handler.encode,
+    ("POST", "/v1/interpolate"): Handler.interpolate,
+}
+
+
+
+def make_server(host, port, token, service):
+    """A bound ThreadingHTTPServer whose handler talks to ``service``."""
+    handler = type("BoundHandler", (Handler,), {"service": service, "token": token})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+

@@ -1,0 +1,243 @@
+"""The server's work: one device thread runs queued jobs; models and encoded shapes are
+cached.
+
+``Worker`` owns the device. Each ``QueuedJob`` runs ``engine.pipeline.reconstruct`` (or
+``encode``) on the worker thread and puts wire frames (header, arrays) on its queue, which
+the HTTP thread that accepted it relays (backend/service/http.py). docs/design.md,
+"Process model".
+"""
+
+import gc
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..engine.request import LIMITS, Limits
+from ..errors import UserError
+from .schema import ApiError, user_error
+
+logger = logging.getLogger(__name__)
+
+FORGET_SECONDS = 60.0  # finished jobs stay visible to GET/DELETE this long
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """What the service holds at once; each is a server option (``--max-queue`` ...)."""
+
+    max_body_bytes: int = 256 * 1024 * 1024
+    max_queue: int = 4  # jobs waiting behind the running one; beyond it, 429
+    max_latents: int = 64  # encoded shapes kept for /v1/interpolate
+
+
+@dataclass
+class QueuedJob:
+    """One unit of work for the device thread. ``frames`` carries (header, arrays) tuples."""
+
+    kind: str  # reconstruct | interpolate | encode
+    run: Callable[["QueuedJob"], None]  # executed on the worker thread
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    frames: "queue.Queue" = field(default_factory=queue.Queue)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    status: str = "queued"  # queued | running | done | cancelled | error
+    finished_at: Optional[float] = None
+
+    def describe(self):
+        return {"job": self.id, "kind": self.kind, "status": self.status,
+                "cancel_requested": self.cancel.is_set()}
+
+    def emit(self, header, arrays=None):
+        self.frames.put(({**header, "job": self.id}, arrays or {}))
+
+
+def emit_reconstruction(job: QueuedJob, events, extra: dict) -> None:
+    """Relay ``pipeline.reconstruct``'s events as wire frames: "tile", "mesh", "final"."""
+    from ..engine.pipeline import Finished, MeshFrame, TileProgress
+
+    for event in events:
+        if isinstance(event, TileProgress):
+            job.emit({"type": "tile", "tile": event.done, "tiles": event.total})
+        elif isinstance(event, MeshFrame):
+            arrays = {"vertices": event.vertices, "faces": event.faces}
+            if event.normals is not None:
+                arrays["normals"] = event.normals.astype(np.float32)
+            job.emit({"type": "mesh", "level": event.level, "levels": event.levels,
+                      "resolution": event.resolution, "evaluations": event.evaluations,
+                      "seconds": round(event.seconds, 4), "final": event.final}, arrays)
+        elif isinstance(event, Finished):
+            summary = {**event.summary, **extra}
+            summary["notes"] = extra.get("notes", []) + event.summary["notes"]
+            job.emit({"type": "final", **summary})
+
+
+class Worker:
+    """Models, the job queue and the encoded-shape cache; the HTTP handler calls into it."""
+
+    def __init__(self, device, limits: Limits = LIMITS,
+                 service_limits: ServiceLimits = ServiceLimits(), model_dirs=()):
+        from ..engine.generation import resolve_device
+
+        self.device = resolve_device(device)
+        self.limits = limits
+        self.service_limits = service_limits
+        self.model_dirs = tuple(model_dirs)
+        self.models = {}
+        self.models_lock = threading.Lock()
+        self.shapes = OrderedDict()  # latent id -> EncodedShape
+        self.jobs = {}
+        self.pending = queue.Queue()
+        self.waiting = 0  # jobs queued, not yet running
+        self.count_lock = threading.Lock()
+        self.running: Optional[QueuedJob] = None
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._work, name="onet-device", daemon=True)
+        self.thread.start()
+
+    # -- models -----------------------------------------------------------------------
+    def catalogue(self):
+        from ..io import zoo
+
+        return zoo.catalogue(self.model_dirs)
+
+    def model(self, name, kind):
+        """(name, model, card) for a model name (None: the default for ``kind``)."""
+        from ..io import zoo
+
+        try:
+            name = name or zoo.default_model_name(kind, self.model_dirs)
+            with self.models_lock:
+                if name not in self.models:
+                    self.models[name] = zoo.load(name, self.device, self.model_dirs)
+        except UserError as exc:
+            raise ApiError(HTTPStatus.NOT_FOUND, "unknown_model", str(exc)) from None
+        return (name, *self.models[name])
+
+    # -- jobs ---------------------------------------------------------------------------
+    def submit(self, job: QueuedJob) -> QueuedJob:
+        with self.count_lock:
+            if self.waiting >= self.service_limits.max_queue:
+                raise ApiError(HTTPStatus.TOO_MANY_REQUESTS, "busy",
+                               f"{self.waiting} jobs are already waiting; retry shortly")
+            self.waiting += 1
+        self._forget_finished()
+        self.jobs[job.id] = job
+        self.pending.put(job)
+        return job
+
+    def job(self, job_id):
+        self._forget_finished()
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise ApiError(HTTPStatus.NOT_FOUND, "unknown_job",
+                           f"no job {job_id!r} (finished jobs are forgotten after a minute)")
+        return job
+
+    def queue_length(self):
+        return self.waiting + (self.running is not None)
+
+    def _forget_finished(self):
+        # Finished jobs stay briefly so a late DELETE still finds them (404 after that).
+        now = time.monotonic()
+        for job_id, job in list(self.jobs.items()):
+            if job.finished_at is not None and now - job.finished_at > FORGET_SECONDS:
+                self.jobs.pop(job_id, None)
+
+    def _work(self):
+        from ..engine.generation import Cancelled
+
+        while not self.stopping.is_set():
+            try:
+                job = self.pending.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            with self.count_lock:
+                self.waiting -= 1
+            self.running = job
+            job.status = "running"
+            try:
+                if job.cancel.is_set():
+                    raise Cancelled()
+                job.run(job)
+                job.status = "done"
+            except Cancelled:
+                job.status = "cancelled"
+                job.emit({"type": "cancelled"})
+            except ApiError as exc:
+                job.status = "error"
+                job.emit({"type": "error", "error": exc.code, "message": str(exc)})
+            except UserError as exc:
+                job.status = "error"
+                job.emit({"type": "error", "error": user_error(exc).code, "message": str(exc)})
+            except Exception as exc:  # a bug: report it, keep serving
+                logger.exception("job %s failed", job.id)
+                job.status = "error"
+                job.emit({"type": "error", "error": "internal",
+                          "message": f"{type(exc).__name__}: {exc}"})
+            finally:
+                self.running = None
+                job.emit({"type": "end"})
+                job.finished_at = time.monotonic()
+                job.done.set()
+                self._free_memory()
+
+    def _free_memory(self):
+        gc.collect()
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # -- work run on the device thread ---------------------------------------------------
+    def reconstruct_job(self, request, name, model, card, extra) -> QueuedJob:
+        """A job streaming ``request``'s frames (``request`` validated for ``model``)."""
+        from ..engine import pipeline
+
+        def run(job):
+            emit_reconstruction(job, pipeline.reconstruct(request, model, card, self.device,
+                                                          job.cancel.is_set),
+                                {"model": name, **extra})
+
+        return self.submit(QueuedJob("interpolate" if request.kind is None else "reconstruct",
+                                     run))
+
+    def encode(self, request, key):
+        """Latent id of a validated input request, encoded on the worker thread and cached
+        by content ``key``: (latent id, cached?, notes)."""
+        if key in self.shapes:
+            self.shapes.move_to_end(key)
+            return key, True, []
+        notes = []
+
+        def run(job):
+            from ..engine import pipeline
+
+            name, model, card = self.model(request.model, request.kind)
+            shape, prepared_notes = pipeline.encode(request, name, model, card, self.device)
+            self.shapes[key] = shape
+            notes.extend(prepared_notes)
+            while len(self.shapes) > self.service_limits.max_latents:
+                self.shapes.popitem(last=False)
+            job.emit({"type": "encoded"})
+
+        job = self.submit(QueuedJob("encode", run))
+        job.done.wait()
+        header, _ = job.frames.get()
+        if header["type"] == "error":
+            status = (HTTPStatus.REQUEST_ENTITY_TOO_LARGE if header["error"] == "too_large"
+                      else HTTPStatus.BAD_REQUEST)
+            raise ApiError(status, header["error"], header["message"])
+        return key, False, notes
+
+    def shutdown(self):
+        self.stopping.set()
+        for job in list(self.jobs.values()):
+            job.cancel.set()
