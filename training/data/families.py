@@ -86,19 +86,21 @@ def _octave_waves(rng: np.random.Generator, octaves: int, per_octave: int, frequ
     return S.wave_noise(amplitudes, vectors, rng.uniform(0, 2 * np.pi, count))
 
 
-def _blob_cluster(rng: np.random.Generator, count: int, size: float) -> list[S.SDF]:
-    """``count`` rotated ellipsoids (semi-axes about ``size``), each centred inside an
-    earlier one so the cluster is connected; centred on the mean of their centres."""
+def _blob_cluster(rng: np.random.Generator, count: int, size: float, spread: float = 0.6,
+                  reach: tuple[float, float] = (0.5, 0.85)) -> list[S.SDF]:
+    """``count`` rotated ellipsoids (semi-axes ``spread`` to 1 times ``size``), each centred
+    inside an earlier one, ``reach`` of the way to its surface, so the cluster is connected;
+    centred on the mean of their centres."""
     centres, radii, spins = [], [], []
     for i in range(count):
-        r = size * rng.uniform(0.6, 1.0) * rng.uniform(0.6, 1.4, size=3)
+        r = size * rng.uniform(spread, 1.0) * rng.uniform(0.6, 1.4, size=3)
         spin = S.rotation(rng.normal(size=3), rng.uniform(0, np.pi))
         if i == 0:
             centre = np.zeros(3)
         else:
             j = int(rng.integers(0, i))
             centre = centres[j] + spins[j] @ (radii[j] * _unit(rng.normal(size=3))
-                                              * rng.uniform(0.5, 0.85))
+                                              * rng.uniform(*reach))
         centres.append(centre)
         radii.append(r)
         spins.append(spin)
@@ -110,9 +112,11 @@ def _blob_cluster(rng: np.random.Generator, count: int, size: float) -> list[S.S
 # Organic ------------------------------------------------------------------------------------
 
 def make_organic(rng: np.random.Generator) -> S.SDF:
-    """A smooth union of 6-14 rotated ellipsoids, each centred inside an earlier one."""
-    parts = _blob_cluster(rng, int(rng.integers(6, 15)), rng.uniform(0.2, 0.32))
-    return S.blend(parts, rng.uniform(0.1, 0.3))
+    """A smooth union of 6-14 rotated ellipsoids of several sizes, each centred near the
+    surface of an earlier one (lumps, lobes, knobbly tubers)."""
+    parts = _blob_cluster(rng, int(rng.integers(6, 15)), rng.uniform(0.25, 0.4), spread=0.35,
+                          reach=(0.75, 0.95))
+    return S.blend(parts, rng.uniform(0.03, 0.12))
 
 
 def make_displaced(rng: np.random.Generator) -> S.SDF:
@@ -125,10 +129,10 @@ def make_displaced(rng: np.random.Generator) -> S.SDF:
         base, depth = S.blend(_blob_cluster(rng, int(rng.integers(2, 5)), 0.5), 0.25), 0.3
     octaves = int(rng.integers(3, 5))
     per_octave = 4
-    # The noise's largest value, sum of amplitudes, stays below 40% of the base's depth.
-    total = depth * rng.uniform(0.15, 0.4)
+    # The noise's largest value, sum of amplitudes, stays below 60% of the base's depth.
+    total = depth * rng.uniform(0.3, 0.6)
     amplitude = total / (per_octave * 0.75 * sum(0.5 ** o for o in range(octaves)))
-    noise, lipschitz = _octave_waves(rng, octaves, per_octave, rng.uniform(1.5, 3.5), amplitude)
+    noise, lipschitz = _octave_waves(rng, octaves, per_octave, rng.uniform(2.0, 5.0), amplitude)
     return S.displace(base, noise, lipschitz)
 
 
@@ -190,25 +194,26 @@ def make_relief(rng: np.random.Generator) -> S.SDF:
     (terrain, embossing); the bottom is flat."""
     width, depth = rng.uniform(1.2, 2.0), rng.uniform(0.8, 2.0)
     if rng.random() < 0.5:
-        footprint = S.cylinder(min(width, depth) / 2, 10.0)
-        reach = min(width, depth) / 2
+        reach = max(width, depth) / 2
+        footprint = S.cylinder(reach, 10.0)
     else:
         footprint = S.rounded_box((width, 10.0, depth), rng.uniform(0.05, 0.3))
         reach = max(width, depth) / 2
-    base = rng.uniform(0.12, 0.25)  # slab thickness below the zero height
+    base = rng.uniform(0.1, 0.25)  # slab thickness below the lowest height
     dome = rng.uniform(0.0, 0.5) if rng.random() < 0.7 else 0.0
     dome_r = reach * rng.uniform(0.7, 1.1)
-    total = (base - 0.04) * rng.uniform(0.5, 1.0)  # bound on the noise: walls >= 0.04
+    total = rng.uniform(0.05, 0.25)  # bound on the noise, raised by it: heights >= 0
     octaves, per_octave = 3, 5
     amplitude = total / (per_octave * 0.75 * sum(0.5 ** o for o in range(octaves)))
     noise, noise_slope = _octave_waves(rng, octaves, per_octave, rng.uniform(2.0, 5.0), amplitude,
                                        planar=True)
     inv = np.float32(1 / np.sqrt(1 + (noise_slope + dome * np.pi / (2 * dome_r)) ** 2))
-    h0, r0, b = np.float32(dome / 2), np.float32(dome_r), np.float32(base)
+    h0, r0, b, lift = (np.float32(v) for v in (dome / 2, dome_r, base, total))
 
     def field(q):
         rho = np.sqrt(q[0] * q[0] + q[2] * q[2])
-        height = h0 * (1 + np.cos(np.float32(np.pi) * np.minimum(rho / r0, 1))) + noise(q)
+        height = (h0 * (1 + np.cos(np.float32(np.pi) * np.minimum(rho / r0, 1))) + lift
+                  + noise(q))
         top = (q[1] - height) * inv
         return np.maximum(np.maximum(footprint.field(q), top), -q[1] - b)
 
