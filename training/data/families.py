@@ -17,9 +17,8 @@ the exact sign, so labels are exact and the narrow-band meshing of ``surface.py`
 noisy surfaces are divided by their Lipschitz constant (``sdf.displace``). Walls, rods and
 plates are at least 2% of the shape's longest edge, as in ``shapes.py``.
 
-Seconds per shape (one core, official options: 100k points, 6 views of 224^2, mesh at
-128^3, measured with ``benchmarks``-free ``procedural.generate`` on this machine) are in
-``training/README.md``, section "Corpus v2".
+Seconds per shape of every family and the size of corpus v2 are in ``procedural.py``'s
+docstring.
 """
 
 from __future__ import annotations
@@ -170,7 +169,8 @@ def make_creature(rng: np.random.Generator) -> S.SDF:
     thick = rng.uniform(0.04, 0.08)
     xs = np.linspace(-0.6, 0.6, pairs) * body_r[0] if pairs > 1 else np.zeros(1)
     for x in xs:
-        knee_dx, foot_dx, splay = rng.uniform(-0.15, 0.15), rng.uniform(-0.1, 0.1), rng.uniform(0, 0.12)
+        knee_dx, foot_dx = rng.uniform(-0.15, 0.15), rng.uniform(-0.1, 0.1)
+        splay = rng.uniform(0, 0.12)
         for s in (-1, 1):
             hip = on_body((x, -0.3 * body_r[1], s * 0.6 * body_r[2]))
             knee = np.array([hip[0] + knee_dx, hip[1] * 0.5, hip[2] + s * splay])
@@ -255,7 +255,8 @@ def make_bracket(rng: np.random.Generator) -> S.SDF:
     xs = np.linspace(-1, 1, columns) * (width / 2 - hole_r - 0.08) if columns > 1 else [0.0]
     if rng.random() < 0.3 and depth / 2 - front_z > 3 * hole_r:  # a slot across the base
         z = (front_z + depth / 2 - hole_r - 0.05) / 2
-        cutters.append(_stadium(width * rng.uniform(0.15, 0.3), hole_r, 1.0).translate((0, t / 2, z)))
+        slot = _stadium(width * rng.uniform(0.15, 0.3), hole_r, 1.0)
+        cutters.append(slot.translate((0, t / 2, z)))
     else:
         for x in xs:
             z = rng.uniform(front_z, max(front_z, depth / 2 - hole_r - 0.05))
@@ -313,8 +314,8 @@ def make_gear(rng: np.random.Generator) -> S.SDF:
     pitch = 2 * np.pi * radius / count
     base_w, tip_w = pitch * rng.uniform(0.4, 0.5), pitch * rng.uniform(0.2, 0.35)
     inner = radius * 0.95
-    tooth = S.box((radius + tooth_h - inner, t, base_w)).translate(((inner + radius + tooth_h) / 2, 0, 0))
     run = radius + tooth_h - inner
+    tooth = S.box((run, t, base_w)).translate(((inner + radius + tooth_h) / 2, 0, 0))
     for s in (-1, 1):
         normal = np.array([base_w / 2 - tip_w / 2, 0, s * run])
         tooth = tooth & S.half_space(normal, float(_unit(normal) @ (inner, 0, s * base_w / 2)))
@@ -325,7 +326,8 @@ def make_gear(rng: np.random.Generator) -> S.SDF:
     sides = int(rng.integers(0, 3))
     if sides:
         boss_h = t + sides * rng.uniform(0.1, 0.4)
-        solid = solid | S.cylinder(hub_r, boss_h).translate((0, (boss_h - t) / 2 * (sides == 1), 0))
+        shift = (boss_h - t) / 2 if sides == 1 else 0.0  # one side: flush with the bottom
+        solid = solid | S.cylinder(hub_r, boss_h).translate((0, shift, 0))
     cutter = S.cylinder(bore, 4.0)
     if rng.random() < 0.4:
         key = rng.uniform(0.2, 0.4) * bore
@@ -411,9 +413,9 @@ def _curved_plate(rng: np.random.Generator) -> S.SDF:
     holes = int(rng.integers(0, 5))
     if holes:
         hole_r = rng.uniform(0.04, 0.1)
-        cutters = [S.cylinder(hole_r, 10.0).translate(
-            (rng.uniform(-1, 1) * (width / 2 - 2 * hole_r), 0, rng.uniform(-1, 1) * (depth / 2 - 2 * hole_r)))
-            for _ in range(holes)]
+        span = np.array([width / 2 - 2 * hole_r, 0, depth / 2 - 2 * hole_r])
+        cutters = [S.cylinder(hole_r, 10.0).translate(rng.uniform(-1, 1, size=3) * span)
+                   for _ in range(holes)]
         plate = plate - S.union(*cutters)
     return plate
 
@@ -430,18 +432,18 @@ def make_lathe(rng: np.random.Generator) -> S.SDF:
     knots_r = rng.uniform(0.12, 0.55, knots)
     heights, radii = profile_table(knots_y, knots_r)
     solid = S.revolution(heights, radii)
-    thinnest = radii.min()
+    bore = radii.min() * rng.uniform(0.3, 0.6) if rng.random() < 0.3 else 0.0
     for _ in range(int(rng.integers(0, 4))):
         y = rng.uniform(0.1, 0.9) * height
         r = float(np.interp(y, heights, radii))
         minor = rng.uniform(0.025, 0.06)
         ring = S.torus(r, minor).translate((0, y, 0))
-        if rng.random() < 0.5 and minor < 0.4 * r:
+        if rng.random() < 0.5 and minor < 0.4 * (r - bore):  # a groove leaves 60% of the wall
             solid = solid - ring
         else:
             solid = solid | ring
-    if rng.random() < 0.3:
-        solid = solid - S.cylinder(thinnest * rng.uniform(0.3, 0.6), 2 * height + 1)
+    if bore:
+        solid = solid - S.cylinder(bore, 2 * height + 1)
     return solid
 
 
@@ -466,8 +468,8 @@ def make_tube(rng: np.random.Generator) -> S.SDF:
     curve *= extent / np.abs(curve.max(axis=0) - curve.min(axis=0)).max()
     radius = extent * rng.uniform(0.025, 0.07)
     tube = S.polyline(curve, radius)
-    if rng.random() < 0.4:  # hollow: the bore runs on past both ends, so it opens them
-        wall = max(0.3 * radius, 0.012 * extent) * rng.uniform(1.0, 1.5)
+    wall = extent * rng.uniform(0.024, 0.032)  # >= 2% of the tube's extent with its radius
+    if rng.random() < 0.4 and radius > 1.6 * wall:  # hollow, the bore open at both ends
         ends = [curve[0] + _unit(curve[0] - curve[1]) * 2 * radius,
                 curve[-1] + _unit(curve[-1] - curve[-2]) * 2 * radius]
         bore = S.polyline(np.concatenate([[ends[0]], curve, [ends[1]]]), radius - wall)

@@ -32,6 +32,23 @@ about the shape's bounding-box centre before normalisation (so the same seed wit
 rotation gives the same shape, and a v1 corpus is bit-identical to the one written before
 v2 existed).
 
+Corpus v2 size. CPU seconds per shape (one core, official options: 100k points, 6 views of
+224^2, mesh at 128^3; mean of 3 rotated shapes each, ``time.process_time`` around
+``generate_one``; wall time was about twice that on the shared 2-core machine)::
+
+    chair 0.61  table 0.55  sofa 0.60  cabinet 0.61  lamp 0.48  vase 0.56  bottle 0.49
+    mug 0.57  airplane 0.51  car 0.54  blob 0.65
+    organic 0.81  displaced 0.89  creature 1.01  relief 0.67  bracket 0.57  flange 0.96
+    gear 0.70  shell 0.60  sheet 0.53  lathe 0.53  tube 1.79 (sphere tracing a long polyline)
+
+One shape of each of the 22 classes costs 15.2 s, 0.69 s a shape. The proposed v2 size is
+128 shapes per class: 2816 shapes (102 train, 13 val, 13 test per class: 2244 training
+shapes), 128 * 15.2 / 2 = 16 minutes on 2 free cores, about 33 minutes when they are shared
+as they were when measured (twice the CPU time); about 3.6 MiB a shape, 10 GiB in all::
+
+    python -m training.data procedural --corpus v2 --out data/procedural_v2 --per-class 128 \
+        --seed 1 --workers 2
+
 Shapes are normalised like ONet's preprocessing: bounding box centred at the origin, longest
 edge 1. Occupancies come from the SDF at the stored (float16-rounded) coordinates, so they
 are exact. Every random draw comes from a generator seeded by (seed, category, index), so a
