@@ -1,4 +1,5 @@
-"""Command line: ``python -m training.data procedural --out DIR --per-class N --seed S`` and
+"""Command line: ``python -m training.data procedural --out DIR --per-class N --seed S
+[--corpus v1|v2]`` and
 ``python -m training.data meshes --in FOLDER --out DIR``.
 
 Anything the user can fix ends as one line on stderr, ``error: ...``, and exit status 2.
@@ -22,8 +23,7 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .procedural import Options
-    from .shapes import CATEGORIES
+    from .procedural import CORPORA, MAKERS, Options
 
     parser = argparse.ArgumentParser(prog="python -m training.data", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -37,9 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
                             help="the same seed gives the same files (>= 0)")
     procedural.add_argument("--workers", type=positive_int, default=1,
                             help="processes (default 1)")
-    procedural.add_argument("--classes", default=",".join(CATEGORIES),
-                            help=f"comma-separated categories (default all: "
-                                 f"{','.join(CATEGORIES)})")
+    procedural.add_argument("--corpus", choices=sorted(CORPORA), default="v1",
+                            help="v1: the 11 categories in canonical pose (default); v2: "
+                                 "those and the 11 families of corpus v2, every shape "
+                                 "in a random rotation")
+    procedural.add_argument("--classes",
+                            help=f"comma-separated categories (default: all of the "
+                                 f"corpus; any of {','.join(MAKERS)})")
     procedural.add_argument("--views", type=positive_int, default=Options.views,
                             help=f"rendered views per shape (default {Options.views})")
     procedural.add_argument("--points", type=positive_int, default=Options.points,
@@ -54,14 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_procedural(args: argparse.Namespace) -> None:
-    from .procedural import Options, generate
-    from .shapes import CATEGORIES
+    from .procedural import CORPORA, MAKERS, Options, generate
 
-    classes = [name.strip() for name in args.classes.split(",") if name.strip()]
-    unknown = [name for name in classes if name not in CATEGORIES]
+    corpus_classes, rotate = CORPORA[args.corpus]
+    if args.classes is None:
+        classes = list(corpus_classes)
+    else:
+        classes = [name.strip() for name in args.classes.split(",") if name.strip()]
+    unknown = [name for name in classes if name not in MAKERS]
     if unknown or not classes:
         raise UserError(f"unknown class {', '.join(unknown) or '(none given)'}; "
-                        f"choose from {','.join(CATEGORIES)}")
+                        f"choose from {','.join(MAKERS)}")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0 (got {args.seed})")
     try:
@@ -72,7 +79,8 @@ def run_procedural(args: argparse.Namespace) -> None:
     if not os.access(args.out, os.W_OK | os.X_OK):
         raise UserError(f"cannot write into {args.out}; choose a writable folder")
 
-    options = Options(points=args.points, views=args.views, image_size=args.image_size)
+    options = Options(points=args.points, views=args.views, image_size=args.image_size,
+                      rotate=rotate)
     summary = generate(args.out, list(dict.fromkeys(classes)), args.per_class, args.seed,
                        args.workers, options)
     print(f"wrote {summary['shapes']} shapes to {args.out} in {summary['seconds']:.1f} s "

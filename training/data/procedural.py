@@ -25,6 +25,30 @@ Written by ``python -m training.data procedural`` (``N`` is ``Options.points``):
         mesh.ply          marching cubes at 128 over the padded cube, vertices projected onto
                           the surface: watertight, one connected piece
 
+Corpora: ``v1`` (the default) is the 11 categories of ``shapes.py`` in canonical pose;
+``v2`` adds the 11 families of ``families.py`` and stores every shape in a random rotation,
+uniform on SO(3), drawn from its own stream of the shape's seeded generator and applied
+about the shape's bounding-box centre before normalisation (so the same seed without the
+rotation gives the same shape, and a v1 corpus is bit-identical to the one written before
+v2 existed).
+
+Corpus v2 size. CPU seconds per shape (one core, official options: 100k points, 6 views of
+224^2, mesh at 128^3; mean of 3 rotated shapes each, ``time.process_time`` around
+``generate_one``; wall time was about twice that on the shared 2-core machine)::
+
+    chair 0.61  table 0.55  sofa 0.60  cabinet 0.61  lamp 0.48  vase 0.56  bottle 0.49
+    mug 0.57  airplane 0.51  car 0.54  blob 0.65
+    organic 0.81  displaced 0.89  creature 1.01  relief 0.67  bracket 0.57  flange 0.96
+    gear 0.70  shell 0.60  sheet 0.53  lathe 0.53  tube 1.79 (sphere tracing a long polyline)
+
+One shape of each of the 22 classes costs 15.2 s, 0.69 s a shape. The proposed v2 size is
+128 shapes per class: 2816 shapes (102 train, 13 val, 13 test per class: 2244 training
+shapes), 128 * 15.2 / 2 = 16 minutes on 2 free cores, about 33 minutes when they are shared
+as they were when measured (twice the CPU time); about 3.6 MiB a shape, 10 GiB in all::
+
+    python -m training.data procedural --corpus v2 --out data/procedural_v2 --per-class 128 \
+        --seed 1 --workers 2
+
 Shapes are normalised like ONet's preprocessing: bounding box centred at the origin, longest
 edge 1. Occupancies come from the SDF at the stored (float16-rounded) coordinates, so they
 are exact. Every random draw comes from a generator seeded by (seed, category, index), so a
@@ -45,7 +69,8 @@ import numpy as np
 
 from . import surface
 from .render import render_views
-from .sdf import SDF
+from .families import FAMILIES
+from .sdf import SDF, random_rotation
 from .shapes import CATEGORIES
 
 PADDED_LO, PADDED_SIZE = -0.55, 1.1  # the padded unit cube of DESIGN.md section 3
@@ -53,17 +78,22 @@ DESIGN_LO, DESIGN_SIZE = -2.5, 5.0  # makers build inside this cube
 NEAR_SIGMAS = (0.01, 0.05)
 MAX_ATTEMPTS = 8  # redraws of a shape that falls apart into several pieces
 SPLITS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
+MAKERS = {**CATEGORIES, **FAMILIES}  # every category and family, by name
+# Corpus name -> (its categories, whether its shapes are randomly rotated).
+CORPORA = {"v1": (tuple(CATEGORIES), False), "v2": (tuple(MAKERS), True)}
 
 
 @dataclass(frozen=True)
 class Options:
-    """Sizes of one shape's files; the defaults are the official ones."""
+    """Sizes of one shape's files (the defaults are the official ones) and whether the
+    shape is randomly rotated (corpus v2)."""
 
     points: int = 100_000
     views: int = 6
     image_size: int = 224
     resolution: int = 128
     voxels: int = 32
+    rotate: bool = False
 
 
 @dataclass
@@ -82,20 +112,38 @@ def shape_rng(seed: int, category: str, index: int, stream: int) -> np.random.Ge
     return np.random.default_rng([seed, zlib.crc32(category.encode()), index, stream])
 
 
-def normalize(raw: SDF, resolution: int) -> Shape:
+def shape_rotation(seed: int, category: str, index: int) -> np.ndarray:
+    """The random rotation (3, 3) float32 of shape ``index`` of ``category`` in a rotated
+    corpus: uniform on SO(3), from its own stream (3) of the shape's generator."""
+    return random_rotation(shape_rng(seed, category, index, stream=3))
+
+
+def outer_box(raw: SDF, passes: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """A box ``(lo (3,), hi (3,))`` guaranteed to hold the shape built in the design cube,
+    from ``passes`` coarse narrow-band lattices, each zooming in on the previous box."""
+    origin, size = np.full(3, DESIGN_LO), DESIGN_SIZE
+    for _ in range(passes):
+        values = surface.lattice_values(raw, 64, origin, size)
+        lo, hi = surface.outer_bounds(values, origin, size)
+        size = 1.2 * (hi - lo).max()
+        origin = (lo + hi) / 2 - size / 2
+    return lo, hi
+
+
+def normalize(raw: SDF, resolution: int, rotation: np.ndarray | None = None) -> Shape:
     """Rescale ``raw`` exactly (``sdf(p * s + c) / s``) so its bounding box is centred at the
     origin with longest edge 1, and mesh it at ``resolution`` over the padded cube.
 
     Two coarse narrow-band lattices give a box guaranteed to hold the shape (so the padded
     cube never cuts it); the final mesh's vertices, snapped onto the surface, then give the
-    box to within about 1e-4, and a last small rescaling makes it exact.
+    box to within about 1e-4, and a last small rescaling makes it exact. A ``rotation``
+    (3, 3) is applied first, about the centre of a coarse box of ``raw`` (so the rotated
+    shape stays inside the design cube).
     """
-    origin, size = np.full(3, DESIGN_LO), DESIGN_SIZE
-    for _ in range(2):  # the second pass zooms in on the first one's box
-        values = surface.lattice_values(raw, 64, origin, size)
-        lo, hi = surface.outer_bounds(values, origin, size)
-        size = 1.2 * (hi - lo).max()
-        origin = (lo + hi) / 2 - size / 2
+    if rotation is not None:
+        lo, hi = outer_box(raw, passes=1)
+        raw = raw.translate(-(lo + hi) / 2).rotate(rotation)
+    lo, hi = outer_box(raw)
     shape = raw.translate(-(lo + hi) / 2).scale(1 / (hi - lo).max())
 
     origin = np.full(3, PADDED_LO)
@@ -107,12 +155,15 @@ def normalize(raw: SDF, resolution: int) -> Shape:
     return Shape(shape.translate(-centre).scale(1 / extent), (vertices - centre) / extent, faces)
 
 
-def build_shape(category: str, seed: int, index: int, resolution: int = 128) -> Shape:
-    """Shape ``index`` of ``category`` for ``seed``: drawn, normalised and meshed; redrawn
-    (up to ``MAX_ATTEMPTS`` times) if its mesh has more than one connected piece."""
+def build_shape(category: str, seed: int, index: int, resolution: int = 128,
+                rotate: bool = False) -> Shape:
+    """Shape ``index`` of ``category`` (any of ``MAKERS``) for ``seed``: drawn, maybe
+    rotated by ``shape_rotation``, normalised and meshed; redrawn (up to ``MAX_ATTEMPTS``
+    times) if its mesh has more than one connected piece."""
     rng = shape_rng(seed, category, index, stream=0)
+    rotation = shape_rotation(seed, category, index) if rotate else None
     for _ in range(MAX_ATTEMPTS):
-        shape = normalize(CATEGORIES[category](rng), resolution)
+        shape = normalize(MAKERS[category](rng), resolution, rotation)
         if surface.component_count(shape.faces, len(shape.vertices)) == 1:
             return shape
     raise RuntimeError(f"{category} {index} (seed {seed}): no connected shape "
@@ -184,7 +235,7 @@ def generate_one(task: tuple) -> tuple[str, str, float, int]:
     options); returns (category, shape id, seconds, bytes written)."""
     out, category, index, seed, options = task
     start = time.perf_counter()
-    shape = build_shape(category, seed, index, options.resolution)
+    shape = build_shape(category, seed, index, options.resolution, options.rotate)
     folder = Path(out) / category / shape_id(index)
     folder.mkdir(parents=True, exist_ok=True)
     write_shape(folder, shape, options, shape_rng(seed, category, index, stream=1))

@@ -15,7 +15,7 @@ import numpy as np
 from . import sdf as S
 
 
-def _profile_table(knots_y, knots_r, samples: int = 128) -> tuple[np.ndarray, np.ndarray]:
+def profile_table(knots_y, knots_r, samples: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Dense smooth profile (heights, radii) through control knots (monotone cubic, no
     overshoot), for ``sdf.revolution``."""
     from scipy.interpolate import PchipInterpolator
@@ -263,7 +263,7 @@ def make_vase(rng: np.random.Generator) -> S.SDF:
     neck = rng.uniform(0.08, 0.25)
     lip = neck * rng.uniform(1.0, 1.8)
     knots_y = np.array([0.0, rng.uniform(0.25, 0.5), rng.uniform(0.65, 0.85), 1.0]) * height
-    heights, radii = _profile_table(knots_y, [foot, belly, neck, lip])
+    heights, radii = profile_table(knots_y, [foot, belly, neck, lip])
     wall = rng.uniform(0.012, 0.02) * max(height, 2 * belly)
     solid = S.revolution(heights, radii)
     # The shell also wraps the top cap (y = height +- wall); cutting below it opens the mouth.
@@ -279,7 +279,7 @@ def make_bottle(rng: np.random.Generator) -> S.SDF:
     neck_h = rng.uniform(0.1, 0.3)
     knots_y = [0.0, 0.03, body_h, body_h + shoulder_h, body_h + shoulder_h + neck_h]
     knots_r = [body_r * 0.92, body_r, body_r, neck_r, neck_r]
-    heights, radii = _profile_table(knots_y, knots_r)
+    heights, radii = profile_table(knots_y, knots_r)
     top = knots_y[-1]
     parts = [S.revolution(heights, radii),
              S.torus(neck_r, rng.uniform(0.02, 0.03)).translate((0, top - 0.03, 0))]
