@@ -16,7 +16,7 @@ from backend.engine.request import Settings
 from backend.engine.request import ReconstructRequest, TilingOptions
 from backend.io.inputs import PointCloudInput
 from backend.models import build_model
-from backend.models.analytic import AnalyticModel, analytic_card
+from backend.models.analytic import AnalyticModel
 
 
 class BallsModel(torch.nn.Module):

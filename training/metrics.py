@@ -1,4 +1,4 @@
-"""Mesh quality metrics of the ONet/ConvONet protocol (DESIGN.md section 7).
+"""Mesh quality metrics of the ONet/ConvONet protocol (docs/design.md, "Metrics").
 
 All lengths are in the normalised unit cube (a shape's bounding box centred, longest edge 1).
 Following im2mesh's ``MeshEvaluator``: 100k points with face normals are sampled on the

@@ -1,6 +1,6 @@
 """From a lattice of logits to a clean, closed triangle mesh, plus optional post-processing.
 
-All vertex coordinates here are in the unit cube of the network (DESIGN.md §3); undoing the
+All vertex coordinates here are in the unit cube of the network (docs/design.md, "Coordinates"); undoing the
 input's normalisation is the caller's job.
 """
 

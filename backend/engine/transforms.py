@@ -1,4 +1,5 @@
-"""Coordinate frames (DESIGN §3): user/world coordinates <-> the ONet unit cube [-0.5, 0.5]^3.
+"""Coordinate frames: user/world coordinates <-> the ONet unit cube [-0.5, 0.5]^3
+(docs/design.md, "Coordinates").
 
 Both input kinds reduce to the same affine map ``world = center + unit * scale``:
 point clouds get (center, scale) from ``normalize_points``, voxel grids from

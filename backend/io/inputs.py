@@ -21,7 +21,7 @@ import numpy as np
 from .binvox import MAX_VOXEL_DIM, read_binvox
 from ..errors import LimitError, UserError
 
-# Size limits (DESIGN §9). 10M float32 points are 120 MB.
+# Size limits: the defaults of engine.request.Limits. 10M float32 points are 120 MB.
 MAX_POINTS = 10_000_000
 MAX_IMAGE_PIXELS = 40_000_000
 

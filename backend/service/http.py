@@ -6,13 +6,13 @@ format: docs/protocol.md.
 """
 
 import json
-from dataclasses import asdict
 import logging
 import queue
 import secrets
 import select
 import socket
 import time
+from dataclasses import asdict
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

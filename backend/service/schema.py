@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from ..engine.request import PRECISIONS, ReconstructRequest, Settings, TilingOptions
-from ..errors import UserError
+from ..errors import LimitError, UserError
 from ..io import inputs
 
 logger = logging.getLogger(__name__)
@@ -154,8 +154,6 @@ def request_from(header: dict, arrays: dict, limits) -> ReconstructRequest:
 
 def user_error(exc: UserError) -> ApiError:
     """The answer to a UserError: 413 for a limit, else 400."""
-    from ..errors import LimitError
-
     if isinstance(exc, LimitError):
         return ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large", str(exc))
     return bad_request(str(exc))

@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -62,6 +63,9 @@ def add_arguments(parser):
     parser.add_argument("--models", action="append", default=[], metavar="DIR",
                         help="extra folder of .safetensors models (repeatable)")
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
+    parser.add_argument("--log-level", default="WARNING",
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="what the server logs on stderr (DEBUG: every HTTP request)")
     for table in (LIMITS, ServiceLimits()):
         for name in table.__dataclass_fields__:
             parser.add_argument("--" + name.replace("_", "-"), type=int,
@@ -70,6 +74,8 @@ def add_arguments(parser):
 
 def serve(args):
     """Run the server until SIGTERM/SIGINT or the parent process is gone."""
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if args.token_file:
         try:
             token = open(args.token_file).read().strip()

@@ -73,7 +73,7 @@ from .families import FAMILIES
 from .sdf import SDF, random_rotation
 from .shapes import CATEGORIES
 
-PADDED_LO, PADDED_SIZE = -0.55, 1.1  # the padded unit cube of DESIGN.md section 3
+PADDED_LO, PADDED_SIZE = -0.55, 1.1  # the padded unit cube (docs/design.md, "Coordinates")
 DESIGN_LO, DESIGN_SIZE = -2.5, 5.0  # makers build inside this cube
 NEAR_SIGMAS = (0.01, 0.05)
 MAX_ATTEMPTS = 8  # redraws of a shape that falls apart into several pieces
