@@ -282,7 +282,7 @@ def test_tiled_scene_with_the_bundled_convonet(blender):
     assert data["closed"] and data["tiles_seen"] == data["tiles"] > 1, data
     assert data["extent_error"] < 0.1 and data["matrix_error"] < 1e-6, data
     assert data["props"]["onet_tile_size"] == 1.0 and data["props"]["onet_status"] == "done"
-    assert not data["props"]["onet_fill_voids"]
+    assert not data["props"]["onet_fill_cavities"]
 
 
 def test_reconstruct_voxel_object(blender):
@@ -501,10 +501,10 @@ def pump_until_idle(timeout=120.0, on_step=None):
 
 def wait_for_backend():
     deadline = time.monotonic() + 120
-    while addon.jobs.backend.state == "starting" or not addon.jobs.backend.models:
+    while addon.connection.BACKEND.state == "starting" or not addon.connection.BACKEND.models:
         addon.pump()
-        if addon.jobs.backend.state == "error" or time.monotonic() > deadline:
-            raise AssertionError(addon.jobs.backend.message)
+        if addon.connection.BACKEND.state == "error" or time.monotonic() > deadline:
+            raise AssertionError(addon.connection.BACKEND.message)
         time.sleep(0.05)
 
 
@@ -525,7 +525,7 @@ def reconstruct(source, model, preset="STANDARD", settings=None):
 
     pump_until_idle(on_step=step)
     created = sorted(set(bpy.data.objects.keys()) - before)
-    assert len(created) == 1, (created, addon.jobs.Status.last_error)
+    assert len(created) == 1, (created, addon.status.panel.last_error)
     return bpy.data.objects[created[0]], levels
 
 
@@ -597,7 +597,7 @@ def sphere_points(n, radius, seed, squash=(1, 1, 1)):
 # -- scenarios (worker) --------------------------------------------------------------------------
 def scenario_mesh_vertices():
     settings = fresh_scene()
-    addon.jobs.backend.start_async(addon.prefs.settings_snapshot())
+    addon.connection.BACKEND.start_async(addon.prefs.settings_snapshot())
     wait_for_backend()
     vertices = box_vertices((2.0, 1.2, 0.6)) + (0.3, -0.2, 0.1)
     source = make_object("Src", vertices, location=(3, -2, 1), rotation=(0.3, 0.5, 1.1),
@@ -667,7 +667,7 @@ def scenario_tiled_scene():
                              + (1.5, 0, 0)])
     source = make_object("Scene", points, location=(1, 2, 3), rotation=(0.2, 0.1, 0.3))
     settings.tile_size = 1.0
-    settings.fill_voids = False
+    settings.fill_cavities = False
     tiles = []
 
     def watch():
@@ -681,7 +681,7 @@ def scenario_tiled_scene():
     bpy.ops.onet.reconstruct()
     pump_until_idle(on_step=watch)
     created = sorted(set(bpy.data.objects.keys()) - before)
-    assert len(created) == 1, (created, addon.jobs.Status.last_error)
+    assert len(created) == 1, (created, addon.status.panel.last_error)
     result = bpy.data.objects[created[0]]
     vertices, _ = mesh_arrays(result)
     want = np.array([2.3, 0.8, 0.8])  # x from -0.4 to 1.9
@@ -690,7 +690,7 @@ def scenario_tiled_scene():
             "matrix_error": matrix_error(result, source),
             "tiles": tiles[-1][1] if tiles else 0, "tiles_seen": max(t for t, _ in tiles)
             if tiles else 0, "props": {k: result[k] for k in ("onet_tile_size", "onet_status",
-                                                              "onet_fill_voids")}}
+                                                              "onet_fill_cavities")}}
 
 
 def scenario_voxel_object():
@@ -829,7 +829,7 @@ def server_status(job, want="cancelled", timeout=20):
     deadline = time.monotonic() + timeout
     status = None
     while time.monotonic() < deadline:
-        status = addon.jobs.backend.client.job(job.server_job)["status"]
+        status = addon.connection.BACKEND.client.job(job.server_job)["status"]
         if status == want:
             break
         time.sleep(0.1)
@@ -878,9 +878,9 @@ def scenario_backend_killed():
     source, job = start_slow_job()
     before = sorted(set(bpy.data.objects.keys()) - {job.result_name})
     updates = job.updates
-    os.kill(addon.jobs.backend.server.process.pid, signal.SIGKILL)
+    os.kill(addon.connection.BACKEND.server.process.pid, signal.SIGKILL)
     pump_until_idle(timeout=60)
-    error = addon.jobs.Status.last_error
+    error = addon.status.panel.last_error
     after = sorted(bpy.data.objects.keys())
     settings = bpy.context.scene.onet
     box = make_object("Box", box_vertices((1, 2, 3)))
@@ -910,7 +910,7 @@ def scenario_bad_inputs():
     activate(empty)
     out["plain_empty"] = poll_message(bpy.ops.onet.reconstruct)
     out["cancel_idle"] = poll_message(bpy.ops.onet.cancel)
-    addon.jobs.interpolation.reset()
+    addon.interpolation.INTERPOLATION.reset()
     out["apply_without_shapes"] = poll_message(bpy.ops.onet.interpolate_apply)
     bpy.context.preferences.system.use_online_access = False
     out["install_offline"] = poll_message(bpy.ops.onet.install_backend)
@@ -923,17 +923,17 @@ def scenario_bad_inputs():
     with open(task.log_path) as log:
         out["install_failure"] = f"{task.state}: {task.message} | log: {log.read()[:200]}"
     bpy.context.preferences.system.use_online_access = False
-    out["check_missing_python"] = addon.backend_link.check_python("/nonexistent/python")[1]
+    out["check_missing_python"] = addon.interpreters.check_python("/nonexistent/python")[1]
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.python_path = "/nonexistent/python"
     make_object("Fine", box_vertices((1, 1, 1)))
     settings.model_name = "analytic:box"
     bpy.ops.onet.reconstruct()
     pump_until_idle(timeout=60)
-    out["bad_interpreter"] = addon.jobs.Status.last_error
+    out["bad_interpreter"] = addon.status.panel.last_error
     prefs.python_path = ""
     out["bad_interpreter_left_scene"] = "Fine ONet" in bpy.data.objects
-    ok, text = addon.backend_link.check_python(BACKEND_PYTHON)
+    ok, text = addon.interpreters.check_python(BACKEND_PYTHON)
     out["check_python"] = text if ok else f"failed: {text}"
     settings.mesh_mode = "VOXELS"
     box_faces = [(0, 1, 3), (0, 3, 2), (4, 6, 7), (4, 7, 5), (0, 4, 5), (0, 5, 1),
@@ -958,16 +958,16 @@ def scenario_remote():
         settings.model_name = "analytic:box"
         bpy.ops.onet.reconstruct()
         pump_until_idle(timeout=60)
-        out = {"wrong_token": addon.jobs.Status.last_error}
+        out = {"wrong_token": addon.status.panel.last_error}
         prefs.token = "s3cret-token"
         result, _ = reconstruct(source, "analytic:box", "PREVIEW")
         out["closed"] = is_closed(result)
-        out["status"] = addon.jobs.backend.status_text()
+        out["status"] = addon.connection.BACKEND.status_text()
         prefs.url = ""
         out["no_url"] = poll_message(bpy.ops.onet.reconstruct)
     finally:
         prefs.backend_mode, prefs.url, prefs.token = "LOCAL", "http://127.0.0.1:8765", ""
-        addon.jobs.backend.stop()
+        addon.connection.BACKEND.stop()
         server.terminate()
         server.wait(10)
     return out
@@ -985,13 +985,13 @@ def scenario_interpolation():
     bpy.ops.onet.interpolate_set_a()
     activate(b)
     bpy.ops.onet.interpolate_set_b()
-    interpolation = addon.jobs.interpolation
+    interpolation = addon.interpolation.INTERPOLATION
     out = {}
     for t, reference in ((0.0, result_a), (1.0, result_b)):
         settings.interp_t = t
         pump_until_idle()
         preview = interpolation.preview_object()
-        assert interpolation.shown == (t, False), (interpolation.shown, addon.jobs.Status.last_error)
+        assert interpolation.shown == (t, False), (interpolation.shown, addon.status.panel.last_error)
         got, want = world_vertices(preview), world_vertices(reference)
         faces_got, faces_want = mesh_arrays(preview)[1], mesh_arrays(reference)[1]
         key = f"t{int(t)}"
@@ -1057,7 +1057,7 @@ def scenario_ui_draw():
     settings = fresh_scene()
     settings.show_advanced = True
     make_object("Src", box_vertices((1, 2, 3)))
-    if not addon.jobs.backend.is_running():
+    if not addon.connection.BACKEND.is_running():
         bpy.ops.onet.backend_start()
         wait_for_backend()
     idle = {}
@@ -1090,10 +1090,10 @@ def scenario_presets_and_disable():
     presets.append([settings.preset, settings.resolution0, settings.upsampling_steps])
     settings.resolution0 = 20
     presets.append([settings.preset, settings.resolution0, settings.upsampling_steps])
-    if not addon.jobs.backend.is_running():
+    if not addon.connection.BACKEND.is_running():
         bpy.ops.onet.backend_start()
         wait_for_backend()
-    process = addon.jobs.backend.server.process
+    process = addon.connection.BACKEND.server.process
     timer = addon._timer
     addon_utils.disable(ADDON, default_set=True)
     try:
