@@ -150,9 +150,7 @@ def transition(job, status, message="", touch_scene=True):
         return False
     job._status, job.message = status, message
     if touch_scene:
-        ob = job.result_object()
-        if ob is not None:
-            ob["onet_status"] = status.value
+        _show_status(job, job.result_object())
     if status.finished:
         job.cancel_event.set()
         if job in active:
@@ -169,6 +167,12 @@ def transition(job, status, message="", touch_scene=True):
     else:
         panel.generation += 1
     return True
+
+
+def _show_status(job, ob):
+    """The job's status on its result object (``onet_status``), the only place it is set."""
+    if ob is not None:
+        ob["onet_status"] = job.status.value
 
 
 def start(job):
@@ -199,7 +203,7 @@ def _apply_mesh(job, header, arrays):
             ob[key] = value
         if job.model:
             ob["onet_model"] = job.model
-        ob["onet_status"] = job.status.value
+        _show_status(job, ob)
     if job.kind == "interpolate":
         ob.matrix_world = job.place
     result_mesh.write_mesh(ob.data, arrays["vertices"], arrays["faces"])

@@ -318,8 +318,57 @@ def test_cancel_mid_job_and_opening_a_file(blender):
     assert data["objects_after_cancel"] == data["objects_before"]
     assert data["server_status"] == "cancelled"
     assert data["partial_kept"] == "Slow2 ONet (partial)"
+    # The object, the job and the panel say the same thing (one transition sets all three).
+    assert data["partial_status"] == data["partial_job_status"] == "cancelled", data
+    assert data["partial_panel_result"] == data["partial_job_message"] != "", data
     assert data["load_pre_cancelled"] and data["after_load_server_status"] == "cancelled"
+    assert data["load_pre_job"] == ["cancelled", "Cancelled: another file was opened."]
     assert data["next_job_ok"]
+
+
+def test_every_job_state_change_goes_through_transition(blender):
+    data = blender.run("transitions")
+    assert data["done_states"] == ["starting", "running", "done"], data
+    assert data["done_object_status"] == "done"
+    assert data["done_panel_result"] == data["done_job_message"], data
+    assert data["done_job_message"].startswith("Box ONet: ") and data["done_panel_error"] == ""
+    assert data["status_read_only"]
+    assert data["failed_states"] == ["starting", "failed"], data
+    assert data["failed_panel_error"] == data["failed_job_message"], data
+    assert "no_such_model" in data["failed_job_message"], data
+    assert data["unrecorded"] == [], data  # every job's status is the last one recorded
+
+
+def test_job_status_is_set_in_one_place():
+    """Only jobs.transition changes a job's status (``_status``; ``status`` is read-only) and
+    only jobs._show_status writes a job's ``onet_status``; the copy that Apply Blend makes
+    is a new object, marked done by operators.apply_interpolation."""
+    import ast
+
+    folder = os.path.join(ROOT, "blender_onet")
+    writers = {"_status": set(), "status": set(), "onet_status": set()}
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(folder, name)) as handle:
+            tree = ast.parse(handle.read())
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef):
+                continue
+            for node in ast.walk(function):
+                targets = node.targets if isinstance(node, ast.Assign) else []
+                for target in targets:
+                    for part in ast.walk(target):
+                        if isinstance(part, ast.Attribute) and part.attr in writers:
+                            writers[part.attr].add(f"{name}:{function.name}")
+                        if (isinstance(part, ast.Subscript)
+                                and isinstance(part.slice, ast.Constant)
+                                and part.slice.value == "onet_status"):
+                            writers["onet_status"].add(f"{name}:{function.name}")
+    assert writers["_status"] == {"jobs.py:__init__", "jobs.py:transition"}, writers
+    assert writers["status"] == set(), writers
+    assert writers["onet_status"] == {"jobs.py:_show_status",
+                                      "operators.py:apply_interpolation"}, writers
 
 
 def test_backend_killed_mid_job(blender):
@@ -357,6 +406,11 @@ def test_remote_backend_with_token(blender):
     assert data["closed"] and data["status"].startswith("Connected to 127.0.0.1:")
     assert "refused the token" in data["wrong_token"], data
     assert "Set the backend URL" in data["no_url"]
+    # The point limit is the server's (--max-points 1000), read from /v1/health.
+    assert data["max_points"] == 1000, data
+    assert data["small_cloud"] == "Mesh: 900 vertices → 900 points", data
+    assert "1,200 points, more than the backend accepts (1,000" in data["large_cloud"], data
+    assert data["large_cloud"] in data["large_cloud_poll"], data
 
 
 def test_latent_interpolation_ends_match_the_reconstructions(blender):
@@ -372,6 +426,9 @@ def test_panels_draw_what_the_issue_asks_for(blender):
     data = blender.run("ui_draw")
     idle, running = data["idle"], data["running"]
     assert "Mesh: 8 vertices → 8 points" in idle["labels"]
+    # Clouds are sent whole (the backend subsamples them itself): no 100,000 cap.
+    assert data["large_cloud"] == "Mesh: 150,000 vertices → 150,000 points", data
+    assert data["max_points"] == 10_000_000  # the backend's default, from its /v1/health
     assert "onet.reconstruct" in idle["operators"] and "onet.backend_start" in idle["operators"]
     assert {"model", "preset", "source", "mesh_mode"} <= set(idle["props"])
     assert any("MISE 32 → 128" in label for label in idle["labels"])  # Advanced fold open
@@ -852,23 +909,69 @@ def scenario_cancel():
     prefs.keep_partial = True
     _, job2 = start_slow_job("Slow2")
     bpy.ops.onet.cancel()
-    partial = bpy.data.objects.get("Slow2 ONet (partial)")
-    partial = partial.name if partial is not None else None
+    partial_ob = bpy.data.objects.get("Slow2 ONet (partial)")
+    partial = partial_ob.name if partial_ob is not None else None
+    agree = {"partial_status": partial_ob.get("onet_status") if partial_ob else None,
+             "partial_job_status": job2.status.value, "partial_job_message": job2.message,
+             "partial_panel_result": addon.status.panel.last_result}
     prefs.keep_partial = False
     server_status(job2)
     # Opening another file cancels the running job (load_pre).
     _, job3 = start_slow_job("Other")
     bpy.ops.wm.read_homefile(use_empty=True)
     load_cancelled = job3.finished and not addon.jobs.running()
+    load_job = [job3.status.value, job3.message]
     after_load = server_status(job3)
     settings = fresh_scene()
     box = make_object("Box", box_vertices((1, 2, 3)))
     result, _ = reconstruct(box, "analytic:box", "PREVIEW", settings)
     return {"updates_before_cancel": updates, "objects_before": before,
             "objects_after_cancel": after, "server_status": status,
-            "partial_kept": partial,
+            "partial_kept": partial, **agree, "load_pre_job": load_job,
             "load_pre_cancelled": bool(load_cancelled), "after_load_server_status": after_load,
             "next_job_ok": is_closed(result)}
+
+
+def scenario_transitions():
+    """Record every jobs.transition call of a finished and a failed reconstruction."""
+    settings = fresh_scene()
+    calls = []
+    original = addon.jobs.transition
+
+    def recording(job, status, message="", touch_scene=True):
+        calls.append((job, status.value))
+        return original(job, status, message, touch_scene)
+
+    addon.jobs.transition = recording
+    try:
+        box = make_object("Box", box_vertices((1, 2, 3)))
+        result, _ = reconstruct(box, "analytic:box", "PREVIEW", settings)
+        done = calls[0][0]
+        out = {"done_states": [state for job, state in calls if job is done],
+               "done_object_status": result["onet_status"], "done_job_message": done.message,
+               "done_panel_result": addon.status.panel.last_result,
+               "done_panel_error": addon.status.panel.last_error}
+        try:
+            done.status = addon.jobs.JobStatus.RUNNING
+            out["status_read_only"] = False
+        except AttributeError:
+            out["status_read_only"] = done.status is addon.jobs.JobStatus.DONE
+        settings.model_name = "no_such_model"
+        activate(make_object("Other", box_vertices((1, 1, 1))))
+        bpy.ops.onet.reconstruct()
+        failed = addon.jobs.running()[0]
+        pump_until_idle(timeout=60)
+        out.update({"failed_states": [state for job, state in calls if job is failed],
+                    "failed_job_message": failed.message,
+                    "failed_panel_error": addon.status.panel.last_error})
+        last = {}
+        for job, state in calls:
+            last[job] = state
+        out["unrecorded"] = [[job.status.value, state] for job, state in last.items()
+                             if job.status.value != state]
+    finally:
+        addon.jobs.transition = original
+    return out
 
 
 def scenario_backend_killed():
@@ -949,7 +1052,7 @@ def scenario_remote():
     settings = fresh_scene()
     prefs = bpy.context.preferences.addons[ADDON].preferences
     server = subprocess.Popen([BACKEND_PYTHON, "-m", "backend", "serve", "--port", "0",
-                               "--token", "s3cret-token"], cwd=ROOT, stdout=subprocess.PIPE,
+                               "--token", "s3cret-token", "--max-points", "1000"], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True)
     try:
         port = json.loads(server.stdout.readline())["port"]
@@ -963,6 +1066,13 @@ def scenario_remote():
         result, _ = reconstruct(source, "analytic:box", "PREVIEW")
         out["closed"] = is_closed(result)
         out["status"] = addon.connection.BACKEND.status_text()
+        out["max_points"] = addon.connection.BACKEND.limit("max_points")
+        make_object("Small", sphere_points(900, 1.0, 4))
+        out["small_cloud"] = addon.scene_input.describe(bpy.context, settings).text
+        make_object("Large", sphere_points(1200, 1.0, 5))
+        out["large_cloud"] = addon.scene_input.describe(bpy.context, settings).problem
+        out["large_cloud_poll"] = poll_message(bpy.ops.onet.reconstruct)
+        activate(source)
         prefs.url = ""
         out["no_url"] = poll_message(bpy.ops.onet.reconstruct)
     finally:
@@ -1056,10 +1166,13 @@ def draw(panel_class, owner=None):
 def scenario_ui_draw():
     settings = fresh_scene()
     settings.show_advanced = True
-    make_object("Src", box_vertices((1, 2, 3)))
     if not addon.connection.BACKEND.is_running():
         bpy.ops.onet.backend_start()
         wait_for_backend()
+    make_object("Big", sphere_points(150_000, 1.0, 6))
+    large_cloud = addon.scene_input.describe(bpy.context, settings).text
+    max_points = addon.connection.BACKEND.limit("max_points")
+    make_object("Src", box_vertices((1, 2, 3)))
     idle = {}
     for panel in addon.ui.CLASSES:
         for key, values in draw(panel).items():
@@ -1076,7 +1189,8 @@ def scenario_ui_draw():
     prefs.backend_mode = "REMOTE"
     remote = draw(addon.prefs.ONET_AP_preferences, prefs)
     prefs.backend_mode = "LOCAL"
-    return {"idle": idle, "running": running, "prefs": local, "prefs_remote": remote}
+    return {"idle": idle, "running": running, "prefs": local, "prefs_remote": remote,
+            "large_cloud": large_cloud, "max_points": max_points}
 
 
 def scenario_presets_and_disable():
