@@ -193,6 +193,13 @@ def test_addon_source_rules():
         assert not re.search(r"^\s*(import|from) torch", text, re.M), name
         assert not re.search(r"^\s*(import|from) backend", text, re.M), name
         assert "blender_onet" not in text.replace("ONET", ""), name  # no absolute self-import
+        # The bundled backend is imported in one module, and only its torch-free parts.
+        bundled = re.findall(r"^\s*from \.backend(\S*) import (.+)$", text, re.M)
+        assert name == "bundled.py" or not bundled, name
+        if name == "bundled.py":
+            assert {module for module, _ in bundled} == {".io.inputs", ".service"}, bundled
+            assert all(names.split(" as ")[0].strip() in ("KIND_NAMES", "client", "protocol")
+                       for _, names in bundled), bundled
 
 
 def load_numeric():
@@ -251,6 +258,7 @@ def test_installs_and_registers(blender):
     info = blender.started
     assert info["module"] == ADDON and info["enabled"]
     assert info["timer_registered"] and info["has_pump"]
+    assert not info["torch_imported"]  # the add-on never imports torch into Blender
     assert info["user_dir"].startswith(info["user_resources"])
     labels = info["operators"]
     for op in ("reconstruct", "cancel", "backend_start", "backend_stop",
@@ -432,6 +440,9 @@ def test_panels_draw_what_the_issue_asks_for(blender):
     assert "onet.reconstruct" in idle["operators"] and "onet.backend_start" in idle["operators"]
     assert {"model", "preset", "source", "mesh_mode"} <= set(idle["props"])
     assert any("MISE 32 → 128" in label for label in idle["labels"])  # Advanced fold open
+    # Threshold 0 is the model's own, as the backend lists it (no copy of 0.2 in the add-on).
+    assert any(label.startswith("0: the model's own threshold, ") for label in idle["labels"])
+    assert "fill_cavities" in idle["props"] and "tile_size" in idle["props"]
     assert any(label.startswith("Running locally on cpu") for label in idle["labels"])
     assert "onet.cancel" in running["operators"]
     assert any(p.startswith(("Level ", "Waiting", "Sending", "Starting"))
@@ -445,6 +456,7 @@ def test_presets_and_disable_stops_the_backend(blender):
     data = blender.run("presets_and_disable")
     assert data["presets"] == [["HIGH", 32, 3], ["PREVIEW", 16, 1], ["CUSTOM", 20, 1]]
     assert data["backend_stopped"] and not data["timer_registered"]
+    assert not data["torch_imported"]  # nor did any scenario's use of it
 
 
 def test_no_tracebacks_in_blender_output(blender):
@@ -486,7 +498,7 @@ def worker_main(zip_path, model_dir):
                      "timer_registered": bpy.app.timers.is_registered(addon._timer),
                      "user_dir": bpy.utils.extension_path_user(ADDON, create=True),
                      "user_resources": os.environ["BLENDER_USER_RESOURCES"],
-                     "operators": operators})
+                     "operators": operators, "torch_imported": "torch" in sys.modules})
     except Exception:
         reply(False, error=traceback.format_exc())
         return
@@ -1216,7 +1228,8 @@ def scenario_presets_and_disable():
     except subprocess.TimeoutExpired:
         stopped = False
     return {"presets": presets, "backend_stopped": stopped,
-            "timer_registered": bpy.app.timers.is_registered(timer)}
+            "timer_registered": bpy.app.timers.is_registered(timer),
+            "torch_imported": "torch" in sys.modules}
 
 
 if __name__ == "__main__" and len(sys.argv) >= 4 and sys.argv[1] == "--worker":
