@@ -336,7 +336,9 @@ def test_cancel_mid_job_and_opening_a_file(blender):
 
 def test_every_job_state_change_goes_through_transition(blender):
     data = blender.run("transitions")
-    assert data["done_states"] == ["starting", "running", "done"], data
+    # "queued" only if the server still counted another job when it accepted this one.
+    assert data["done_states"] in (["starting", "running", "done"],
+                                   ["starting", "queued", "running", "done"]), data
     assert data["done_object_status"] == "done"
     assert data["done_panel_result"] == data["done_job_message"], data
     assert data["done_job_message"].startswith("Box ONet: ") and data["done_panel_error"] == ""
