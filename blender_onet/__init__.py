@@ -5,12 +5,21 @@ this extension's ``backend`` folder, launched with an interpreter that has PyTor
 remote machine; this add-on only reads the scene, talks HTTP and writes meshes (stdlib +
 Blender's numpy). ``pump()`` is the main-thread step that applies what arrived: a
 ``bpy.app.timers`` timer calls it in the GUI; scripts and tests call it directly.
+
+Modules (docs/design.md, "Blender add-on"): ``bundled`` (the one import of the bundled
+backend), ``interpreters`` (which Python runs the backend), ``installer`` (the backend
+venv), ``connection`` (launching or reaching the backend), ``jobs`` (streamed requests and
+their states), ``interpolation`` (the latent slider), ``status`` (the panel's messages),
+``session`` (the main-thread pump), ``scene_input`` and ``numeric`` (reading the input),
+``result_mesh`` (writing meshes), ``props``, ``prefs``, ``operators`` and ``ui``.
 """
 
 import bpy
 from bpy.app.handlers import persistent
 
-from . import jobs, operators, prefs, props, ui
+from . import operators, prefs, props, session, ui
+from .connection import BACKEND
+from .status import panel
 
 _MODULES = (prefs, props, operators, ui)
 BUSY_INTERVAL = 0.05
@@ -19,14 +28,14 @@ IDLE_INTERVAL = 0.5
 
 def pump():
     """Apply received frames (main thread). Returns True while work is pending."""
-    return jobs.pump()
+    return session.pump()
 
 
 def _timer():
     try:
-        busy = jobs.pump()
+        busy = session.pump()
     except Exception as exc:  # never let the timer die silently
-        jobs.Status.last_error = f"Internal error while applying results: {exc}"
+        panel.show_error(f"Internal error while applying results: {exc}")
         import traceback
 
         traceback.print_exc()
@@ -37,7 +46,7 @@ def _timer():
 @persistent
 def _on_load_pre(*_args):
     """Opening another file: stop the jobs (their objects belong to the old file)."""
-    jobs.cancel_all(touch_scene=False)
+    session.cancel_everything("Cancelled: another file was opened.", touch_scene=False)
 
 
 def register():
@@ -54,9 +63,9 @@ def unregister():
     if _on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_on_load_pre)
     try:
-        jobs.cancel_all("Cancelled: the add-on was disabled.")
+        session.cancel_everything("Cancelled: the add-on was disabled.")
     except Exception:  # restricted context while Blender quits: stopping work is enough
-        jobs.cancel_all(touch_scene=False)
-    jobs.backend.stop()
+        session.cancel_everything("Cancelled: the add-on was disabled.", touch_scene=False)
+    BACKEND.stop()
     for module in reversed(_MODULES):
         module.unregister()

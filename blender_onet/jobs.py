@@ -1,37 +1,44 @@
-"""Jobs: a reader thread per job does the socket I/O; ``pump`` applies frames on the main
-thread. Only ``pump`` and the functions it calls touch bpy data.
+"""Jobs: one streamed request each (``StreamJob``), its states (``JobStatus``) and the one
+function every state change goes through (``transition``).
+
+A reader thread per job does the socket I/O and only fills the job's queue; ``pump_job``
+applies the frames on the main thread. Only the main-thread functions touch bpy data
+(docs/design.md, "Blender add-on"). ``active`` lists the jobs that have not finished.
 """
 
 import collections
+import enum
 import itertools
 import queue
 import threading
 import time
 
 import bpy
-from mathutils import Matrix
 
-from . import backend_link, result_mesh
-from .backend.service import client as wire
+from . import result_mesh
+from .bundled import wire
+from .connection import BACKEND
+from .status import panel
 
 ADDON = __package__
-INTERPOLATION_OBJECT = "ONet Interpolation"
-IDLE_FULL_RESOLUTION_S = 0.35  # slider still for this long: refine the preview
 
-backend = backend_link.Backend()
-jobs = []  # running jobs (reconstructions and the interpolation in flight)
+active = []  # StreamJobs not finished yet (reconstructions and the interpolation in flight)
 _ids = itertools.count(1)
 
 
-class Status:
-    """What the panel shows besides the running jobs (main thread only)."""
+class JobStatus(enum.Enum):
+    """Where a job is; the value is what the result object's ``onet_status`` says."""
 
-    last_error = ""
-    last_result = ""
-    check = None  # (ok, text) of the interpreter check
-    check_running = False
-    install = None  # backend_link.InstallTask
-    generation = 0
+    STARTING = "starting"  # launching or reaching the backend, sending the input
+    QUEUED = "queued"  # accepted, waiting behind other jobs on the backend
+    RUNNING = "running"  # the backend works on it; mesh levels arrive
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def finished(self):
+        return self in (JobStatus.DONE, JobStatus.CANCELLED, JobStatus.FAILED)
 
 
 def _addon_prefs():
@@ -39,14 +46,17 @@ def _addon_prefs():
     return addon.preferences if addon is not None else None
 
 
-class Job:
-    """One streamed request. Worker thread: ``thread``; everything else: main thread."""
+class StreamJob:
+    """One streamed request. Worker thread: ``thread``; everything else: main thread.
+
+    ``status`` is read-only: it changes through ``transition`` only.
+    """
 
     def __init__(self, kind, settings, request, place, name, scene, apply_every_level=True):
         self.id = next(_ids)
         self.kind = kind  # reconstruct | interpolate
-        self.settings = settings  # backend_link.Settings
-        self.request = request  # callable(client) -> frame iterator (runs on the thread)
+        self.settings = settings  # connection.ConnectionSettings
+        self.request = request  # callable(client, on_accepted) -> frames (runs on the thread)
         self.place = place  # Matrix: the result's matrix_world
         self.name = name  # base name of the result object
         self.scene = scene  # scene name to link the result in
@@ -58,8 +68,9 @@ class Job:
         self.cancel_event = threading.Event()
         self.server_job = None
         self.model = None
-        self.status = "starting"  # starting | running | done | error | cancelled
-        self.message = ""
+        self._status = JobStatus.STARTING
+        self.message = ""  # what the user is told about the last state change
+        self.queue_position = 0  # jobs ahead on the backend + this one (when queued)
         self.level, self.levels, self.evaluations, self.seconds = -1, 0, 0, 0.0
         self.tile, self.tiles = 0, 0  # tiled reconstructions: tiles done, in all
         self.updates = 0
@@ -70,15 +81,26 @@ class Job:
                                        daemon=True)
 
     @property
+    def status(self):
+        return self._status
+
+    @property
     def finished(self):
-        return self.status in ("done", "error", "cancelled")
+        return self._status.finished
+
+    def result_object(self):
+        """The object this job writes (None before the first level or once deleted)."""
+        return bpy.data.objects.get(self.result_name) if self.result_name else None
 
     def progress(self):
         """(fraction, text) for UILayout.progress."""
         elapsed = time.monotonic() - self.started
-        if self.status == "starting":
-            text = "Starting the backend…" if backend.state == "starting" else "Sending…"
+        if self.status is JobStatus.STARTING:
+            text = "Starting the backend…" if BACKEND.state == "starting" else "Sending…"
             return 0.0, f"{text} {elapsed:.0f} s"
+        if self.status is JobStatus.QUEUED:
+            return 0.0, (f"Waiting in the backend's queue ({self.queue_position - 1} ahead)…"
+                         f" {elapsed:.0f} s")
         if self.level < 0 and self.tiles:
             return (self.tile / self.tiles,
                     f"Tile {self.tile} of {self.tiles}, {elapsed:.0f} s")
@@ -95,10 +117,9 @@ class Job:
 
     def _work(self):
         try:
-            client = backend.ensure(self.settings)
+            client = BACKEND.ensure(self.settings)
             if self.cancel_event.is_set():
                 return
-            self.queue.put(("connected", None, None))
             stream = self.request(client, self._accepted)
             try:
                 for header, arrays in stream:
@@ -112,18 +133,57 @@ class Job:
             self.queue.put(("cancelled", None, None))
         except Exception as exc:
             if not self.cancel_event.is_set():
-                self.queue.put(("error", {"message": backend.failure_reason(exc, self.settings)},
+                self.queue.put(("error", {"message": BACKEND.failure_reason(exc, self.settings)},
                                 None))
 
 
+# -- the one state change ---------------------------------------------------------------------
+def transition(job, status, message="", touch_scene=True):
+    """Move ``job`` to ``status``: the job's status and message, the result object's
+    ``onet_status`` and the panel's message line change here and nowhere else.
+
+    A finished job stays finished (returns False). Finishing stops the reader thread and
+    takes the job off ``active``. ``touch_scene=False``: leave bpy data alone (the file is
+    being replaced).
+    """
+    if job.finished:
+        return False
+    job._status, job.message = status, message
+    if touch_scene:
+        _show_status(job, job.result_object())
+    if status.finished:
+        job.cancel_event.set()
+        if job in active:
+            active.remove(job)
+    reconstruct = job.kind == "reconstruct"
+    if status is JobStatus.FAILED:
+        panel.show_error(message)
+    elif status is JobStatus.DONE and reconstruct:
+        panel.show_result(message, clear_error=True)
+    elif status is JobStatus.CANCELLED and reconstruct:
+        panel.show_result(message)
+    elif status is JobStatus.STARTING and reconstruct:
+        panel.clear_error()
+    else:
+        panel.generation += 1
+    return True
+
+
+def _show_status(job, ob):
+    """The job's status on its result object (``onet_status``), the only place it is set."""
+    if ob is not None:
+        ob["onet_status"] = job.status.value
+
+
 def start(job):
-    jobs.append(job)
+    active.append(job)
+    transition(job, JobStatus.STARTING)
     job.thread.start()
     return job
 
 
 def running(kind="reconstruct"):
-    return [job for job in jobs if job.kind == kind and not job.finished]
+    return [job for job in active if job.kind == kind and not job.finished]
 
 
 # -- main thread ------------------------------------------------------------------------------
@@ -132,7 +192,7 @@ def _scene(job):
 
 
 def _apply_mesh(job, header, arrays):
-    ob = bpy.data.objects.get(job.result_name) if job.result_name else None
+    ob = job.result_object()
     if job.result_name and ob is None:
         cancel(job, "The result object was deleted or undone, so the job was stopped.")
         return
@@ -143,6 +203,7 @@ def _apply_mesh(job, header, arrays):
             ob[key] = value
         if job.model:
             ob["onet_model"] = job.model
+        _show_status(job, ob)
     if job.kind == "interpolate":
         ob.matrix_world = job.place
     result_mesh.write_mesh(ob.data, arrays["vertices"], arrays["faces"])
@@ -152,7 +213,7 @@ def _apply_mesh(job, header, arrays):
     job.updates += 1
 
 
-def _pump_job(job):
+def pump_job(job):
     """Apply what arrived for one job: at most one mesh level per call (each level is seen),
     or only the newest level when ``apply_every_level`` is off. True if anything changed."""
     while True:
@@ -169,14 +230,16 @@ def _pump_job(job):
     while job.inbox and not job.finished:
         kind, header, arrays = job.inbox.popleft()
         changed = True
-        if kind == "connected":
-            job.status = "running"
-        elif kind == "accepted":
-            job.status, job.model = "running", header.get("model")
-            ob = bpy.data.objects.get(job.result_name) if job.result_name else None
+        if kind == "accepted":
+            job.model = header.get("model")
+            job.queue_position = int(header.get("queue") or 1)
+            transition(job, JobStatus.QUEUED if job.queue_position > 1 else JobStatus.RUNNING)
+            ob = job.result_object()
             if ob is not None:
                 ob["onet_model"] = job.model
-        elif kind == "mesh":
+        elif kind in ("mesh", "tile") and job.status is JobStatus.QUEUED:
+            transition(job, JobStatus.RUNNING)
+        if kind == "mesh":
             _apply_mesh(job, header, arrays)
             break  # one level per call: the next ones (and the end) come with the next call
         elif kind == "tile":
@@ -186,37 +249,32 @@ def _pump_job(job):
         elif kind == "finished":
             _succeed(job)
         elif kind == "error":
-            _fail(job, "error", header["message"])
+            _fail(job, JobStatus.FAILED, header["message"])
         elif kind == "cancelled":
-            _fail(job, "cancelled", "The backend cancelled the job.")
+            _fail(job, JobStatus.CANCELLED, "The backend cancelled the job.")
     return changed
 
 
 def _succeed(job):
-    ob = bpy.data.objects.get(job.result_name) if job.result_name else None
+    ob = job.result_object()
     final = job.final or {}
     if ob is None or not final.get("faces"):
         message = ("The model found no surface in this input (the mesh is empty): try another"
                    " model or a lower threshold under Advanced.")
         if job.result_name and ob is None:
             message = "The result object was deleted before the job finished."
-        _fail(job, "error", message)
+        _fail(job, JobStatus.FAILED, message)
         return
-    ob["onet_status"] = "done"
     for key in ("evaluations", "seconds", "threshold", "resolution"):
         if key in final:
             ob[f"onet_{key}"] = final[key]
     if final.get("notes"):
         ob["onet_notes"] = "; ".join(final["notes"])
-    job.status = "done"
+    summary = (f"{ob.name}: {final.get('faces', 0):,} faces in {final.get('seconds', 0):.1f} s"
+               f" ({job.updates} updates)")
+    transition(job, JobStatus.DONE, summary)
     if job.kind == "reconstruct":
-        Status.last_result = (f"{ob.name}: {final.get('faces', 0):,} faces in"
-                              f" {final.get('seconds', 0):.1f} s ({job.updates} updates)")
-        Status.last_error = ""
-        _remove(job)
         undo_push("ONet Reconstruct")
-    else:
-        _remove(job)
 
 
 def undo_push(message):
@@ -230,42 +288,31 @@ def undo_push(message):
 def _fail(job, status, message):
     """End a job that did not finish: the scene goes back to how it was (or the partial
     result stays, clearly named, when the preferences ask for it)."""
-    job.status, job.message = status, message
-    job.cancel_event.set()
+    if not transition(job, status, message):
+        return
     if job.kind == "reconstruct" and job.result_name:
         prefs = _addon_prefs()
-        ob = bpy.data.objects.get(job.result_name)
+        ob = job.result_object()
         if ob is not None and prefs is not None and prefs.keep_partial and job.updates:
             ob.name = f"{job.name} (partial)"
             ob.data.name = ob.name
-            ob["onet_status"] = status
+            job.result_name = ob.name
         else:
             result_mesh.remove_object(job.result_name)
-    if status == "error":
-        Status.last_error = message
-    elif job.kind == "reconstruct":
-        Status.last_result = message
-    _remove(job)
-
-
-def _remove(job):
-    if job in jobs:
-        jobs.remove(job)
-    Status.generation += 1
 
 
 def cancel(job, message="Cancelled; the scene is as it was."):
     """Stop a job now: the server is told in the background, the scene is restored here."""
     if job.finished:
         return
-    _tell_server(job)
-    _fail(job, "cancelled", message)
+    tell_server(job)
+    _fail(job, JobStatus.CANCELLED, message)
 
 
-def _tell_server(job):
+def tell_server(job):
     """Ask the backend to drop the job now (the reader thread may be waiting for a level)."""
     job.cancel_event.set()
-    server_job, client = job.server_job, backend.client
+    server_job, client = job.server_job, BACKEND.client
     if server_job and client is not None:
         def tell():
             try:
@@ -277,170 +324,11 @@ def _tell_server(job):
 
 
 def cancel_all(message="Cancelled; the scene is as it was.", touch_scene=True):
-    for job in list(jobs):
+    """Cancel every active job; ``touch_scene=False`` only stops the work (the file is being
+    replaced, so its objects are left alone)."""
+    for job in list(active):
         if touch_scene:
             cancel(job, message)
-        else:  # the file is being replaced: only stop the work
-            _tell_server(job)
-            job.status = "cancelled"
-            _remove(job)
-    interpolation.reset(touch_scene=touch_scene)
-
-
-# -- latent interpolation -----------------------------------------------------------------------
-def blend_matrices(a, b, t):
-    """World matrix between a and b: location and scale linear, rotation slerped."""
-    if t <= 0:
-        return a.copy()
-    if t >= 1:
-        return b.copy()
-    la, ra, sa = a.decompose()
-    lb, rb, sb = b.decompose()
-    return Matrix.LocRotScale(la.lerp(lb, t), ra.slerp(rb, t), sa.lerp(sb, t))
-
-
-class Interpolation:
-    """Shapes A and B, the slider's requests (coalesced: one job in flight, the newest
-    request waits) and the preview object."""
-
-    def __init__(self):
-        self.a = self.b = None  # (SceneInput, model name or None)
-        self.job = None
-        self.wanted = None  # (t, preview) waiting for the job in flight
-        self.changed_at = 0.0
-        self.shown = None  # (t, preview) of the shape on screen
-        self.refine = True
-        self.settings = None
-        self.mise = None
-        self.output = None
-        self.scene = ""
-        self.jobs_started = 0
-        self.object_name = ""
-
-    def ready(self):
-        return self.a is not None and self.b is not None
-
-    def busy(self):
-        return self.job is not None or self.wanted is not None or (
-            self.refine and self.shown is not None and self.shown[1])
-
-    def set_shape(self, which, scene_input, model):
-        other = self.b if which == "a" else self.a
-        name = "B" if which == "a" else "A"
-        if other is not None and other[0].kind != scene_input.kind:
-            raise ValueError(f"shape {name} is a {other[0].kind} input and this is a"
-                             f" {scene_input.kind} input; both shapes must be the same kind")
-        if other is not None and other[1] != model:
-            raise ValueError(f"shape {name} was set with the model {other[1] or 'default'};"
-                             " choose the same model for both shapes")
-        setattr(self, which, (scene_input, model))
-        self.shown = None
-
-    def request(self, t, preview=True):
-        """The slider moved (or the full shape is wanted): run it as soon as possible."""
-        if not self.ready():
-            return
-        job = self.job
-        if job is not None and (job.t, job.preview) == (float(t), preview):
-            self.wanted = None  # already on its way
-            return
-        self.wanted = (float(t), preview)
-        self.changed_at = time.monotonic()
-        self._kick()
-
-    def _kick(self):
-        if self.job is not None or self.wanted is None or self.settings is None:
-            return
-        t, preview = self.wanted
-        self.wanted = None
-        (a, model), (b, _) = self.a, self.b
-        mise, output = (None if preview else self.mise), self.output
-
-        def request(client, on_accepted):
-            latent_a = client.encode(model=model, **a.arrays)
-            latent_b = client.encode(model=model, **b.arrays)
-            return client.interpolate(latent_a, latent_b, t, preview=preview, mise=mise,
-                                      output=output, on_accepted=on_accepted)
-
-        job = Job("interpolate", self.settings, request, blend_matrices(a.matrix, b.matrix, t),
-                  INTERPOLATION_OBJECT, self.scene, apply_every_level=False)
-        job.t, job.preview = t, preview
-        ob = self.preview_object()
-        job.result_name = ob.name if ob is not None else None
-        job.collection = a.collection
-        job.properties = {"onet_interpolation": f"{a.source} → {b.source}"}
-        self.job = job
-        self.jobs_started += 1
-        start(job)
-
-    def preview_object(self):
-        """The preview object (None until the first shape arrived or once deleted)."""
-        return bpy.data.objects.get(self.object_name) if self.object_name else None
-
-    def pump(self):
-        job, changed = self.job, False
-        if job is not None:
-            changed = _pump_job(job)
-            if job.result_name:
-                self.object_name = job.result_name
-                ob = bpy.data.objects.get(job.result_name)
-                if ob is not None:
-                    ob["onet_t"] = job.t
-                    ob["onet_preview"] = job.preview
-            if job.finished:
-                self.job = None
-                if job.status == "done":
-                    self.shown = (job.t, job.preview)
-                elif job.status == "error":
-                    self.wanted = None
-                    self.shown = None
-        if self.job is None:
-            if self.wanted is not None:
-                self._kick()
-                changed = True
-            elif (self.refine and self.shown is not None and self.shown[1]
-                  and time.monotonic() - self.changed_at > IDLE_FULL_RESOLUTION_S):
-                self.wanted = (self.shown[0], False)
-                self._kick()
-                changed = True
-        return changed
-
-    def reset(self, touch_scene=True):
-        if self.job is not None:
-            if touch_scene:
-                cancel(self.job)
-            else:
-                _tell_server(self.job)
-        self.__init__()
-
-
-interpolation = Interpolation()
-
-
-def pump():
-    """Main-thread step: apply received frames. Returns whether work is pending."""
-    changed = False
-    for job in list(jobs):
-        if job.kind == "reconstruct":
-            changed |= _pump_job(job)
-    changed |= interpolation.pump()
-    install = Status.install
-    seen = (backend.generation, backend.state, Status.check, Status.check_running,
-            install and (install.state, round(install.fraction, 3), install.step),
-            Status.last_error, Status.last_result)
-    if seen != getattr(pump, "_seen", None):  # something the panels show changed
-        pump._seen = seen
-        changed = True
-    if changed:
-        Status.generation += 1
-        redraw()
-    return bool(jobs) or interpolation.busy() or backend.state == "starting" or (
-        Status.install is not None and Status.install.state == "running") or Status.check_running
-
-
-def redraw():
-    wm = bpy.context.window_manager
-    for window in getattr(wm, "windows", ()):
-        for area in window.screen.areas:
-            if area.type in {"VIEW_3D", "PREFERENCES"}:
-                area.tag_redraw()
+        else:
+            tell_server(job)
+            transition(job, JobStatus.CANCELLED, message, touch_scene=False)

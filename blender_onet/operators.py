@@ -1,15 +1,18 @@
-"""Operators: thin wrappers around plain functions (``actions``) that tests call as well."""
+"""Operators: thin wrappers around the plain functions above them, which tests call too."""
 
 import os
 import threading
 
 import bpy
 
-from . import backend_link, jobs, prefs, props, scene_input
+from . import installer, interpreters, jobs, prefs, props, result_mesh, scene_input, session
+from .bundled import BACKEND_DIR
+from .connection import BACKEND
+from .interpolation import INTERPOLATION
 from .numeric import InputError
+from .status import panel
 
 ADDON = __package__
-BACKEND_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "backend")
 
 
 # -- plain functions -------------------------------------------------------------------------
@@ -30,7 +33,7 @@ def reconstruct_problem(context):
 
 
 def start_reconstruction(context):
-    """Read the input and start streaming its reconstruction. Returns the Job.
+    """Read the input and start streaming its reconstruction. Returns the StreamJob.
 
     Raises InputError (plain words) when the input cannot be used.
     """
@@ -41,25 +44,28 @@ def start_reconstruction(context):
     data = scene_input.read(context, settings)
     model = settings.model_name or None
     mise = props.mise_of(settings)
-    tiling = {"tile_size": settings.tile_size} if settings.tile_size > 0 else None
-    output = {"fill_cavities": settings.fill_voids}
+    output, tiling = props.output_of(settings), props.tiling_of(settings)
 
     def request(client, on_accepted):
         return client.reconstruct(model=model, mise=mise, output=output, tiling=tiling,
                                   on_accepted=on_accepted, **data.arrays)
 
-    job = jobs.Job("reconstruct", prefs.settings_snapshot(context), request, data.matrix,
-                   f"{data.source} ONet", context.scene.name)
+    job = jobs.StreamJob("reconstruct", prefs.settings_snapshot(context), request, data.matrix,
+                         f"{data.source} ONet", context.scene.name)
     job.collection = data.collection
     job.properties = {
         "onet_source": data.source, "onet_input": data.label, "onet_kind": data.kind,
         "onet_model": model or "default", "onet_resolution0": mise["resolution0"],
         "onet_upsampling_steps": mise["upsampling_steps"],
         "onet_threshold_requested": mise["threshold"] or 0.0,
-        "onet_tile_size": settings.tile_size, "onet_fill_voids": settings.fill_voids,
-        "onet_status": "running"}
-    jobs.Status.last_error = ""
+        "onet_tile_size": settings.tile_size, "onet_fill_cavities": output["fill_cavities"]}
     return jobs.start(job)
+
+
+def cancel_reconstructions():
+    """Cancel every running reconstruction; the scene goes back to how it was."""
+    for job in jobs.running():
+        jobs.cancel(job)
 
 
 def set_interpolation_shape(context, which):
@@ -68,13 +74,13 @@ def set_interpolation_shape(context, which):
     if problem:
         raise InputError(problem)
     data = scene_input.read(context, settings)
-    interpolation = jobs.interpolation
+    interpolation = INTERPOLATION
     try:
         interpolation.set_shape(which, data, settings.model_name or None)
     except ValueError as exc:
         raise InputError(str(exc)[:1].upper() + str(exc)[1:]) from None
     interpolation.settings = prefs.settings_snapshot(context)
-    interpolation.mise = props.mise_of(settings)
+    interpolation.mise, interpolation.output = props.mise_of(settings), props.output_of(settings)
     interpolation.scene = context.scene.name
     if interpolation.ready():
         interpolation.request(settings.interp_t, preview=True)
@@ -82,9 +88,7 @@ def set_interpolation_shape(context, which):
 
 
 def apply_interpolation(context):
-    from . import result_mesh
-
-    interpolation = jobs.interpolation
+    interpolation = INTERPOLATION
     ob = interpolation.preview_object()
     t = interpolation.shown[0] if interpolation.shown else context.scene.onet.interp_t
     a, b = interpolation.a[0].source, interpolation.b[0].source
@@ -97,14 +101,22 @@ def apply_interpolation(context):
     return new
 
 
+def clear_interpolation():
+    """Forget shapes A and B and remove the preview object."""
+    ob = INTERPOLATION.preview_object()
+    INTERPOLATION.reset()
+    if ob is not None:
+        result_mesh.remove_object(ob.name)
+
+
 def check_python_async(context):
-    python, _ = backend_link.resolve_python(prefs.prefs(context).python_path.strip(),
+    python, _ = interpreters.resolve_python(prefs.prefs(context).python_path.strip(),
                                             prefs.user_dir())
-    jobs.Status.check_running = True
+    panel.check_running = True
 
     def run():
-        jobs.Status.check = backend_link.check_python(python)
-        jobs.Status.check_running = False
+        panel.check = interpreters.check_python(python)
+        panel.check_running = False
 
     threading.Thread(target=run, name="onet-check-python", daemon=True).start()
 
@@ -116,8 +128,7 @@ def install_problem():
                 " Preferences > System > Network, or install the backend's requirements"
                 f" yourself: python -m pip install -r \"{requirements}\", then choose that"
                 " Python in these preferences")
-    task = jobs.Status.install
-    if task is not None and task.state == "running":
+    if panel.install_running():
         return "The backend environment is being installed"
     return None
 
@@ -128,15 +139,15 @@ def install_backend_async(context, base_python=None, requirements=None):
     if problem:
         raise InputError(problem)
     folder = prefs.user_dir()
-    task = backend_link.InstallTask(log_path=os.path.join(folder, "install-backend.log"))
-    jobs.Status.install = task
+    task = installer.InstallTask(log_path=os.path.join(folder, "install-backend.log"))
+    panel.install = task
     base = base_python or _venv_base_python()
     requirements = requirements or os.path.join(BACKEND_DIR, "requirements.txt")
     variant = prefs.prefs(context).torch_variant
 
     def run():
         try:
-            backend_link.install_environment(base, folder, requirements, variant, task)
+            installer.install_environment(base, folder, requirements, variant, task)
         except Exception as exc:
             task.state, task.message = "error", f"{type(exc).__name__}: {exc}"
 
@@ -168,7 +179,7 @@ class _Checked:
 
     def fail(self, error):
         """Show an input problem in the panel and as a report; the operator is cancelled."""
-        jobs.Status.last_error = str(error)
+        panel.show_error(str(error))
         self.report({"ERROR"}, str(error))
         return {"CANCELLED"}
 
@@ -204,8 +215,7 @@ class ONET_OT_cancel(_Checked, bpy.types.Operator):
         return None if jobs.running() else "No reconstruction is running"
 
     def execute(self, context):
-        for job in jobs.running():
-            jobs.cancel(job)
+        cancel_reconstructions()
         self.report({"INFO"}, "Reconstruction cancelled")
         return {"FINISHED"}
 
@@ -219,14 +229,14 @@ class ONET_OT_backend_start(_Checked, bpy.types.Operator):
 
     @classmethod
     def problem(cls, context):
-        if jobs.backend.state == "starting":
+        if BACKEND.state == "starting":
             return "The backend is starting"
-        if jobs.backend.is_running():
+        if BACKEND.is_running():
             return "The backend is already running"
         return prefs.backend_problem(context)
 
     def execute(self, context):
-        jobs.backend.start_async(prefs.settings_snapshot(context))
+        BACKEND.start_async(prefs.settings_snapshot(context))
         return {"FINISHED"}
 
 
@@ -239,13 +249,13 @@ class ONET_OT_backend_stop(_Checked, bpy.types.Operator):
 
     @classmethod
     def problem(cls, context):
-        if jobs.backend.state not in ("running", "starting"):
+        if BACKEND.state not in ("running", "starting"):
             return "The backend is not running"
         return None
 
     def execute(self, context):
-        jobs.cancel_all("Cancelled: the backend was stopped.")
-        jobs.backend.stop()
+        session.cancel_everything("Cancelled: the backend was stopped.")
+        BACKEND.stop()
         return {"FINISHED"}
 
 
@@ -258,7 +268,7 @@ class ONET_OT_check_python(_Checked, bpy.types.Operator):
 
     @classmethod
     def problem(cls, context):
-        return "A check is running" if jobs.Status.check_running else None
+        return "A check is running" if panel.check_running else None
 
     def execute(self, context):
         check_python_async(context)
@@ -321,9 +331,9 @@ class ONET_OT_interpolate_apply(_Checked, bpy.types.Operator):
 
     @classmethod
     def problem(cls, context):
-        if not jobs.interpolation.ready():
+        if not INTERPOLATION.ready():
             return "Set shapes A and B first"
-        if jobs.interpolation.preview_object() is None:
+        if INTERPOLATION.preview_object() is None:
             return "No interpolated shape yet: move the Blend slider"
         return None
 
@@ -341,17 +351,12 @@ class ONET_OT_interpolate_clear(_Checked, bpy.types.Operator):
 
     @classmethod
     def problem(cls, context):
-        if jobs.interpolation.a is None and jobs.interpolation.b is None:
+        if INTERPOLATION.a is None and INTERPOLATION.b is None:
             return "No interpolation is set up"
         return None
 
     def execute(self, context):
-        from . import result_mesh
-
-        ob = jobs.interpolation.preview_object()
-        jobs.interpolation.reset()
-        if ob is not None:
-            result_mesh.remove_object(ob.name)
+        clear_interpolation()
         return {"FINISHED"}
 
 

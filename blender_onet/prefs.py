@@ -1,11 +1,14 @@
-"""Add-on preferences: how to reach the backend, and the environment it runs in."""
+"""Add-on preferences: how to reach the backend and the environment it runs in, and the
+snapshot of them a connection is made with (``settings_snapshot``)."""
 
 import os
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from . import backend_link, jobs
+from .connection import ConnectionSettings
+from .interpreters import resolve_python
+from .status import panel
 
 ADDON = __package__
 
@@ -20,16 +23,15 @@ def prefs(context=None):
 
 
 def settings_snapshot(context=None):
-    """A backend_link.Settings from the preferences (main thread)."""
+    """A ConnectionSettings from the preferences (main thread)."""
     p = prefs(context)
     folder = user_dir()
-    python, source = backend_link.resolve_python(p.python_path.strip(), folder)
+    python, source = resolve_python(p.python_path.strip(), folder)
     model_dirs = tuple(os.path.normpath(bpy.path.abspath(p.model_dir))
                        for _ in [0] if p.model_dir.strip())
-    return backend_link.Settings(mode=p.backend_mode, python=python, python_source=source,
-                                 device=p.device.lower(), url=p.url.strip(),
-                                 token=p.token.strip(), model_dirs=model_dirs,
-                                 user_dir=folder)
+    return ConnectionSettings(mode=p.backend_mode, python=python, python_source=source,
+                              device=p.device.lower(), url=p.url.strip(),
+                              token=p.token.strip(), model_dirs=model_dirs, user_dir=folder)
 
 
 def backend_problem(context=None):
@@ -39,7 +41,7 @@ def backend_problem(context=None):
         if not p.url.strip():
             return "Set the backend URL in the add-on preferences (Remote mode)"
         return None
-    python, source = backend_link.resolve_python(p.python_path.strip(), user_dir())
+    python, source = resolve_python(p.python_path.strip(), user_dir())
     if not python:
         return source[:1].upper() + source[1:]
     return None
@@ -89,7 +91,7 @@ class ONET_AP_preferences(bpy.types.AddonPreferences):
             layout.prop(self, "token")
         else:
             layout.prop(self, "python_path")
-            python, source = backend_link.resolve_python(self.python_path.strip(), user_dir())
+            python, source = resolve_python(self.python_path.strip(), user_dir())
             box = layout.box()
             col = box.column(align=True)
             if python:
@@ -99,10 +101,10 @@ class ONET_AP_preferences(bpy.types.AddonPreferences):
                 col.label(text=source, icon="ERROR")
             row = box.row()
             row.operator("onet.check_python", icon="VIEWZOOM")
-            if jobs.Status.check_running:
+            if panel.check_running:
                 row.label(text="Checking…")
-            elif jobs.Status.check is not None:
-                ok, text = jobs.Status.check
+            elif panel.check is not None:
+                ok, text = panel.check
                 box.label(text=text, icon="CHECKMARK" if ok else "ERROR")
             layout.prop(self, "device")
             layout.prop(self, "model_dir")
@@ -115,7 +117,7 @@ class ONET_AP_preferences(bpy.types.AddonPreferences):
         row = box.row()
         row.prop(self, "torch_variant")
         row.operator("onet.install_backend", icon="IMPORT")
-        task = jobs.Status.install
+        task = panel.install
         if task is not None:
             if task.state == "running":
                 box.progress(factor=task.fraction, text=task.step[:70])

@@ -1,10 +1,19 @@
-"""Per-scene settings of the ONet panel (``scene.onet``)."""
+"""Per-scene settings of the ONet panel (``scene.onet``) and the wire options they make.
+
+Each option keeps one name from the property to the wire and the CLI flag
+(``resolution0``, ``upsampling_steps``, ``threshold``, ``tile_size``, ``fill_cavities``;
+docs/design.md, "One request"): ``mise_of``, ``output_of`` and ``tiling_of`` build the
+request's ``mise``, ``output`` and ``tiling`` objects.
+"""
 
 import bpy
 from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
                        StringProperty)
 
-from . import jobs, scene_input
+from . import scene_input
+from .bundled import KIND_NAMES
+from .connection import BACKEND
+from .interpolation import INTERPOLATION
 
 PRESETS = {"PREVIEW": (16, 1), "STANDARD": (32, 2), "HIGH": (32, 3)}
 DEFAULT_MODEL = "__default__"
@@ -15,10 +24,9 @@ def model_items(self, context):
     """Models from the backend that fit the input kind (+ analytic shapes when asked)."""
     description = scene_input.describe(context or bpy.context, self)
     kind = description.kind
-    names = {"pointcloud": "point clouds", "voxels": "voxels", "image": "images"}
     items = [(DEFAULT_MODEL, "Default", "The backend's default model for "
-              + names.get(kind, "this input"), 0)]
-    for model in jobs.backend.models:
+              + KIND_NAMES.get(kind, "this input"), 0)]
+    for model in BACKEND.models:
         fits = model.get("input_kind") == kind and kind is not None
         test = model.get("input_kind") is None and self.show_test_shapes
         if fits or test:
@@ -73,15 +81,36 @@ def _numbers_update(self, context):
 
 
 def _t_update(self, context):
-    interpolation = jobs.interpolation
-    if interpolation.ready():
-        interpolation.mise = mise_of(self)
-        interpolation.request(self.interp_t, preview=True)
+    if INTERPOLATION.ready():
+        INTERPOLATION.mise, INTERPOLATION.output = mise_of(self), output_of(self)
+        INTERPOLATION.request(self.interp_t, preview=True)
 
 
 def mise_of(settings):
+    """The wire's ``mise`` (threshold None: the model's own)."""
     return {"resolution0": settings.resolution0, "upsampling_steps": settings.upsampling_steps,
             "threshold": settings.threshold if settings.threshold > 0 else None}
+
+
+def output_of(settings):
+    """The wire's ``output`` (the options the panel sets; the backend's defaults for the
+    rest)."""
+    return {"fill_cavities": settings.fill_cavities}
+
+
+def tiling_of(settings):
+    """The wire's ``tiling`` (None: the input is one object)."""
+    return {"tile_size": settings.tile_size} if settings.tile_size > 0 else None
+
+
+def model_threshold(settings, kind):
+    """The threshold the chosen model (or the default one for ``kind``) uses when the
+    panel's is 0, as the connected backend lists it; None when not known."""
+    for model in BACKEND.models:
+        if (model["name"] == settings.model_name if settings.model_name
+                else kind in model.get("default_for", ())):
+            return model.get("threshold")
+    return None
 
 
 class ONET_PG_scene(bpy.types.PropertyGroup):
@@ -134,17 +163,17 @@ class ONET_PG_scene(bpy.types.PropertyGroup):
                                   description="Times MISE halves the cells near the surface"
                                   " (final grid = start × 2^refinements)")
     threshold: FloatProperty(name="Threshold", default=0.0, min=0.0, max=0.99,
-                             description="Occupancy probability of the surface (0: the model's"
-                             " own, 0.2 for ONet)")
+                             description="Occupancy probability of the surface (0: the chosen"
+                             " model's own, from its card)")
     tile_size: FloatProperty(
         name="Tile Size", default=0.0, min=0.0, soft_max=100.0, subtype="DISTANCE",
         description="0: the input is one object. Above 0: a large scan (a room, a street) is"
         " reconstructed tile by tile; this is the size (in the object's own units) that the"
         " model sees as one object. Needs a ConvONet model")
-    fill_voids: BoolProperty(
-        name="Fill Enclosed Voids", default=True,
-        description="Make voids sealed inside the shape solid: no scan sees them, so they are"
-        " the network's guess. Off: keep the raw surface")
+    fill_cavities: BoolProperty(
+        name="Fill Enclosed Cavities", default=True,
+        description="Make cavities sealed inside the shape solid: no scan sees them, so they"
+        " are the network's guess. Off: keep the raw surface")
     show_advanced: BoolProperty(name="Advanced", default=False)
     interp_t: FloatProperty(name="Blend", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
                             update=_t_update,

@@ -2,7 +2,10 @@
 
 ``describe`` is cheap (counts only) and drives the panel and the operators' poll messages;
 ``read`` gathers the arrays that go to the backend. Everything is read in the object's local
-coordinates; the result is placed with the source's ``matrix_world``.
+coordinates; the result is placed with the source's ``matrix_world`` (docs/design.md,
+"Coordinates"). Point clouds are sent whole: the backend subsamples them to its model's
+input size itself, and refuses more than its ``max_points`` limit, which is read from the
+connected backend's /v1/health.
 """
 
 import os
@@ -13,11 +16,11 @@ import numpy as np
 from mathutils import Matrix
 
 from . import numeric
+from .connection import BACKEND
 from .numeric import InputError
 
 MESH_LIKE = {"MESH", "CURVE", "SURFACE", "FONT", "META"}
 POINT_LIKE = {"POINTCLOUD": "point cloud", "CURVES": "hair curves"}  # read "position"
-SERVER_MAX_POINTS = 100_000  # the backend's default --max-points
 IMAGE_FILE_TYPES = (".png", ".jpg", ".jpeg")
 VOLUME_MAX_VOXELS = 300 ** 3
 TYPE_NAMES = {"CAMERA": "a camera", "LIGHT": "a light", "ARMATURE": "an armature",
@@ -122,6 +125,9 @@ def describe(context, settings):
         count = len(position.data) if position is not None else 0
         if not count:
             return Description(problem=f"The {what} {ob.name!r} has no points")
+        problem = too_many_points(count, f"The {what} {ob.name!r}")
+        if problem:
+            return Description(problem=problem)
         return Description("pointcloud", f"{what[:1].upper()}{what[1:]}: {count:,} points →"
                            f" {_sent(count)}", source=ob.name)
     if ob.type == "VOLUME":
@@ -145,12 +151,18 @@ def describe(context, settings):
                 return Description(problem=f"The mesh {ob.name!r} has no faces to sample;"
                                            " use its vertices")
             n = settings.surface_points
+            problem = too_many_points(n, "Surface Points")
+            if problem:
+                return Description(problem=problem)
             faces_text = f"{faces:,} faces" if faces is not None else "surface"
             return Description("pointcloud", f"{what}: {faces_text}{extra} →"
                                f" {_sent(n)} sampled on the faces", source=ob.name)
         if count is None:
             return Description("pointcloud", f"{what}: vertices of its mesh → points",
                                source=ob.name)
+        problem = too_many_points(count, f"The mesh {ob.name!r}")
+        if problem:
+            return Description(problem=problem)
         return Description("pointcloud", f"{what}: {count:,} vertices{extra} → {_sent(count)}",
                            source=ob.name)
     name = TYPE_NAMES.get(ob.type, f"a {ob.type.lower()} object")
@@ -159,9 +171,19 @@ def describe(context, settings):
 
 
 def _sent(count):
-    if count > SERVER_MAX_POINTS:
-        return f"{SERVER_MAX_POINTS:,} points (the backend subsamples)"
+    """What is sent: every point (the backend subsamples to its model's input size)."""
     return f"{count:,} points"
+
+
+def too_many_points(count, subject):
+    """Why ``count`` points cannot be sent (over the connected backend's ``max_points``),
+    or None (also while no backend is connected: then the backend checks on arrival)."""
+    limit = BACKEND.limit("max_points")
+    if limit is None or count <= limit:
+        return None
+    return (f"{subject} has {count:,} points, more than the backend accepts ({limit:,}, its"
+            " --max-points): use fewer points (Surface Points, or decimate the mesh) or start"
+            " the backend with a higher --max-points")
 
 
 def _image_text(image, settings):
@@ -191,6 +213,7 @@ def read(context, settings):
         buffer = np.empty(len(position.data) * 3, np.float32)
         position.data.foreach_get("vector", buffer)
         points = numeric.finite_points(buffer, f"The {POINT_LIKE[ob.type]} {ob.name!r}")
+        _check_count(points, f"The {POINT_LIKE[ob.type]} {ob.name!r}")
         return SceneInput("pointcloud", {"points": points}, ob.name, description.text, matrix,
                           collection)
     if ob.type == "VOLUME":
@@ -215,8 +238,16 @@ def read(context, settings):
     else:
         points = vertices
     points = numeric.finite_points(points, what)
+    _check_count(points, what)
     return SceneInput("pointcloud", {"points": points}, ob.name, description.text, matrix,
                       collection)
+
+
+def _check_count(points, what):
+    """InputError when the points read (modifiers may add some) are over the limit."""
+    problem = too_many_points(len(points), what)
+    if problem:
+        raise InputError(problem)
 
 
 def _evaluated_mesh(context, ob):

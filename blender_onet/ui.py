@@ -1,9 +1,13 @@
-"""The ONet tab of the 3D View sidebar (N panel)."""
+"""The ONet tab of the 3D View sidebar (N panel): the input, the options, the running jobs,
+the panel's messages (``status.panel``), the latent slider and the backend's state."""
 
 import bpy
 
-from . import jobs, prefs, scene_input
+from . import jobs, prefs, props, scene_input
+from .connection import BACKEND
+from .interpolation import INTERPOLATION
 from .prefs import wrap
+from .status import panel
 
 
 class _Sidebar:
@@ -43,7 +47,7 @@ class ONET_PT_reconstruct(_Sidebar, bpy.types.Panel):
                 box.label(text=line, icon="CHECKMARK" if i == 0 else "BLANK1")
 
         layout.prop(settings, "model")
-        if not jobs.backend.is_running():
+        if not BACKEND.is_running():
             layout.label(text="Start the backend to list its models", icon="INFO")
         layout.prop(settings, "preset")
         fold = layout.column()
@@ -56,8 +60,11 @@ class ONET_PT_reconstruct(_Sidebar, bpy.types.Panel):
             finest = settings.resolution0 * 2 ** settings.upsampling_steps
             grid.label(text=f"MISE {settings.resolution0} → {finest} (final grid {finest}³)")
             fold.prop(settings, "threshold")
+            own = props.model_threshold(settings, description.kind)
+            if settings.threshold == 0 and own is not None:
+                fold.label(text=f"0: the model's own threshold, {own:g}")
             fold.prop(settings, "tile_size")
-            fold.prop(settings, "fill_voids")
+            fold.prop(settings, "fill_cavities")
             fold.prop(settings, "show_test_shapes")
 
         running = jobs.running()
@@ -68,12 +75,12 @@ class ONET_PT_reconstruct(_Sidebar, bpy.types.Panel):
             layout.operator("onet.cancel", icon="CANCEL")
         else:
             layout.operator("onet.reconstruct", icon="MESH_ICOSPHERE")
-        if jobs.Status.last_error:
+        if panel.last_error:
             box = layout.box()
-            for i, line in enumerate(wrap(jobs.Status.last_error)):
+            for i, line in enumerate(wrap(panel.last_error)):
                 box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
-        elif jobs.Status.last_result and not running:
-            for line in wrap(jobs.Status.last_result):
+        elif panel.last_result and not running:
+            for line in wrap(panel.last_result):
                 layout.label(text=line)
 
 
@@ -84,7 +91,7 @@ class ONET_PT_interpolate(_Sidebar, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        interpolation = jobs.interpolation
+        interpolation = INTERPOLATION
         row = layout.row(align=True)
         row.operator("onet.interpolate_set_a", text="Set A")
         row.operator("onet.interpolate_set_b", text="Set B")
@@ -112,11 +119,11 @@ class ONET_PT_backend(_Sidebar, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        for i, line in enumerate(wrap(jobs.backend.status_text())):
-            layout.label(text=line, icon=("CHECKMARK" if jobs.backend.is_running() else
+        for i, line in enumerate(wrap(BACKEND.status_text())):
+            layout.label(text=line, icon=("CHECKMARK" if BACKEND.is_running() else
                                           "DOT") if i == 0 else "BLANK1")
         problem = prefs.backend_problem(context)
-        if problem and not jobs.backend.is_running():
+        if problem and not BACKEND.is_running():
             for i, line in enumerate(wrap(problem)):
                 layout.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
         row = layout.row(align=True)

@@ -193,6 +193,13 @@ def test_addon_source_rules():
         assert not re.search(r"^\s*(import|from) torch", text, re.M), name
         assert not re.search(r"^\s*(import|from) backend", text, re.M), name
         assert "blender_onet" not in text.replace("ONET", ""), name  # no absolute self-import
+        # The bundled backend is imported in one module, and only its torch-free parts.
+        bundled = re.findall(r"^\s*from \.backend(\S*) import (.+)$", text, re.M)
+        assert name == "bundled.py" or not bundled, name
+        if name == "bundled.py":
+            assert {module for module, _ in bundled} == {".io.inputs", ".service"}, bundled
+            assert all(names.split(" as ")[0].strip() in ("KIND_NAMES", "client", "protocol")
+                       for _, names in bundled), bundled
 
 
 def load_numeric():
@@ -251,6 +258,7 @@ def test_installs_and_registers(blender):
     info = blender.started
     assert info["module"] == ADDON and info["enabled"]
     assert info["timer_registered"] and info["has_pump"]
+    assert not info["torch_imported"]  # the add-on never imports torch into Blender
     assert info["user_dir"].startswith(info["user_resources"])
     labels = info["operators"]
     for op in ("reconstruct", "cancel", "backend_start", "backend_stop",
@@ -282,7 +290,7 @@ def test_tiled_scene_with_the_bundled_convonet(blender):
     assert data["closed"] and data["tiles_seen"] == data["tiles"] > 1, data
     assert data["extent_error"] < 0.1 and data["matrix_error"] < 1e-6, data
     assert data["props"]["onet_tile_size"] == 1.0 and data["props"]["onet_status"] == "done"
-    assert not data["props"]["onet_fill_voids"]
+    assert not data["props"]["onet_fill_cavities"]
 
 
 def test_reconstruct_voxel_object(blender):
@@ -318,8 +326,59 @@ def test_cancel_mid_job_and_opening_a_file(blender):
     assert data["objects_after_cancel"] == data["objects_before"]
     assert data["server_status"] == "cancelled"
     assert data["partial_kept"] == "Slow2 ONet (partial)"
+    # The object, the job and the panel say the same thing (one transition sets all three).
+    assert data["partial_status"] == data["partial_job_status"] == "cancelled", data
+    assert data["partial_panel_result"] == data["partial_job_message"] != "", data
     assert data["load_pre_cancelled"] and data["after_load_server_status"] == "cancelled"
+    assert data["load_pre_job"] == ["cancelled", "Cancelled: another file was opened."]
     assert data["next_job_ok"]
+
+
+def test_every_job_state_change_goes_through_transition(blender):
+    data = blender.run("transitions")
+    # "queued" only if the server still counted another job when it accepted this one.
+    assert data["done_states"] in (["starting", "running", "done"],
+                                   ["starting", "queued", "running", "done"]), data
+    assert data["done_object_status"] == "done"
+    assert data["done_panel_result"] == data["done_job_message"], data
+    assert data["done_job_message"].startswith("Box ONet: ") and data["done_panel_error"] == ""
+    assert data["status_read_only"]
+    assert data["failed_states"] == ["starting", "failed"], data
+    assert data["failed_panel_error"] == data["failed_job_message"], data
+    assert "no_such_model" in data["failed_job_message"], data
+    assert data["unrecorded"] == [], data  # every job's status is the last one recorded
+
+
+def test_job_status_is_set_in_one_place():
+    """Only jobs.transition changes a job's status (``_status``; ``status`` is read-only) and
+    only jobs._show_status writes a job's ``onet_status``; the copy that Apply Blend makes
+    is a new object, marked done by operators.apply_interpolation."""
+    import ast
+
+    folder = os.path.join(ROOT, "blender_onet")
+    writers = {"_status": set(), "status": set(), "onet_status": set()}
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(folder, name)) as handle:
+            tree = ast.parse(handle.read())
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef):
+                continue
+            for node in ast.walk(function):
+                targets = node.targets if isinstance(node, ast.Assign) else []
+                for target in targets:
+                    for part in ast.walk(target):
+                        if isinstance(part, ast.Attribute) and part.attr in writers:
+                            writers[part.attr].add(f"{name}:{function.name}")
+                        if (isinstance(part, ast.Subscript)
+                                and isinstance(part.slice, ast.Constant)
+                                and part.slice.value == "onet_status"):
+                            writers["onet_status"].add(f"{name}:{function.name}")
+    assert writers["_status"] == {"jobs.py:__init__", "jobs.py:transition"}, writers
+    assert writers["status"] == set(), writers
+    assert writers["onet_status"] == {"jobs.py:_show_status",
+                                      "operators.py:apply_interpolation"}, writers
 
 
 def test_backend_killed_mid_job(blender):
@@ -357,6 +416,11 @@ def test_remote_backend_with_token(blender):
     assert data["closed"] and data["status"].startswith("Connected to 127.0.0.1:")
     assert "refused the token" in data["wrong_token"], data
     assert "Set the backend URL" in data["no_url"]
+    # The point limit is the server's (--max-points 1000), read from /v1/health.
+    assert data["max_points"] == 1000, data
+    assert data["small_cloud"] == "Mesh: 900 vertices → 900 points", data
+    assert "1,200 points, more than the backend accepts (1,000" in data["large_cloud"], data
+    assert data["large_cloud"] in data["large_cloud_poll"], data
 
 
 def test_latent_interpolation_ends_match_the_reconstructions(blender):
@@ -372,9 +436,15 @@ def test_panels_draw_what_the_issue_asks_for(blender):
     data = blender.run("ui_draw")
     idle, running = data["idle"], data["running"]
     assert "Mesh: 8 vertices → 8 points" in idle["labels"]
+    # Clouds are sent whole (the backend subsamples them itself): no 100,000 cap.
+    assert data["large_cloud"] == "Mesh: 150,000 vertices → 150,000 points", data
+    assert data["max_points"] == 10_000_000  # the backend's default, from its /v1/health
     assert "onet.reconstruct" in idle["operators"] and "onet.backend_start" in idle["operators"]
     assert {"model", "preset", "source", "mesh_mode"} <= set(idle["props"])
     assert any("MISE 32 → 128" in label for label in idle["labels"])  # Advanced fold open
+    # Threshold 0 is the model's own, as the backend lists it (no copy of 0.2 in the add-on).
+    assert any(label.startswith("0: the model's own threshold, ") for label in idle["labels"])
+    assert "fill_cavities" in idle["props"] and "tile_size" in idle["props"]
     assert any(label.startswith("Running locally on cpu") for label in idle["labels"])
     assert "onet.cancel" in running["operators"]
     assert any(p.startswith(("Level ", "Waiting", "Sending", "Starting"))
@@ -388,6 +458,7 @@ def test_presets_and_disable_stops_the_backend(blender):
     data = blender.run("presets_and_disable")
     assert data["presets"] == [["HIGH", 32, 3], ["PREVIEW", 16, 1], ["CUSTOM", 20, 1]]
     assert data["backend_stopped"] and not data["timer_registered"]
+    assert not data["torch_imported"]  # nor did any scenario's use of it
 
 
 def test_no_tracebacks_in_blender_output(blender):
@@ -429,7 +500,7 @@ def worker_main(zip_path, model_dir):
                      "timer_registered": bpy.app.timers.is_registered(addon._timer),
                      "user_dir": bpy.utils.extension_path_user(ADDON, create=True),
                      "user_resources": os.environ["BLENDER_USER_RESOURCES"],
-                     "operators": operators})
+                     "operators": operators, "torch_imported": "torch" in sys.modules})
     except Exception:
         reply(False, error=traceback.format_exc())
         return
@@ -501,10 +572,10 @@ def pump_until_idle(timeout=120.0, on_step=None):
 
 def wait_for_backend():
     deadline = time.monotonic() + 120
-    while addon.jobs.backend.state == "starting" or not addon.jobs.backend.models:
+    while addon.connection.BACKEND.state == "starting" or not addon.connection.BACKEND.models:
         addon.pump()
-        if addon.jobs.backend.state == "error" or time.monotonic() > deadline:
-            raise AssertionError(addon.jobs.backend.message)
+        if addon.connection.BACKEND.state == "error" or time.monotonic() > deadline:
+            raise AssertionError(addon.connection.BACKEND.message)
         time.sleep(0.05)
 
 
@@ -525,7 +596,7 @@ def reconstruct(source, model, preset="STANDARD", settings=None):
 
     pump_until_idle(on_step=step)
     created = sorted(set(bpy.data.objects.keys()) - before)
-    assert len(created) == 1, (created, addon.jobs.Status.last_error)
+    assert len(created) == 1, (created, addon.status.panel.last_error)
     return bpy.data.objects[created[0]], levels
 
 
@@ -597,7 +668,7 @@ def sphere_points(n, radius, seed, squash=(1, 1, 1)):
 # -- scenarios (worker) --------------------------------------------------------------------------
 def scenario_mesh_vertices():
     settings = fresh_scene()
-    addon.jobs.backend.start_async(addon.prefs.settings_snapshot())
+    addon.connection.BACKEND.start_async(addon.prefs.settings_snapshot())
     wait_for_backend()
     vertices = box_vertices((2.0, 1.2, 0.6)) + (0.3, -0.2, 0.1)
     source = make_object("Src", vertices, location=(3, -2, 1), rotation=(0.3, 0.5, 1.1),
@@ -667,7 +738,7 @@ def scenario_tiled_scene():
                              + (1.5, 0, 0)])
     source = make_object("Scene", points, location=(1, 2, 3), rotation=(0.2, 0.1, 0.3))
     settings.tile_size = 1.0
-    settings.fill_voids = False
+    settings.fill_cavities = False
     tiles = []
 
     def watch():
@@ -681,7 +752,7 @@ def scenario_tiled_scene():
     bpy.ops.onet.reconstruct()
     pump_until_idle(on_step=watch)
     created = sorted(set(bpy.data.objects.keys()) - before)
-    assert len(created) == 1, (created, addon.jobs.Status.last_error)
+    assert len(created) == 1, (created, addon.status.panel.last_error)
     result = bpy.data.objects[created[0]]
     vertices, _ = mesh_arrays(result)
     want = np.array([2.3, 0.8, 0.8])  # x from -0.4 to 1.9
@@ -690,7 +761,7 @@ def scenario_tiled_scene():
             "matrix_error": matrix_error(result, source),
             "tiles": tiles[-1][1] if tiles else 0, "tiles_seen": max(t for t, _ in tiles)
             if tiles else 0, "props": {k: result[k] for k in ("onet_tile_size", "onet_status",
-                                                              "onet_fill_voids")}}
+                                                              "onet_fill_cavities")}}
 
 
 def scenario_voxel_object():
@@ -829,7 +900,7 @@ def server_status(job, want="cancelled", timeout=20):
     deadline = time.monotonic() + timeout
     status = None
     while time.monotonic() < deadline:
-        status = addon.jobs.backend.client.job(job.server_job)["status"]
+        status = addon.connection.BACKEND.client.job(job.server_job)["status"]
         if status == want:
             break
         time.sleep(0.1)
@@ -852,23 +923,69 @@ def scenario_cancel():
     prefs.keep_partial = True
     _, job2 = start_slow_job("Slow2")
     bpy.ops.onet.cancel()
-    partial = bpy.data.objects.get("Slow2 ONet (partial)")
-    partial = partial.name if partial is not None else None
+    partial_ob = bpy.data.objects.get("Slow2 ONet (partial)")
+    partial = partial_ob.name if partial_ob is not None else None
+    agree = {"partial_status": partial_ob.get("onet_status") if partial_ob else None,
+             "partial_job_status": job2.status.value, "partial_job_message": job2.message,
+             "partial_panel_result": addon.status.panel.last_result}
     prefs.keep_partial = False
     server_status(job2)
     # Opening another file cancels the running job (load_pre).
     _, job3 = start_slow_job("Other")
     bpy.ops.wm.read_homefile(use_empty=True)
     load_cancelled = job3.finished and not addon.jobs.running()
+    load_job = [job3.status.value, job3.message]
     after_load = server_status(job3)
     settings = fresh_scene()
     box = make_object("Box", box_vertices((1, 2, 3)))
     result, _ = reconstruct(box, "analytic:box", "PREVIEW", settings)
     return {"updates_before_cancel": updates, "objects_before": before,
             "objects_after_cancel": after, "server_status": status,
-            "partial_kept": partial,
+            "partial_kept": partial, **agree, "load_pre_job": load_job,
             "load_pre_cancelled": bool(load_cancelled), "after_load_server_status": after_load,
             "next_job_ok": is_closed(result)}
+
+
+def scenario_transitions():
+    """Record every jobs.transition call of a finished and a failed reconstruction."""
+    settings = fresh_scene()
+    calls = []
+    original = addon.jobs.transition
+
+    def recording(job, status, message="", touch_scene=True):
+        calls.append((job, status.value))
+        return original(job, status, message, touch_scene)
+
+    addon.jobs.transition = recording
+    try:
+        box = make_object("Box", box_vertices((1, 2, 3)))
+        result, _ = reconstruct(box, "analytic:box", "PREVIEW", settings)
+        done = calls[0][0]
+        out = {"done_states": [state for job, state in calls if job is done],
+               "done_object_status": result["onet_status"], "done_job_message": done.message,
+               "done_panel_result": addon.status.panel.last_result,
+               "done_panel_error": addon.status.panel.last_error}
+        try:
+            done.status = addon.jobs.JobStatus.RUNNING
+            out["status_read_only"] = False
+        except AttributeError:
+            out["status_read_only"] = done.status is addon.jobs.JobStatus.DONE
+        settings.model_name = "no_such_model"
+        activate(make_object("Other", box_vertices((1, 1, 1))))
+        bpy.ops.onet.reconstruct()
+        failed = addon.jobs.running()[0]
+        pump_until_idle(timeout=60)
+        out.update({"failed_states": [state for job, state in calls if job is failed],
+                    "failed_job_message": failed.message,
+                    "failed_panel_error": addon.status.panel.last_error})
+        last = {}
+        for job, state in calls:
+            last[job] = state
+        out["unrecorded"] = [[job.status.value, state] for job, state in last.items()
+                             if job.status.value != state]
+    finally:
+        addon.jobs.transition = original
+    return out
 
 
 def scenario_backend_killed():
@@ -878,9 +995,9 @@ def scenario_backend_killed():
     source, job = start_slow_job()
     before = sorted(set(bpy.data.objects.keys()) - {job.result_name})
     updates = job.updates
-    os.kill(addon.jobs.backend.server.process.pid, signal.SIGKILL)
+    os.kill(addon.connection.BACKEND.server.process.pid, signal.SIGKILL)
     pump_until_idle(timeout=60)
-    error = addon.jobs.Status.last_error
+    error = addon.status.panel.last_error
     after = sorted(bpy.data.objects.keys())
     settings = bpy.context.scene.onet
     box = make_object("Box", box_vertices((1, 2, 3)))
@@ -910,7 +1027,7 @@ def scenario_bad_inputs():
     activate(empty)
     out["plain_empty"] = poll_message(bpy.ops.onet.reconstruct)
     out["cancel_idle"] = poll_message(bpy.ops.onet.cancel)
-    addon.jobs.interpolation.reset()
+    addon.interpolation.INTERPOLATION.reset()
     out["apply_without_shapes"] = poll_message(bpy.ops.onet.interpolate_apply)
     bpy.context.preferences.system.use_online_access = False
     out["install_offline"] = poll_message(bpy.ops.onet.install_backend)
@@ -923,17 +1040,17 @@ def scenario_bad_inputs():
     with open(task.log_path) as log:
         out["install_failure"] = f"{task.state}: {task.message} | log: {log.read()[:200]}"
     bpy.context.preferences.system.use_online_access = False
-    out["check_missing_python"] = addon.backend_link.check_python("/nonexistent/python")[1]
+    out["check_missing_python"] = addon.interpreters.check_python("/nonexistent/python")[1]
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.python_path = "/nonexistent/python"
     make_object("Fine", box_vertices((1, 1, 1)))
     settings.model_name = "analytic:box"
     bpy.ops.onet.reconstruct()
     pump_until_idle(timeout=60)
-    out["bad_interpreter"] = addon.jobs.Status.last_error
+    out["bad_interpreter"] = addon.status.panel.last_error
     prefs.python_path = ""
     out["bad_interpreter_left_scene"] = "Fine ONet" in bpy.data.objects
-    ok, text = addon.backend_link.check_python(BACKEND_PYTHON)
+    ok, text = addon.interpreters.check_python(BACKEND_PYTHON)
     out["check_python"] = text if ok else f"failed: {text}"
     settings.mesh_mode = "VOXELS"
     box_faces = [(0, 1, 3), (0, 3, 2), (4, 6, 7), (4, 7, 5), (0, 4, 5), (0, 5, 1),
@@ -949,7 +1066,7 @@ def scenario_remote():
     settings = fresh_scene()
     prefs = bpy.context.preferences.addons[ADDON].preferences
     server = subprocess.Popen([BACKEND_PYTHON, "-m", "backend", "serve", "--port", "0",
-                               "--token", "s3cret-token"], cwd=ROOT, stdout=subprocess.PIPE,
+                               "--token", "s3cret-token", "--max-points", "1000"], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True)
     try:
         port = json.loads(server.stdout.readline())["port"]
@@ -958,16 +1075,23 @@ def scenario_remote():
         settings.model_name = "analytic:box"
         bpy.ops.onet.reconstruct()
         pump_until_idle(timeout=60)
-        out = {"wrong_token": addon.jobs.Status.last_error}
+        out = {"wrong_token": addon.status.panel.last_error}
         prefs.token = "s3cret-token"
         result, _ = reconstruct(source, "analytic:box", "PREVIEW")
         out["closed"] = is_closed(result)
-        out["status"] = addon.jobs.backend.status_text()
+        out["status"] = addon.connection.BACKEND.status_text()
+        out["max_points"] = addon.connection.BACKEND.limit("max_points")
+        make_object("Small", sphere_points(900, 1.0, 4))
+        out["small_cloud"] = addon.scene_input.describe(bpy.context, settings).text
+        make_object("Large", sphere_points(1200, 1.0, 5))
+        out["large_cloud"] = addon.scene_input.describe(bpy.context, settings).problem
+        out["large_cloud_poll"] = poll_message(bpy.ops.onet.reconstruct)
+        activate(source)
         prefs.url = ""
         out["no_url"] = poll_message(bpy.ops.onet.reconstruct)
     finally:
         prefs.backend_mode, prefs.url, prefs.token = "LOCAL", "http://127.0.0.1:8765", ""
-        addon.jobs.backend.stop()
+        addon.connection.BACKEND.stop()
         server.terminate()
         server.wait(10)
     return out
@@ -985,13 +1109,13 @@ def scenario_interpolation():
     bpy.ops.onet.interpolate_set_a()
     activate(b)
     bpy.ops.onet.interpolate_set_b()
-    interpolation = addon.jobs.interpolation
+    interpolation = addon.interpolation.INTERPOLATION
     out = {}
     for t, reference in ((0.0, result_a), (1.0, result_b)):
         settings.interp_t = t
         pump_until_idle()
         preview = interpolation.preview_object()
-        assert interpolation.shown == (t, False), (interpolation.shown, addon.jobs.Status.last_error)
+        assert interpolation.shown == (t, False), (interpolation.shown, addon.status.panel.last_error)
         got, want = world_vertices(preview), world_vertices(reference)
         faces_got, faces_want = mesh_arrays(preview)[1], mesh_arrays(reference)[1]
         key = f"t{int(t)}"
@@ -1056,10 +1180,13 @@ def draw(panel_class, owner=None):
 def scenario_ui_draw():
     settings = fresh_scene()
     settings.show_advanced = True
-    make_object("Src", box_vertices((1, 2, 3)))
-    if not addon.jobs.backend.is_running():
+    if not addon.connection.BACKEND.is_running():
         bpy.ops.onet.backend_start()
         wait_for_backend()
+    make_object("Big", sphere_points(150_000, 1.0, 6))
+    large_cloud = addon.scene_input.describe(bpy.context, settings).text
+    max_points = addon.connection.BACKEND.limit("max_points")
+    make_object("Src", box_vertices((1, 2, 3)))
     idle = {}
     for panel in addon.ui.CLASSES:
         for key, values in draw(panel).items():
@@ -1076,7 +1203,8 @@ def scenario_ui_draw():
     prefs.backend_mode = "REMOTE"
     remote = draw(addon.prefs.ONET_AP_preferences, prefs)
     prefs.backend_mode = "LOCAL"
-    return {"idle": idle, "running": running, "prefs": local, "prefs_remote": remote}
+    return {"idle": idle, "running": running, "prefs": local, "prefs_remote": remote,
+            "large_cloud": large_cloud, "max_points": max_points}
 
 
 def scenario_presets_and_disable():
@@ -1090,10 +1218,10 @@ def scenario_presets_and_disable():
     presets.append([settings.preset, settings.resolution0, settings.upsampling_steps])
     settings.resolution0 = 20
     presets.append([settings.preset, settings.resolution0, settings.upsampling_steps])
-    if not addon.jobs.backend.is_running():
+    if not addon.connection.BACKEND.is_running():
         bpy.ops.onet.backend_start()
         wait_for_backend()
-    process = addon.jobs.backend.server.process
+    process = addon.connection.BACKEND.server.process
     timer = addon._timer
     addon_utils.disable(ADDON, default_set=True)
     try:
@@ -1102,7 +1230,8 @@ def scenario_presets_and_disable():
     except subprocess.TimeoutExpired:
         stopped = False
     return {"presets": presets, "backend_stopped": stopped,
-            "timer_registered": bpy.app.timers.is_registered(timer)}
+            "timer_registered": bpy.app.timers.is_registered(timer),
+            "torch_imported": "torch" in sys.modules}
 
 
 if __name__ == "__main__" and len(sys.argv) >= 4 and sys.argv[1] == "--worker":

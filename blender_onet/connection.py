@@ -1,30 +1,25 @@
-"""The connection to the inference backend: a child process we launch, or a remote URL.
+"""The connection to the inference backend: a child process we launch, or a remote URL
+(``Backend``; the add-on's one connection is ``BACKEND``), and plain words for what goes wrong
+on it (``plain_error``).
 
-Nothing here touches bpy: the main thread takes a ``Settings`` snapshot of the preferences
-and hands it over; network and process work happens on worker threads.
+Nothing here touches bpy: the main thread takes a ``ConnectionSettings`` snapshot of the
+preferences and hands it over; network and process work happens on worker threads
+(docs/design.md, "Process model").
 """
 
 import http.client
-import importlib.util
-import json
 import os
 import signal
 import subprocess
-import sys
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .backend.service import client as wire
-
-ADDON_DIR = os.path.dirname(os.path.abspath(__file__))  # holds the bundled ``backend`` package
-ENV_PYTHON = "ONET_BACKEND_PYTHON"
-VENV_NAME = "backend-venv"
-TORCH_INDEX = "https://download.pytorch.org/whl/"
+from .bundled import ADDON_DIR, wire
+from .interpreters import child_env
 
 
 @dataclass(frozen=True)
-class Settings:
+class ConnectionSettings:
     """What the backend connection depends on (a snapshot of the preferences)."""
 
     mode: str = "LOCAL"  # LOCAL | REMOTE
@@ -38,53 +33,6 @@ class Settings:
 
     def launch_key(self):
         return (self.mode, self.python, self.device, self.model_dirs, self.url, self.token)
-
-
-def venv_python(user_dir):
-    """Path of the interpreter of the backend venv made by "Install backend environment"."""
-    folder = os.path.join(user_dir, VENV_NAME)
-    if sys.platform == "win32":
-        return os.path.join(folder, "Scripts", "python.exe")
-    return os.path.join(folder, "bin", "python")
-
-
-_blender_has_torch = None
-
-
-def blender_python_has_torch():
-    """Whether Blender's own interpreter can import torch (found, not imported)."""
-    global _blender_has_torch
-    if _blender_has_torch is None:
-        try:
-            _blender_has_torch = importlib.util.find_spec("torch") is not None
-        except (ImportError, ValueError):
-            _blender_has_torch = False
-    return _blender_has_torch
-
-
-def resolve_python(preference, user_dir):
-    """(interpreter, where it came from) in order: preference, $ONET_BACKEND_PYTHON, the
-    installed backend environment, Blender's own Python if it has torch; ("", reason)."""
-    if preference:
-        return os.path.abspath(os.path.expanduser(preference)), "the add-on preferences"
-    if os.environ.get(ENV_PYTHON):
-        return os.path.abspath(os.environ[ENV_PYTHON]), f"${ENV_PYTHON}"
-    installed = venv_python(user_dir) if user_dir else ""
-    if installed and os.path.isfile(installed):
-        return installed, "the installed backend environment"
-    if blender_python_has_torch():
-        return sys.executable, "Blender's own Python (it has PyTorch)"
-    return "", ("no Python with PyTorch found: set one in the add-on preferences, set"
-                f" ${ENV_PYTHON}, or press \"Install backend environment\"")
-
-
-def child_env():
-    """Environment of the child: Blender's Python variables would break another interpreter."""
-    env = dict(os.environ)
-    for name in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP"):
-        env.pop(name, None)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
 
 
 def describe_exit(code):
@@ -109,7 +57,7 @@ class Backend:
         self.key = None
         self.state = "stopped"  # stopped | starting | running | error
         self.message = "not started"
-        self.health = {}
+        self.health = {}  # GET /v1/health of the connected backend ({} when none)
         self.models = []  # dicts from GET /v1/models
         self.generation = 0  # bumped on every change, so the UI knows to redraw
         self.stop_requested = False
@@ -142,6 +90,14 @@ class Backend:
 
     def is_running(self):
         return self.state == "running" and (self.server is None or self.process_alive())
+
+    def limit(self, name):
+        """One of the connected backend's request limits (``limits`` of /v1/health, the
+        names of ``backend.engine.request.Limits``), or None while not connected."""
+        if not self.is_running():
+            return None
+        value = self.health.get("limits", {}).get(name)
+        return int(value) if isinstance(value, (int, float)) else None
 
     # -- start / stop -----------------------------------------------------------------------
     def ensure(self, settings):
@@ -294,130 +250,4 @@ def plain_error(exc, settings=None):
     return f"{type(exc).__name__}: {exc}"
 
 
-# -- interpreter check and environment install ----------------------------------------------
-CHECK_SCRIPT = (
-    "import json, sys\n"
-    "out = {'python': sys.version.split()[0], 'executable': sys.executable}\n"
-    "try:\n"
-    "    import torch\n"
-    "    out['torch'] = torch.__version__\n"
-    "    out['cuda'] = bool(torch.cuda.is_available())\n"
-    "    if out['cuda']:\n"
-    "        out['gpu'] = torch.cuda.get_device_name(0)\n"
-    "except Exception as exc:\n"
-    "    out['error'] = f'{type(exc).__name__}: {exc}'\n"
-    "print(json.dumps(out))\n"
-)
-
-
-def check_python(python, timeout=120.0):
-    """Run the interpreter: a one-line summary of its torch and CUDA (or why it failed)."""
-    if not python:
-        return False, "No interpreter chosen."
-    try:
-        result = subprocess.run([python, "-c", CHECK_SCRIPT], capture_output=True, text=True,
-                                timeout=timeout, env=child_env(), stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        return False, f"{python} does not exist."
-    except PermissionError:
-        return False, f"{python} is not executable."
-    except subprocess.TimeoutExpired:
-        return False, f"{python} did not answer within {timeout:.0f} s."
-    except OSError as exc:
-        return False, f"cannot run {python}: {exc}"
-    try:
-        info = json.loads(result.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        lines = result.stderr.strip().splitlines()
-        return False, f"{python} failed: {lines[-1] if lines else 'no output'}"
-    if "error" in info:
-        return False, f"Python {info['python']}, but PyTorch cannot be imported ({info['error']})"
-    cuda = f"CUDA available ({info['gpu']})" if info.get("cuda") else "no CUDA (CPU only)"
-    return True, f"Python {info['python']}, PyTorch {info['torch']}, {cuda}"
-
-
-@dataclass
-class InstallTask:
-    """Progress of "Install backend environment" (read by the preferences UI)."""
-
-    log_path: str
-    state: str = "running"  # running | done | error
-    step: str = "starting"
-    fraction: float = 0.0
-    lines: int = 0
-    message: str = ""
-    process: object = None
-    started: float = field(default_factory=time.monotonic)
-
-
-def requirement_lines(path, variant):
-    """Pins from the bundled requirements, adapted to the platform and torch variant."""
-    lines = []
-    with open(path) as handle:
-        for raw in handle:
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            if line.lower().startswith("torch=="):
-                version = line.split("==", 1)[1].split("+", 1)[0]
-                # Local version tags (+cpu, +cu128) exist on PyTorch's Linux/Windows indexes.
-                if variant == "cpu" and sys.platform != "darwin":
-                    line = f"torch=={version}+cpu"
-                else:
-                    line = f"torch=={version}"
-            if line.lower().startswith("numpy==1.") and sys.version_info >= (3, 12):
-                line = "numpy>=2.1,<3"  # numpy 1.x has no wheels for Blender 5.1+'s Python
-            lines.append(line)
-    return lines
-
-
-def install_environment(base_python, user_dir, requirements, variant="cpu", task=None):
-    """Create ``<user_dir>/backend-venv`` and pip-install the backend's pinned requirements.
-
-    Runs in a worker thread; progress goes to ``task`` and everything pip prints to
-    ``task.log_path``. variant: cpu | cu128 (PyTorch index to take torch from).
-    """
-    folder = os.path.join(user_dir, VENV_NAME)
-    pins = requirement_lines(requirements, variant)
-    commands = [("creating the virtual environment", [base_python, "-m", "venv", folder])]
-    python = venv_python(user_dir)
-    if sys.platform == "darwin":
-        index = []
-    else:
-        index = ["--extra-index-url", TORCH_INDEX + variant]
-    commands.append(("upgrading pip", [python, "-m", "pip", "install", "--upgrade", "pip"]))
-    commands.append((f"installing {len(pins)} packages (PyTorch is large: this can take"
-                     " minutes)", [python, "-m", "pip", "install", *index, *pins]))
-    expected_lines = 30 + 8 * len(pins)
-    with open(task.log_path, "w", encoding="utf-8") as log:
-        for number, (step, command) in enumerate(commands):
-            task.step = step
-            log.write(f"$ {' '.join(command)}\n")
-            log.flush()
-            try:
-                process = subprocess.Popen(command, stdout=subprocess.PIPE,
-                                           stderr=subprocess.STDOUT, text=True,
-                                           env=child_env(), stdin=subprocess.DEVNULL)
-            except OSError as exc:
-                task.state, task.message = "error", f"cannot run {command[0]}: {exc}"
-                log.write(task.message + "\n")
-                return task
-            task.process = process
-            for line in process.stdout:
-                log.write(line)
-                log.flush()
-                task.lines += 1
-                if number == 2:
-                    task.fraction = min(0.95, 0.1 + 0.85 * task.lines / expected_lines)
-                    if line.startswith(("Collecting", "Downloading", "Installing")):
-                        task.step = line.strip()[:80]
-            code = process.wait()
-            if code != 0:
-                task.state = "error"
-                task.message = (f"{step} failed (exit status {code}); see the log:"
-                                f" {task.log_path}")
-                return task
-            task.fraction = max(task.fraction, 0.05 * (number + 1))
-    task.state, task.fraction = "done", 1.0
-    task.message = f"installed into {folder}; the backend will use it"
-    return task
+BACKEND = Backend()

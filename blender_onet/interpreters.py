@@ -1,0 +1,103 @@
+"""Which Python runs the backend: discovery (``resolve_python``), the check button
+(``check_python``) and the environment a child interpreter gets (``child_env``).
+
+Nothing here touches bpy; ``check_python`` runs the interpreter, so call it off the main
+thread (docs/design.md, "Process model").
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+ENV_PYTHON = "ONET_BACKEND_PYTHON"
+VENV_NAME = "backend-venv"
+
+
+def venv_python(user_dir):
+    """Path of the interpreter of the backend venv made by "Install backend environment"."""
+    folder = os.path.join(user_dir, VENV_NAME)
+    if sys.platform == "win32":
+        return os.path.join(folder, "Scripts", "python.exe")
+    return os.path.join(folder, "bin", "python")
+
+
+_blender_has_torch = None
+
+
+def blender_python_has_torch():
+    """Whether Blender's own interpreter can import torch (found, not imported)."""
+    global _blender_has_torch
+    if _blender_has_torch is None:
+        try:
+            _blender_has_torch = importlib.util.find_spec("torch") is not None
+        except (ImportError, ValueError):
+            _blender_has_torch = False
+    return _blender_has_torch
+
+
+def resolve_python(preference, user_dir):
+    """(interpreter, where it came from) in order: preference, $ONET_BACKEND_PYTHON, the
+    installed backend environment, Blender's own Python if it has torch; ("", reason)."""
+    if preference:
+        return os.path.abspath(os.path.expanduser(preference)), "the add-on preferences"
+    if os.environ.get(ENV_PYTHON):
+        return os.path.abspath(os.environ[ENV_PYTHON]), f"${ENV_PYTHON}"
+    installed = venv_python(user_dir) if user_dir else ""
+    if installed and os.path.isfile(installed):
+        return installed, "the installed backend environment"
+    if blender_python_has_torch():
+        return sys.executable, "Blender's own Python (it has PyTorch)"
+    return "", ("no Python with PyTorch found: set one in the add-on preferences, set"
+                f" ${ENV_PYTHON}, or press \"Install backend environment\"")
+
+
+def child_env():
+    """Environment of the child: Blender's Python variables would break another interpreter."""
+    env = dict(os.environ)
+    for name in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP"):
+        env.pop(name, None)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+CHECK_SCRIPT = (
+    "import json, sys\n"
+    "out = {'python': sys.version.split()[0], 'executable': sys.executable}\n"
+    "try:\n"
+    "    import torch\n"
+    "    out['torch'] = torch.__version__\n"
+    "    out['cuda'] = bool(torch.cuda.is_available())\n"
+    "    if out['cuda']:\n"
+    "        out['gpu'] = torch.cuda.get_device_name(0)\n"
+    "except Exception as exc:\n"
+    "    out['error'] = f'{type(exc).__name__}: {exc}'\n"
+    "print(json.dumps(out))\n"
+)
+
+
+def check_python(python, timeout=120.0):
+    """Run the interpreter: a one-line summary of its torch and CUDA (or why it failed)."""
+    if not python:
+        return False, "No interpreter chosen."
+    try:
+        result = subprocess.run([python, "-c", CHECK_SCRIPT], capture_output=True, text=True,
+                                timeout=timeout, env=child_env(), stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return False, f"{python} does not exist."
+    except PermissionError:
+        return False, f"{python} is not executable."
+    except subprocess.TimeoutExpired:
+        return False, f"{python} did not answer within {timeout:.0f} s."
+    except OSError as exc:
+        return False, f"cannot run {python}: {exc}"
+    try:
+        info = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        lines = result.stderr.strip().splitlines()
+        return False, f"{python} failed: {lines[-1] if lines else 'no output'}"
+    if "error" in info:
+        return False, f"Python {info['python']}, but PyTorch cannot be imported ({info['error']})"
+    cuda = f"CUDA available ({info['gpu']})" if info.get("cuda") else "no CUDA (CPU only)"
+    return True, f"Python {info['python']}, PyTorch {info['torch']}, {cuda}"

@@ -1,0 +1,50 @@
+"""The main-thread step of the add-on (``pump``: apply received frames, redraw the panels
+when what they show changed) and stopping everything at once (``cancel_everything``).
+
+A ``bpy.app.timers`` timer calls ``pump`` in the GUI; scripts and tests call it directly
+(the timer never fires in module mode).
+"""
+
+import bpy
+
+from . import jobs
+from .connection import BACKEND
+from .interpolation import INTERPOLATION
+from .status import panel
+
+_seen = [None]  # what the panels showed at the last pump
+
+
+def pump():
+    """Main-thread step: apply received frames. Returns whether work is pending."""
+    changed = False
+    for job in list(jobs.active):
+        if job.kind == "reconstruct":
+            changed |= jobs.pump_job(job)
+    changed |= INTERPOLATION.pump()
+    install = panel.install
+    seen = (BACKEND.generation, BACKEND.state, panel.check, panel.check_running,
+            install and (install.state, round(install.fraction, 3), install.step),
+            panel.last_error, panel.last_result, panel.generation)
+    if seen != _seen[0]:  # something the panels show changed
+        _seen[0] = seen
+        changed = True
+    if changed:
+        redraw()
+    return (bool(jobs.active) or INTERPOLATION.busy() or BACKEND.state == "starting"
+            or panel.install_running() or panel.check_running)
+
+
+def cancel_everything(message="Cancelled; the scene is as it was.", touch_scene=True):
+    """Cancel every job and forget the interpolation set-up (``touch_scene=False``: the
+    file is being replaced, so only the work stops)."""
+    jobs.cancel_all(message, touch_scene=touch_scene)
+    INTERPOLATION.reset(touch_scene=touch_scene)
+
+
+def redraw():
+    wm = bpy.context.window_manager
+    for window in getattr(wm, "windows", ()):
+        for area in window.screen.areas:
+            if area.type in {"VIEW_3D", "PREFERENCES"}:
+                area.tag_redraw()
