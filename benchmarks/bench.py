@@ -37,6 +37,7 @@ from backend.engine.request import ReconstructRequest, Settings
 from backend.engine.mise import dense_lattice, lattice_to_unit, mise
 from backend.models import PAPER_CONFIGS, build_model
 from backend.models.analytic import SHAPES
+from backend.io.zoo import DEFAULT_THRESHOLD as THRESHOLD
 
 SAMPLES = Path(__file__).resolve().parents[1] / "backend" / "samples"
 
@@ -50,7 +51,6 @@ def final_frame(request, model, card, device="cpu"):
     return finished.frame
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "onet-reconstruct"
-THRESHOLD = 0.2
 
 
 def fitted_paper_model(steps=300, seed=0):

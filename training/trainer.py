@@ -16,7 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-THRESHOLD = 0.2  # occupancy probability (the paper's test threshold)
+from backend.io.zoo import DEFAULT_THRESHOLD as THRESHOLD
+
 
 
 class OccupancyLoss(nn.Module):

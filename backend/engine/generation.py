@@ -16,6 +16,7 @@ import torch
 
 from . import meshing
 from ..errors import UserError
+from ..io.zoo import DEFAULT_THRESHOLD
 from .mise import mise
 from .request import Settings
 
@@ -114,7 +115,7 @@ class Generator:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         threshold = self.settings.threshold
-        self.threshold = float(card.get("threshold", 0.2) if threshold is None else threshold)
+        self.threshold = float(card.get("threshold", DEFAULT_THRESHOLD) if threshold is None else threshold)
         self.dtype = resolve_dtype(self.settings.precision, self.device)
 
     @torch.no_grad()  # not inference_mode: refinement later differentiates through the code

@@ -7,7 +7,7 @@ input's normalisation is the caller's job.
 import numpy as np
 import torch
 
-from .mise import BOX_SIZE
+from .mise import lattice_to_unit
 
 
 def marching_cubes(values, threshold):
@@ -19,8 +19,7 @@ def marching_cubes(values, threshold):
     """
     resolution = values.shape[0] - 1
     vertices, faces = lattice_marching_cubes(values, threshold)
-    vertices = vertices * (BOX_SIZE / resolution) - BOX_SIZE / 2
-    return vertices.astype(np.float32), faces
+    return lattice_to_unit(vertices, resolution, np.float64).astype(np.float32), faces
 
 
 def outside_value(threshold):

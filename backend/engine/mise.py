@@ -37,13 +37,13 @@ class MiseLevel:
     evaluations: int  # network evaluations so far, all levels together
 
 
-def lattice_to_unit(indices, resolution):
-    """Lattice indices (M, 3) of a resolution-R lattice -> unit-cube coordinates (M, 3) float32.
+def lattice_to_unit(indices, resolution, dtype=np.float32):
+    """Lattice coordinates (M, 3) of a resolution-R lattice (integer indices, or marching
+    cubes' fractional vertices) -> unit-cube coordinates (M, 3) of ``dtype``.
 
-    Index i maps to -0.55 + 1.1 * i / R, exactly; MISE and marching cubes share this mapping.
+    Index i maps to -0.55 + 1.1 * i / R; MISE and marching cubes share this mapping.
     """
-    return (indices.astype(np.float32) * np.float32(BOX_SIZE / resolution)
-            - np.float32(BOX_SIZE / 2))
+    return (indices.astype(dtype) * dtype(BOX_SIZE / resolution) - dtype(BOX_SIZE / 2))
 
 
 def dense_lattice(resolution):

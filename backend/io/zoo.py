@@ -11,16 +11,21 @@ from pathlib import Path
 from ..errors import UserError
 from .inputs import KIND_NAMES
 
+# The surface's occupancy probability when a card names none (the papers' test threshold).
+DEFAULT_THRESHOLD = 0.2
+
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"
 ANALYTIC_PREFIX = "analytic:"
 
 
 def read_card(path):
-    """The JSON card next to a safetensors file, as a dict."""
+    """The JSON card next to a safetensors file, as a dict (``threshold`` always set)."""
     try:
-        return json.loads(Path(path).with_suffix(".json").read_text())
+        card = json.loads(Path(path).with_suffix(".json").read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read model card {Path(path).with_suffix('.json')}: {exc}")
+    card.setdefault("threshold", DEFAULT_THRESHOLD)
+    return card
 
 
 def catalogue(extra_dirs=()):

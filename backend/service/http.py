@@ -196,7 +196,7 @@ class Handler(BaseHTTPRequestHandler):
             card = {key: value for key, value in card.items() if key != "path"}
             models.append({"name": name, "input_kind": card.get("input_kind",
                                                                 card["config"].get("input_kind")),
-                           "threshold": card.get("threshold", 0.2),
+                           "threshold": card["threshold"],
                            "default_for": card.get("default_for", []), "card": card})
         self.send_json(HTTPStatus.OK, {"models": models})
 
