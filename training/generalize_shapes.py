@@ -327,7 +327,7 @@ def watertight_remesh(vertices: np.ndarray, faces: np.ndarray, resolution: int =
     signed = distance_transform_edt(occupancy) - distance_transform_edt(~occupancy)
     smooth = gaussian_filter(signed.astype(np.float32), SMOOTHING)  # > 0 inside, voxels
     # The blur would erode plates thinner than a few voxels: keep every occupied voxel in.
-    smooth = np.maximum(smooth, signed - np.float32(0.5))
+    smooth = np.maximum(smooth, signed - np.float32(0.9))
     verts, tris = mcubes.marching_cubes(np.pad(smooth, 1, constant_values=-SMOOTHING), 0.0)
     verts = PADDED_LO + (verts - 0.5) * PADDED_SIZE / resolution
     pieces = trimesh.Trimesh(verts, tris, process=True).split(only_watertight=False)
