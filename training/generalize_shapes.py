@@ -215,9 +215,8 @@ FAMILIES: dict[str, Callable[[np.random.Generator], S.SDF]] = {
 # (b) Random pose ---------------------------------------------------------------------------
 
 def shape_rng(seed: int, name: str, stream: int) -> np.random.Generator:
-    """The generator of one benchmark shape's draws (stable across runs: CRC-32 of the
-    name, not Python's salted hash). Stream 0 draws the shape and its pose, 1 its ground
-    truth."""
+    """The generator of one stream of a benchmark shape's draws (stable across runs:
+    CRC-32 of the name, not Python's salted hash); stream 0 draws the shape and its pose."""
     return np.random.default_rng([seed, zlib.crc32(name.encode()), stream, 15])
 
 
