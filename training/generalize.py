@@ -70,11 +70,12 @@ class Setting:
 
 @dataclass
 class Method:
-    """A model ready to reconstruct: the backend ``Generator`` with its model and card."""
+    """A model ready to reconstruct: the loaded model, its card, device and settings."""
 
-    generator: object
     model: object
     card: dict
+    device: object
+    settings: object
 
 
 @dataclass
@@ -179,9 +180,9 @@ def ground_truth(shape: BenchShape, count: int, seed: int) -> dict[str, np.ndarr
 
 
 def load_methods(args: argparse.Namespace, device) -> dict[str, Method]:
-    """Each ``--model`` loaded once, with its generator; UserError for a model that does not
+    """Each ``--model`` loaded once, with its settings; UserError for a model that does not
     reconstruct point clouds."""
-    from backend.engine.generation import Generator, Settings
+    from backend.engine.request import Settings
     from backend.io import zoo
 
     methods = {}
@@ -193,7 +194,7 @@ def load_methods(args: argparse.Namespace, device) -> dict[str, Method]:
                             f"benchmark needs a point-cloud model")
         settings = Settings(args.resolution0, args.upsampling_steps, precision=args.precision,
                             fill_cavities=False, mesh_every_level=False)
-        methods[name] = Method(Generator(model, card, device, settings), model, card)
+        methods[name] = Method(model, card, device, settings)
     return methods
 
 
@@ -215,8 +216,10 @@ def run_case(shape: BenchShape, gt: dict, setting: Setting, methods: dict[str, M
     sample_seed = int(rng.integers(2**31))
     results = {}
     for name, method in methods.items():
-        results[name] = evaluate.reconstruct(method.generator, method.model, method.card, inp,
-                                             seed)
+        finished = evaluate.reconstruct(method.model, method.card, method.device, inp,
+                                        method.settings, seed)
+        results[name] = (finished.frame.vertices, finished.frame.faces,
+                         finished.summary["seconds"])
     threads = torch.get_num_threads()
     for depth in depths:
         results[f"{POISSON_PREFIX}{depth}"] = poisson(inp, depth, threads)
