@@ -1,0 +1,119 @@
+"""Decoder: a query's k nearest input points, their features and offsets -> attention -> logit.
+
+As in POCO (Boulch & Marlet, CVPR 2022): no absolute coordinates, only the offsets from the
+neighbours to the query in units of the cloud's sampling scale, so a query's logit depends
+on the input near it alone. ``AttentionShapeDecoder`` is the per-shape inference path.
+"""
+
+import torch
+from scipy.spatial import cKDTree
+from torch import nn
+from torch.nn import functional as F
+
+from ...errors import UserError
+from ..layers import ResnetBlockFC
+from ..onet.decoders import default_chunk_size
+from .neighbours import gather, knn, tree_query
+
+
+class AttentionDecoder(nn.Module):
+    """forward(p (B, T, 3) float32, c ``PointFeatures``) -> logits (B, T).
+
+    With f_j the features of query i's k nearest input points x_j and o_ij = (p_i - x_j) / s::
+
+        e_ij = relu(W_e relu(W_c f_j + W_o o_ij + b) + b_e)        (hidden_size)
+        a_ij = softmax_j(W_a e_ij)                                  (one weight per head)
+        g_i = concat_h sum_j a_ij^h e_ij^h                          (head h: its channel group)
+        logit_i = fc_out(relu(blocks(g_i)))
+    """
+
+    def __init__(self, c_dim=32, hidden_size=32, k=16, heads=4, n_blocks=2):
+        super().__init__()
+        if hidden_size % heads or k < 1:
+            raise UserError(f"model config: decoder hidden_size {hidden_size} must be a "
+                            f"multiple of heads {heads}, and k >= 1 (got {k})")
+        self.k, self.heads = k, heads
+        self.fc_c = nn.Linear(c_dim, hidden_size)
+        self.fc_offset = nn.Linear(3, hidden_size, bias=False)
+        self.fc_edge = nn.Linear(hidden_size, hidden_size)
+        self.fc_attention = nn.Linear(hidden_size, heads)
+        self.blocks = nn.ModuleList(ResnetBlockFC(hidden_size) for _ in range(n_blocks))
+        self.fc_out = nn.Linear(hidden_size, 1)
+
+    def forward(self, p, c):
+        p = p.float()
+        index = knn(p, c.points, self.k)
+        return self.logits(p, index, self.fc_c(c.features), c.points, c.scale)
+
+    def logits(self, p, index, projected, points, scale):
+        """Logits (B, T) from queries p (B, T, 3), their neighbours ``index`` (B, T, k) into
+        ``points`` (B, N, 3), the points' features after fc_c ``projected`` (B, N, hidden)
+        and ``scale`` (B,)."""
+        *lead, k = index.shape
+        hidden = projected.size(-1)
+        offsets = (p[:, :, None] - gather(points, index)) / scale[:, None, None, None]
+        # fc_offset accumulates onto the gathered features (addmm: one pass, no extra add).
+        e = torch.addmm(gather(projected, index).reshape(-1, hidden), offsets.reshape(-1, 3),
+                        self.fc_offset.weight.t()).relu_()
+        e = self.fc_edge(e).relu_().view(-1, k, hidden)  # (B * T, k, hidden)
+        weights = torch.softmax(self.fc_attention(e).float(), dim=1)  # (B * T, k, heads)
+        # Every head's weights against every channel in one batched matmul, then each
+        # head's own channel group: (B * T, heads, heads, hidden / heads) -> diagonal.
+        mixed = torch.bmm(weights.transpose(1, 2).to(e.dtype), e)  # (B * T, heads, hidden)
+        g = mixed.view(-1, self.heads, self.heads, hidden // self.heads).diagonal(
+            dim1=1, dim2=2).transpose(1, 2).reshape(*lead, hidden)
+        for block in self.blocks:
+            g = block(g)
+        return self.fc_out(F.relu(g)).squeeze(-1)
+
+    @torch.no_grad()
+    def shape_decoder(self, c, dtype=torch.float32):
+        """The per-shape decoder of one shape's code c (batch 1)."""
+        if c.points.size(0) != 1:
+            raise ValueError(f"shape_decoder takes one shape: c has points of shape "
+                             f"{tuple(c.points.shape)}")
+        return AttentionShapeDecoder(self, c, dtype, default_chunk_size(c.points.device))
+
+
+class AttentionShapeDecoder:
+    """One shape's decoder: ``f(points (M, 3)) -> logits (M,) float32``, equal to
+    ``AttentionDecoder.forward`` up to the order of equidistant neighbours.
+
+    fc_c of the input features runs once, here; on CPU the neighbour search is a k-d tree
+    built once. The layers run under autocast to ``dtype`` (softmax in float32). Without
+    autograd, points go through in chunks of ``chunk_size`` rows; points that require grad
+    go through in one differentiable piece. The decoder's weights are used as they are at
+    call time (they are not copied).
+    """
+
+    def __init__(self, decoder, c, dtype, chunk_size):
+        self.decoder, self.dtype, self.chunk_size = decoder, dtype, chunk_size
+        self.points = c.points.detach().float()
+        self.scale = c.scale.detach().float()
+        self.projected = decoder.fc_c(c.features.detach().float())
+        self.k = min(decoder.k, self.points.size(1))
+        self.tree = cKDTree(self.points[0].cpu().numpy()) if self.points.is_cpu else None
+
+    def __call__(self, points):
+        if points.dim() != 2 or points.size(1) != 3:
+            raise ValueError(f"points must be (N, 3), got {tuple(points.shape)}")
+        points = points.float()
+        if torch.is_grad_enabled() and points.requires_grad:
+            return self._logits(points)
+        logits = torch.empty(len(points), dtype=torch.float32, device=points.device)
+        with torch.no_grad():
+            for start in range(0, len(points), self.chunk_size):
+                logits[start:start + self.chunk_size] = self._logits(
+                    points[start:start + self.chunk_size])
+        return logits
+
+    def _logits(self, p):
+        """Points (n, 3) float32 -> logits (n,) float32."""
+        if self.tree is not None:
+            index = tree_query(self.tree, p, self.k)[None]
+        else:
+            index = knn(p[None], self.points, self.k)
+        with torch.autocast(p.device.type, self.dtype, enabled=self.dtype != torch.float32):
+            logits = self.decoder.logits(p[None], index, self.projected.to(self.dtype),
+                                         self.points, self.scale)
+        return logits[0].float()
