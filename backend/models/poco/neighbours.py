@@ -49,25 +49,6 @@ def knn(query, points, k):
     return torch.cat(blocks, dim=1)
 
 
-@torch.no_grad()
-def farthest_points(points, count):
-    """Indices (B, count) long of a farthest-point sample of ``points`` (B, N, 3), started at
-    each shape's first point (so the sample depends on the points' order, not their frame)."""
-    batch, size, _ = points.shape
-    count = min(count, size)
-    chosen = torch.zeros(batch, count, dtype=torch.long, device=points.device)
-    nearest = torch.full((batch, size), float("inf"), device=points.device)
-    farthest = torch.zeros(batch, dtype=torch.long, device=points.device)
-    rows = torch.arange(batch, device=points.device)
-    points = points.float()
-    for i in range(count):
-        chosen[:, i] = farthest
-        step = (points - points[rows, farthest][:, None]).square().sum(-1)
-        nearest = torch.minimum(nearest, step)
-        farthest = nearest.argmax(-1)
-    return chosen
-
-
 def select(values, index):
     """Rows of ``values`` (B, N, C) at ``index`` (B, M) long -> (B, M, C)."""
     return gather(values, index[..., None])[:, :, 0]
