@@ -64,7 +64,12 @@ class AttentionDecoder(nn.Module):
             dim1=1, dim2=2).transpose(1, 2).reshape(*lead, hidden)
         for block in self.blocks:
             g = block(g)
-        return self.fc_out(F.relu(g)).squeeze(-1)
+        # The output layer in float32 even under autocast: bf16 logits take few distinct
+        # values, lattice values land exactly on the threshold and marching cubes puts
+        # several vertices on one lattice point (degenerate, non-manifold after welding).
+        with torch.autocast(p.device.type, enabled=False):
+            return F.linear(F.relu(g).float(), self.fc_out.weight.float(),
+                            self.fc_out.bias.float()).squeeze(-1)
 
     @torch.no_grad()
     def shape_decoder(self, c, dtype=torch.float32):
@@ -80,7 +85,8 @@ class AttentionShapeDecoder:
     ``AttentionDecoder.forward`` up to the order of equidistant neighbours.
 
     fc_c of the input features runs once, here; on CPU the neighbour search is a k-d tree
-    built once. The layers run under autocast to ``dtype`` (softmax in float32). Without
+    built once. The layers run under autocast to ``dtype`` (softmax and the output layer in
+    float32). Without
     autograd, points go through in chunks of ``chunk_size`` rows; points that require grad
     go through in one differentiable piece. The decoder's weights are used as they are at
     call time (they are not copied).

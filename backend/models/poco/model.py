@@ -18,9 +18,7 @@ class PointLatentNetwork(nn.Module):
 
     z_dim = 0
     input_kind = "pointcloud"
-    # A query depends on the input near it alone, but stitched tiles of untrained fields
-    # were not watertight yet: not offered to tiling until they are.
-    local_features = False
+    local_features = True  # a query depends on the input near it alone: crops can be tiled
     encoder_latent = None  # no latent encoder, for code that asks (the trainer)
 
     def __init__(self, decoder, encoder, config):
