@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...errors import UserError
-from .neighbours import gather, knn, select
+from .neighbours import gather, knn
 
 INTERPOLATION_NEIGHBOURS = 3  # coarse points a fine point's upsampled feature blends
 
@@ -38,12 +38,12 @@ class PointFeatures:
                         "an Occupancy Network or ConvONet model for interpolation")
 
 
-def sampling_scale(points, k):
-    """Mean distance (B,) float32 from each point of ``points`` (B, N, 3) to its k-th
-    nearest point (itself counted as the first), at least 1e-4: the cloud's sampling scale."""
-    index = knn(points, points, k)
-    far = gather(points.float(), index[:, :, -1:])[:, :, 0]
-    return (far - points.float()).norm(dim=-1).mean(-1).clamp(min=1e-4)
+def sampling_scale(points, index):
+    """Mean distance (B,) float32 from each point of ``points`` (B, N, 3) to the last of its
+    neighbours ``index`` (B, N, k), nearest first with the point itself first, at least
+    1e-4: the cloud's sampling scale."""
+    far = gather(points, index[:, :, -1:])[:, :, 0]
+    return (far - points).norm(dim=-1).mean(-1).clamp(min=1e-4)
 
 
 class EdgeConv(nn.Module):
@@ -113,27 +113,24 @@ class PointUNetEncoder(nn.Module):
 
     def forward(self, points):
         points = points.float()
-        scale = sampling_scale(points, self.k)
+        index = knn(points, points, self.k)
+        scale = sampling_scale(points, index)
         unit = scale[:, None, None, None]
-        xyz, picks = [points], []
-        for _ in range(1, self.levels):
-            pick = torch.arange(0, xyz[-1].size(1), 4, device=points.device).expand(
-                points.size(0), -1)
-            picks.append(pick)
-            xyz.append(select(xyz[-1], pick))
 
         def offsets(source, target, index, level):
             return (gather(source, index) - target[:, :, None]) / (unit * 2 ** level)
 
-        index = knn(points, points, self.k)
-        f = self.first(None, None, offsets(points, points, index, 0), index)
-        f = self.convs[0](f, f, offsets(points, points, index, 0), index)
+        xyz = [points]
+        for _ in range(1, self.levels):
+            xyz.append(xyz[-1][:, ::4])
+        local = offsets(points, points, index, 0)
+        f = self.first(None, None, local, index)
+        f = self.convs[0](f, f, local, index)
         skips = [f]
         for level in range(1, self.levels):
             fine, coarse = xyz[level - 1], xyz[level]
             index = knn(coarse, fine, self.k)
-            f = self.pool[level - 1](f, select(f, picks[level - 1]),
-                                     offsets(fine, coarse, index, level), index)
+            f = self.pool[level - 1](f, f[:, ::4], offsets(fine, coarse, index, level), index)
             index = knn(coarse, coarse, self.k)
             f = self.convs[level](f, f, offsets(coarse, coarse, index, level), index)
             skips.append(f)

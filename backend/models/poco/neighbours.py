@@ -48,7 +48,3 @@ def knn(query, points, k):
               for start in range(0, query.size(1), CUDA_CHUNK)]
     return torch.cat(blocks, dim=1)
 
-
-def select(values, index):
-    """Rows of ``values`` (B, N, C) at ``index`` (B, M) long -> (B, M, C)."""
-    return gather(values, index[..., None])[:, :, 0]
