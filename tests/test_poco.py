@@ -50,7 +50,7 @@ def clouds(seed=0):
 
 def test_config_is_completed_and_checked():
     config = build_model(SMALL).config
-    assert config["encoder"]["widths"] == [16, 24, 32] and config["decoder"]["n_blocks"] == 2
+    assert config["encoder"]["widths"] == [16, 24, 32] and config["decoder"]["n_blocks"] == 3
     assert build_model(config).config == config
     with pytest.raises(UserError, match="c_dim"):
         build_model({**SMALL, "decoder": {**SMALL["decoder"], "c_dim": 8}})

@@ -22,7 +22,7 @@ or, for a point-latent network (a feature per input point, after POCO; ``poco``)
     {"arch": "poco", "input_kind": "pointcloud",
      "encoder": {"name": "point_unet", "c_dim": 32, "widths": [32, 64, 96], "k": 16},
      "decoder": {"name": "attention", "c_dim": 32, "hidden_size": 32, "k": 16, "heads": 4,
-                 "n_blocks": 2}}
+                 "n_blocks": 3}}
 
 A part's keys are its class's constructor arguments; missing ones take the class defaults,
 and ``model.config`` holds the completed config. Unknown names or keys raise ``UserError``.

@@ -13,55 +13,65 @@ from torch.nn import functional as F
 from ...errors import UserError
 from ..layers import ResnetBlockFC
 from ..onet.decoders import default_chunk_size
-from .neighbours import gather, knn, tree_query
+from .neighbours import LEAF_SIZE, gather, knn, tree_query
 
 
 class AttentionDecoder(nn.Module):
     """forward(p (B, T, 3) float32, c ``PointFeatures``) -> logits (B, T).
 
-    With f_j the features of query i's k nearest input points x_j and o_ij = (p_i - x_j) / s::
+    With f_j the features of query i's k nearest input points x_j and o_ij = (p_i - x_j) / s,
+    one linear layer per edge gives values and attention scores::
 
-        e_ij = relu(W_e relu(W_c f_j + W_o o_ij + b) + b_e)        (hidden_size)
-        a_ij = softmax_j(W_a e_ij)                                  (one weight per head)
-        g_i = concat_h sum_j a_ij^h e_ij^h                          (head h: its channel group)
+        v_ij, a_ij = W_c f_j + b_c + W_o o_ij          (hidden_size values, a score per head)
+        g_i = concat_h sum_j softmax_j(a_ij^h) relu(v_ij^h)          (head h: its channels)
         logit_i = fc_out(relu(blocks(g_i)))
+
+    The layer is linear in o_ij, so it runs as P_j + Q_i with P_j = W_c f_j + b_c -
+    W_o x_j / s per input point and Q_i = W_o p_i / s per query: an edge costs a gather, an
+    add, relu and softmax, no matmul (a per-edge hidden layer made the decoder 5x slower
+    than ConvONet's on a CPU). Both terms are up to 1 / s larger than their sum, so the edge
+    part runs in float32 outside autocast; the per-query blocks run in the autocast dtype.
     """
 
-    def __init__(self, c_dim=32, hidden_size=32, k=16, heads=4, n_blocks=2):
+    def __init__(self, c_dim=32, hidden_size=32, k=16, heads=4, n_blocks=3):
         super().__init__()
         if hidden_size % heads or k < 1:
             raise UserError(f"model config: decoder hidden_size {hidden_size} must be a "
                             f"multiple of heads {heads}, and k >= 1 (got {k})")
-        self.k, self.heads = k, heads
-        self.fc_c = nn.Linear(c_dim, hidden_size)
-        self.fc_offset = nn.Linear(3, hidden_size, bias=False)
-        self.fc_edge = nn.Linear(hidden_size, hidden_size)
-        self.fc_attention = nn.Linear(hidden_size, heads)
+        self.k, self.heads, self.hidden = k, heads, hidden_size
+        self.fc_c = nn.Linear(c_dim, hidden_size + heads)
+        self.fc_offset = nn.Linear(3, hidden_size + heads, bias=False)
         self.blocks = nn.ModuleList(ResnetBlockFC(hidden_size) for _ in range(n_blocks))
         self.fc_out = nn.Linear(hidden_size, 1)
 
     def forward(self, p, c):
         p = p.float()
         index = knn(p, c.points, self.k)
-        return self.logits(p, index, self.fc_c(c.features), c.points, c.scale)
+        return self.logits(p, index, self.point_terms(c), c.scale)
 
-    def logits(self, p, index, projected, points, scale):
-        """Logits (B, T) from queries p (B, T, 3), their neighbours ``index`` (B, T, k) into
-        ``points`` (B, N, 3), the points' features after fc_c ``projected`` (B, N, hidden)
-        and ``scale`` (B,)."""
+    def point_terms(self, c):
+        """P (B, N, hidden + heads) float32 of a code c: each input point's part of the edge
+        layer."""
+        with torch.autocast(c.points.device.type, enabled=False):
+            own = F.linear(c.points.float(), self.fc_offset.weight) / c.scale[:, None, None]
+            return self.fc_c(c.features.float()) - own
+
+    def logits(self, p, index, terms, scale):
+        """Logits (B, T) float32 from queries p (B, T, 3), their neighbours ``index``
+        (B, T, k), the ``point_terms`` (B, N, hidden + heads) and the scale (B,)."""
         *lead, k = index.shape
-        hidden = projected.size(-1)
-        offsets = (p[:, :, None] - gather(points, index)) / scale[:, None, None, None]
-        # fc_offset accumulates onto the gathered features (addmm: one pass, no extra add).
-        e = torch.addmm(gather(projected, index).reshape(-1, hidden), offsets.reshape(-1, 3),
-                        self.fc_offset.weight.t()).relu_()
-        e = self.fc_edge(e).relu_().view(-1, k, hidden)  # (B * T, k, hidden)
-        weights = torch.softmax(self.fc_attention(e).float(), dim=1)  # (B * T, k, heads)
-        # Every head's weights against every channel in one batched matmul, then each
-        # head's own channel group: (B * T, heads, heads, hidden / heads) -> diagonal.
-        mixed = torch.bmm(weights.transpose(1, 2).to(e.dtype), e)  # (B * T, heads, hidden)
-        g = mixed.view(-1, self.heads, self.heads, hidden // self.heads).diagonal(
-            dim1=1, dim2=2).transpose(1, 2).reshape(*lead, hidden)
+        with torch.autocast(p.device.type, enabled=False):
+            query = F.linear(p, self.fc_offset.weight) / scale[:, None, None]
+            edges = (gather(terms, index) + query[:, :, None]).view(-1, k, terms.size(-1))
+            values = edges[..., :self.hidden].relu()  # (B * T, k, hidden)
+            # Softmax over the last, contiguous axis (over a middle one it is 10x slower).
+            weights = torch.softmax(edges[..., self.hidden:].transpose(1, 2).contiguous(),
+                                    dim=-1)  # (B * T, heads, k)
+            # Every head's weights against every channel in one batched matmul, then each
+            # head's own channel group: (B * T, heads, heads, hidden / heads) -> diagonal.
+            mixed = torch.bmm(weights, values)  # (B * T, heads, hidden)
+            g = mixed.view(-1, self.heads, self.heads, self.hidden // self.heads).diagonal(
+                dim1=1, dim2=2).transpose(1, 2).reshape(*lead, self.hidden)
         for block in self.blocks:
             g = block(g)
         # The output layer in float32 even under autocast: bf16 logits take few distinct
@@ -84,11 +94,11 @@ class AttentionShapeDecoder:
     """One shape's decoder: ``f(points (M, 3)) -> logits (M,) float32``, equal to
     ``AttentionDecoder.forward`` up to the order of equidistant neighbours.
 
-    fc_c of the input features runs once, here; on CPU the neighbour search is a k-d tree
-    built once. The layers run under autocast to ``dtype`` (softmax and the output layer in
-    float32). Without
-    autograd, points go through in chunks of ``chunk_size`` rows; points that require grad
-    go through in one differentiable piece. The decoder's weights are used as they are at
+    The input points' terms of the first layer are computed once, here; on CPU the
+    neighbour search is a k-d tree built once. The per-query blocks run under autocast to
+    ``dtype`` (the edge part and the output layer in float32). Without autograd,
+    points go through in chunks of ``chunk_size`` rows; points that require grad go through
+    in one differentiable piece. The decoder's weights are used as they are at
     call time (they are not copied).
     """
 
@@ -96,9 +106,10 @@ class AttentionShapeDecoder:
         self.decoder, self.dtype, self.chunk_size = decoder, dtype, chunk_size
         self.points = c.points.detach().float()
         self.scale = c.scale.detach().float()
-        self.projected = decoder.fc_c(c.features.detach().float())
+        self.terms = decoder.point_terms(c.float())
         self.k = min(decoder.k, self.points.size(1))
-        self.tree = cKDTree(self.points[0].cpu().numpy()) if self.points.is_cpu else None
+        self.tree = (cKDTree(self.points[0].cpu().numpy(), leafsize=LEAF_SIZE)
+                     if self.points.is_cpu else None)
 
     def __call__(self, points):
         if points.dim() != 2 or points.size(1) != 3:
@@ -120,6 +131,5 @@ class AttentionShapeDecoder:
         else:
             index = knn(p[None], self.points, self.k)
         with torch.autocast(p.device.type, self.dtype, enabled=self.dtype != torch.float32):
-            logits = self.decoder.logits(p[None], index, self.projected.to(self.dtype),
-                                         self.points, self.scale)
-        return logits[0].float()
+            logits = self.decoder.logits(p[None], index, self.terms, self.scale)
+        return logits[0]
