@@ -115,21 +115,25 @@ class AttentionShapeDecoder:
         if points.dim() != 2 or points.size(1) != 3:
             raise ValueError(f"points must be (N, 3), got {tuple(points.shape)}")
         points = points.float()
+        # One neighbour search for all points: each k-d tree call starts its worker threads.
+        index = self._neighbours(points)
         if torch.is_grad_enabled() and points.requires_grad:
-            return self._logits(points)
+            return self._logits(points, index)
         logits = torch.empty(len(points), dtype=torch.float32, device=points.device)
         with torch.no_grad():
             for start in range(0, len(points), self.chunk_size):
-                logits[start:start + self.chunk_size] = self._logits(
-                    points[start:start + self.chunk_size])
+                stop = start + self.chunk_size
+                logits[start:stop] = self._logits(points[start:stop], index[:, start:stop])
         return logits
 
-    def _logits(self, p):
-        """Points (n, 3) float32 -> logits (n,) float32."""
+    def _neighbours(self, p):
+        """Indices (1, n, k) long of the k nearest input points of p (n, 3) float32."""
         if self.tree is not None:
-            index = tree_query(self.tree, p, self.k)[None]
-        else:
-            index = knn(p[None], self.points, self.k)
+            return tree_query(self.tree, p, self.k)[None]
+        return knn(p[None], self.points, self.k)
+
+    def _logits(self, p, index):
+        """Points (n, 3) float32 and their neighbours (1, n, k) -> logits (n,) float32."""
         with torch.autocast(p.device.type, self.dtype, enabled=self.dtype != torch.float32):
             logits = self.decoder.logits(p[None], index, self.terms, self.scale)
         return logits[0]
