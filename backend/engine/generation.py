@@ -45,25 +45,28 @@ class MeshFrame:
 
 
 def _float(c):
-    """A code c in float32: a tensor, or each volume of a local-feature model's dict."""
+    """A code c in float32: a tensor or a code with a ``float()`` method, or each volume of
+    a ConvONet dict."""
     return {key: value.float() for key, value in c.items()} if isinstance(c, dict) else c.float()
 
 
 @dataclass
 class ShapeCode:
-    """A shape's conditioning: encoder output c (1, c_dim), or ``{type: volume}`` for
-    local-feature models, and latent z (1, z_dim)."""
+    """A shape's conditioning: encoder output c (1, c_dim), ``{type: volume}`` for ConvONet
+    models or a ``PointFeatures`` for point-latent ones, and latent z (1, z_dim)."""
 
     c: object
     z: torch.Tensor
     encode_seconds: float = 0.0
 
     def lerp(self, other, t):
-        """Linear interpolation between two codes, t in [0, 1]."""
+        """Linear interpolation between two codes, t in [0, 1]. A code that is neither a
+        tensor nor a dict of them interpolates itself (``c.lerp``), or refuses with a
+        UserError."""
         if isinstance(self.c, dict):
             c = {key: torch.lerp(value, other.c[key], t) for key, value in self.c.items()}
         else:
-            c = torch.lerp(self.c, other.c, t)
+            c = self.c.lerp(other.c, t)
         return ShapeCode(c, torch.lerp(self.z, other.z, t))
 
 

@@ -17,6 +17,13 @@ or, for a Convolutional Occupancy Network (local features; ``convonet``)::
      "decoder": {"name": "simple_local", "c_dim": 32, "hidden_size": 32},
      "padding": 0.1, "sample_align": "consistent"}
 
+or, for a point-latent network (a feature per input point, after POCO; ``poco``)::
+
+    {"arch": "poco", "input_kind": "pointcloud",
+     "encoder": {"name": "point_unet", "c_dim": 32, "widths": [32, 64, 96], "k": 16},
+     "decoder": {"name": "attention", "c_dim": 32, "hidden_size": 32, "k": 16, "heads": 4,
+                 "n_blocks": 3}}
+
 A part's keys are its class's constructor arguments; missing ones take the class defaults,
 and ``model.config`` holds the completed config. Unknown names or keys raise ``UserError``.
 ConvONet's ``padding`` and ``sample_align`` (see ``local_features``) are model-level: the
@@ -34,6 +41,9 @@ from .convonet.decoder import LocalDecoder
 from .convonet.encoders import LocalPoolPointnet, LocalVoxelEncoder
 from .convonet.features import ALIGNMENTS, SAMPLE_MODES
 from .onet.model import OccupancyNetwork
+from .poco.decoder import AttentionDecoder
+from .poco.encoder import PointUNetEncoder
+from .poco.model import PointLatentNetwork
 from .convonet.unet import UNet, UNet3D
 
 ENCODERS = {"resnet_pointnet": ResnetPointnet, "voxel_simple": VoxelEncoder, "resnet18": Resnet18}
@@ -41,6 +51,8 @@ DECODERS = {"cbatchnorm": DecoderCBatchNorm, "simple": Decoder}
 LATENT_ENCODERS = {"simple": LatentEncoder}
 LOCAL_ENCODERS = {"pointnet_local_pool": LocalPoolPointnet, "voxel_simple_local": LocalVoxelEncoder}
 LOCAL_DECODERS = {"simple_local": LocalDecoder}
+POINT_ENCODERS = {"point_unet": PointUNetEncoder}
+POINT_DECODERS = {"attention": AttentionDecoder}
 INPUT_KINDS = ("pointcloud", "voxels", "image")
 
 
@@ -213,8 +225,26 @@ def _build_convonet(config):
     return ConvolutionalOccupancyNetwork(decoder, encoder, input_kind, full)
 
 
+def _build_poco(config):
+    allowed = ("arch", "input_kind", "encoder", "decoder")
+    for key in config:
+        if key not in allowed:
+            raise UserError(f"model config: unknown key '{key}' (allowed: {', '.join(allowed)})")
+    if config.get("input_kind", "pointcloud") != "pointcloud":
+        raise UserError(f"model config: arch 'poco' takes point clouds, not "
+                        f"{config['input_kind']!r}")
+    encoder, encoder_cfg = _build_part(POINT_ENCODERS, config.get("encoder"), "encoder")
+    decoder, decoder_cfg = _build_part(POINT_DECODERS, config.get("decoder"), "decoder")
+    if decoder_cfg["c_dim"] != encoder_cfg["c_dim"]:
+        raise UserError(f"model config: decoder c_dim {decoder_cfg['c_dim']} must equal the "
+                        f"encoder's c_dim {encoder_cfg['c_dim']}")
+    full = {"arch": "poco", "input_kind": "pointcloud", "encoder": encoder_cfg,
+            "decoder": decoder_cfg}
+    return PointLatentNetwork(decoder, encoder, full)
+
+
 # Architecture name -> builder(config) -> nn.Module with a ``config`` attribute.
-ARCHITECTURES = {"onet": _build_onet, "convonet": _build_convonet}
+ARCHITECTURES = {"onet": _build_onet, "convonet": _build_convonet, "poco": _build_poco}
 
 
 def build_model(config):
