@@ -78,6 +78,8 @@ class Settings:
             raise UserError(f"threshold is a probability in (0, 1) (got {self.threshold!r})")
         if self.precision not in PRECISIONS:
             raise UserError(f"precision must be auto, fp32, bf16 or fp16 (got {self.precision})")
+        if self.simplify is not None and is_int(self.simplify) and self.simplify < 4:
+            raise UserError("simplify needs a target of at least 4 faces")
         if self.simplify is not None and not (is_int(self.simplify)
                                               and 4 <= self.simplify <= MAX_FACES):
             raise UserError(f"simplify is a face count in [4, {MAX_FACES:,}] (got "

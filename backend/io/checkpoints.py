@@ -10,6 +10,7 @@ and shapes (``infer_config``).
 
 import hashlib
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -281,7 +282,7 @@ def _load_official(path):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types on damaged files
         raise UserError(f"{path} is not a PyTorch checkpoint that loads safely (weights only): "
-                        f"{_load_error_reason(error)}") from None
+                        f"{_load_error_reason(error, path)}") from None
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise UserError(f"{path} is not a model checkpoint: expected a dict whose 'model' entry "
@@ -308,14 +309,17 @@ def _load_official(path):
     return model, card
 
 
-def _load_error_reason(error):
+def _load_error_reason(error, path=None):
     """One line on why torch.load refused a file (its own errors span several paragraphs)."""
     text = str(error)
+    with open(path, "rb") if path else open(os.devnull, "rb") as f:
+        start = f.read(4)
+    is_pickle = start[:1] == b"\x80" or start[:2] == b"PK"  # a pickle, or torch's zip of one
     refused = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", text)
     if refused:
         return (f"it holds a Python object ({refused.group(1)}) that is not unpickled, for "
                 f"safety; only tensors and plain values are read")
-    if "Weights only load failed" in text:
+    if "Weights only load failed" in text and is_pickle:
         operand = re.search(r"Unsupported operand \d+|Unsupported class \S+", text)
         detail = f" ({operand.group(0)})" if operand else ""
         return (f"it holds pickle instructions or objects beyond tensors and plain values"

@@ -196,7 +196,7 @@ def validate_voxel_frame(translate, scale, source: str) -> tuple[np.ndarray, flo
     try:
         translate = np.asarray(translate, dtype=np.float64)
         scale = float(scale)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise UserError(f"{source}: voxel translate/scale must be numbers") from exc
     if translate.shape != (3,) or not np.isfinite(translate).all():
         raise UserError(f"{source}: voxel translate must be 3 finite numbers, "

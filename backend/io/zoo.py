@@ -9,10 +9,13 @@ unknown name, so no file outside them can be read or even probed.
 """
 
 import json
+import logging
 from pathlib import Path
 
 from ..errors import UserError
 from .inputs import KIND_NAMES
+
+logger = logging.getLogger(__name__)
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"
 ANALYTIC_PREFIX = "analytic:"
@@ -33,7 +36,14 @@ def catalogue(extra_dirs=()):
     models = {f"{ANALYTIC_PREFIX}{shape}": analytic_card(shape) for shape in SHAPES}
     for folder in (BUNDLED_DIR, *map(Path, extra_dirs)):
         for weights in sorted(Path(folder).glob("*.safetensors")):
-            card = read_card(weights)
+            try:
+                card = read_card(weights)
+                if not isinstance(card, dict):
+                    raise UserError(f"model card {weights.with_suffix('.json')} is not a JSON "
+                                    "object")
+            except UserError as exc:  # one broken card must not hide every other model
+                logger.warning("skipping %s: %s", weights, exc)
+                continue
             card["path"] = str(weights)
             card.setdefault("name", weights.stem)
             models[weights.stem] = card
@@ -44,7 +54,7 @@ def default_model_name(kind, extra_dirs=()):
     """The model a card marks as the default for this input kind; a card in ``extra_dirs``
     (the user's model folders) wins over the bundled one."""
     defaults = [name for name, card in catalogue(extra_dirs).items()
-                if kind in card.get("default_for", ())]
+                if isinstance(card.get("default_for"), list) and kind in card["default_for"]]
     if not defaults:
         raise UserError(f"no bundled model for {KIND_NAMES.get(kind, kind)} yet; pass --model"
                         " with a checkpoint (.safetensors or official .pt) or analytic:sphere")

@@ -100,6 +100,21 @@ class Handler(BaseHTTPRequestHandler):
     timed_out = False
     body_pending = False  # a body announced and not (fully) read: never keep the connection
 
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own errors (bad request line, 414, 431, unknown method) as JSON
+        errors like every other answer; an unknown method is 405, not 501."""
+        if code == HTTPStatus.NOT_IMPLEMENTED:
+            code, message = HTTPStatus.METHOD_NOT_ALLOWED, f"method not allowed: {self.command}"
+        names = {HTTPStatus.REQUEST_URI_TOO_LONG: "too_large",
+                 HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "too_large",
+                 HTTPStatus.METHOD_NOT_ALLOWED: "method_not_allowed"}
+        self.close_connection = True
+        try:
+            self.send_json(code, {"error": names.get(code, "bad_request"),
+                                  "message": message or HTTPStatus(code).phrase})
+        except (OSError, ValueError):
+            pass
+
     def handle_one_request(self):
         self.body_pending = False
         self.deadlines.set(self, self.service.service_limits.header_timeout)
@@ -297,8 +312,9 @@ class Handler(BaseHTTPRequestHandler):
         models = []
         for name, card in self.service.catalogue().items():
             card = {key: value for key, value in card.items() if key != "path"}
+            config = card.get("config") if isinstance(card.get("config"), dict) else {}
             models.append({"name": name, "input_kind": card.get("input_kind",
-                                                                card["config"].get("input_kind")),
+                                                                config.get("input_kind")),
                            "threshold": card.get("threshold", 0.2),
                            "default_for": card.get("default_for", []), "card": card})
         self.send_json(HTTPStatus.OK, {"models": models})
