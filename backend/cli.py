@@ -96,14 +96,27 @@ def build_parser():
 
 
 def check_output(path, suffixes):
-    """Fail before any work when the output cannot be written; create its folder."""
+    """Fail before any work when the output cannot be written: create its folder and open
+    the file for writing once (a file that did not exist is removed again)."""
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise UserError(f"cannot write {path}: use one of {' '.join(suffixes)}")
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder; give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot write {path}: cannot create folder {path.parent} ({exc})")
+        raise UserError(f"cannot write {path}: cannot create folder {path.parent} "
+                        f"({exc.strerror or exc})") from None
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}; choose a writable "
+                        "location") from None
+    if not existed:
+        path.unlink(missing_ok=True)
 
 
 def request_from_args(args, inp) -> ReconstructRequest:

@@ -33,3 +33,8 @@ def run_command(command, args):
 class LimitError(UserError):
     """A request over one of the limits (``backend.engine.request.Limits``); the server
     answers 413."""
+
+
+class Cancelled(Exception):
+    """Raised inside a reconstruction when the caller asked to stop (``should_stop``); no
+    mesh is produced. Every long loop (MISE batches, refinement, normals, tiles) checks."""

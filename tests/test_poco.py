@@ -8,7 +8,8 @@ import trimesh
 import yaml
 
 from backend.engine import tiling
-from backend.engine.generation import Generator, Settings, ShapeCode
+from backend.engine.generation import Generator, ShapeCode
+from backend.engine.request import Settings
 from backend.errors import UserError
 from backend.io.checkpoints import load_model, save_model
 from backend.models import build_model
@@ -168,7 +169,8 @@ def test_tiles_close_where_they_meet(model):
     from tests.test_tiling import scene, settings
 
     generator = Generator(model, {}, "cpu", settings())
-    tiled = tiling.reconstruct_tiled(generator, {}, scene() * 2, crop_size=1.0, overlap=0.1)
+    tiled = tiling.tiled_result(tiling.reconstruct_tiled(generator, {}, scene() * 2,
+                                                         crop_size=1.0, overlap=0.1))
     assert tiled.tiles_run > 2
     mesh = trimesh.Trimesh(tiled.vertices, tiled.faces, process=False)
     assert len(mesh.faces) and mesh.is_watertight

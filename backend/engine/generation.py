@@ -24,8 +24,7 @@ from .request import Settings
 PAD_POINTS = 1024  # decoder chunks are padded to a multiple of this many points
 
 
-class Cancelled(Exception):
-    """Raised inside generation when the caller asked to stop; no mesh is produced."""
+from ..errors import Cancelled  # noqa: E402,F401  (generation.Cancelled, as before)
 
 
 @dataclass
@@ -204,12 +203,14 @@ class Generator:
                                if final or s.mesh_every_level else empty)
             normals = None
             if final:
-                vertices, faces, normals = self.postprocess(code, vertices, faces)
+                vertices, faces, normals = self.postprocess(code, vertices, faces,
+                                                            should_stop)
             yield MeshFrame(state.level, levels, state.resolution, vertices, faces, normals,
                             state.evaluations, time.perf_counter() - started, timer[0], final)
 
-    def postprocess(self, code, vertices, faces):
-        """Refine, simplify and compute normals as the settings ask (fp32, with gradients)."""
+    def postprocess(self, code, vertices, faces, should_stop=None):
+        """Refine, simplify and compute normals as the settings ask (fp32, with gradients);
+        should_stop is polled at every refinement step and normals batch."""
         s = self.settings
         if len(faces) == 0:
             return vertices, faces, None
@@ -217,8 +218,9 @@ class Generator:
             exact = self.decoder(code, torch.float32)
         if s.refine_steps:
             vertices = meshing.refine(exact, vertices, faces, self.threshold, s.refine_steps,
-                                      self.device)
+                                      self.device, should_stop=should_stop)
         if s.simplify:
             vertices, faces = meshing.simplify(vertices, faces, s.simplify)
-        normals = meshing.gradient_normals(exact, vertices, self.device) if s.normals else None
+        normals = (meshing.gradient_normals(exact, vertices, self.device,
+                                            should_stop=should_stop) if s.normals else None)
         return vertices, faces, normals

@@ -7,7 +7,14 @@ input's normalisation is the caller's job.
 import numpy as np
 import torch
 
+from ..errors import Cancelled
 from .mise import lattice_to_unit
+
+
+def check_stop(should_stop):
+    """Raise ``Cancelled`` when the caller's ``should_stop()`` says so (every long loop)."""
+    if should_stop is not None and should_stop():
+        raise Cancelled()
 
 
 def marching_cubes(values, threshold):
@@ -175,14 +182,16 @@ def floating_in(vertices, faces, labels, shell, void):
     return solid[floating]
 
 
-def gradient_normals(decoder, vertices, device="cpu", batch_points=65536):
+def gradient_normals(decoder, vertices, device="cpu", batch_points=65536, should_stop=None):
     """Outward unit normals (V, 3) float32 from the gradient of the network at each vertex.
 
     decoder: maps (N, 3) float32 tensors to logits (N,) and is differentiable. Logits grow
-    inwards, so the outward normal is minus the normalised gradient.
+    inwards, so the outward normal is minus the normalised gradient. should_stop is
+    polled at every batch (raises ``Cancelled``).
     """
     normals = np.empty_like(vertices, dtype=np.float32)
     for start in range(0, len(vertices), batch_points):
+        check_stop(should_stop)
         p = torch.from_numpy(vertices[start:start + batch_points]).to(device)
         with torch.enable_grad():
             p.requires_grad_(True)
@@ -205,13 +214,14 @@ def simplify(vertices, faces, face_count):
 
 
 def refine(decoder, vertices, faces, threshold, steps=30, device="cpu", lr=1e-4,
-           normal_weight=0.01, seed=0):
+           normal_weight=0.01, seed=0, should_stop=None):
     """The paper's mesh refinement: move vertices so the surface sits on the threshold.
 
     For a random point on every face (Dirichlet(0.5) barycentrics) the loss asks the occupancy
     probability to equal ``threshold`` (a probability) and the face normal to match the
     network's normalised negative gradient. RMSprop on the vertex positions, faces fixed.
     decoder: differentiable (N, 3) -> logits (N,). Returns new vertices (V, 3) float32.
+    should_stop is polled at every step (raises ``Cancelled``).
     """
     generator = np.random.default_rng(seed)
     v = torch.nn.Parameter(torch.from_numpy(vertices).to(device, torch.float32).clone())
@@ -219,6 +229,7 @@ def refine(decoder, vertices, faces, threshold, steps=30, device="cpu", lr=1e-4,
     optimizer = torch.optim.RMSprop([v], lr=lr)
     with torch.enable_grad():
         for _ in range(steps):
+            check_stop(should_stop)
             optimizer.zero_grad()
             corners = v[face_index]  # (F, 3, 3)
             weights = torch.from_numpy(generator.dirichlet(

@@ -51,25 +51,70 @@ class Settings:
     mesh_every_level: bool = True  # False: coarse frames carry statistics but no mesh
 
     def validate(self, max_resolution: int = 512):
-        """Raise UserError for settings that cannot work or whose finest lattice is over
-        ``max_resolution`` (the request's ``Limits``)."""
+        """Raise UserError naming the option for settings that cannot work, LimitError when
+        the finest lattice is over ``max_resolution`` (the request's ``Limits``). Ranges
+        (docs/protocol.md, "Ranges"): resolution0 in [2, max_resolution], upsampling_steps
+        >= 0 with resolution0 * 2^steps <= max_resolution, threshold in (0, 1), simplify in
+        [4, 2^31 - 1], refine_steps >= 0 (and <= Limits.max_refine_steps)."""
+        for name in ("resolution0", "upsampling_steps", "refine_steps"):
+            if not is_int(getattr(self, name)):
+                raise UserError(f"{name} must be a whole number (got {getattr(self, name)!r})")
         if self.resolution0 < 2:
             raise UserError(f"resolution0 must be at least 2 (got {self.resolution0})")
         if self.upsampling_steps < 0:
-            raise UserError(f"upsampling steps must be >= 0 (got {self.upsampling_steps})")
-        finest = self.resolution0 * 2 ** self.upsampling_steps
-        if finest > max_resolution:
-            raise LimitError(f"finest resolution {self.resolution0} x 2^{self.upsampling_steps}"
-                            f" = {finest} is above the limit of {max_resolution}; lower "
-                            "resolution0 or upsampling_steps")
-        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
-            raise UserError(f"threshold is a probability in (0, 1) (got {self.threshold})")
+            raise UserError(f"upsampling_steps must be >= 0 (got {self.upsampling_steps})")
+        if self.resolution0 > max_resolution:
+            raise LimitError(f"resolution0 {short(self.resolution0)} is above the limit of "
+                             f"{max_resolution} (the finest MISE lattice)")
+        # Compared without computing 2^steps: a step count of 10^9 is a 10^9-bit number.
+        if self.upsampling_steps > max(max_resolution, 1).bit_length() or \
+                self.resolution0 << self.upsampling_steps > max_resolution:
+            raise LimitError(f"finest resolution resolution0 x 2^upsampling_steps = "
+                             f"{self.resolution0} x 2^{short(self.upsampling_steps)} is above "
+                             f"the limit of {max_resolution}; lower resolution0 or "
+                             "upsampling_steps")
+        if self.threshold is not None and not (is_number(self.threshold)
+                                               and 0.0 < self.threshold < 1.0):
+            raise UserError(f"threshold is a probability in (0, 1) (got {self.threshold!r})")
         if self.precision not in PRECISIONS:
             raise UserError(f"precision must be auto, fp32, bf16 or fp16 (got {self.precision})")
-        if self.simplify is not None and self.simplify < 4:
+        if self.simplify is not None and is_int(self.simplify) and self.simplify < 4:
             raise UserError("simplify needs a target of at least 4 faces")
+        if self.simplify is not None and not (is_int(self.simplify)
+                                              and 4 <= self.simplify <= MAX_FACES):
+            raise UserError(f"simplify is a face count in [4, {MAX_FACES:,}] (got "
+                            f"{short(self.simplify)})")
         if self.refine_steps < 0:
-            raise UserError("refine steps must be >= 0")
+            raise UserError("refine_steps must be >= 0")
+
+
+MAX_FACES = 2**31 - 1  # int32 face indices
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def short(value) -> str:
+    """A number for a message: huge ones abbreviated (10^400 has 401 digits)."""
+    if is_int(value) and abs(value) >= 10**15:
+        return f"~10^{len(str(abs(value))) - 1}" if abs(value) < 10**4000 else "a huge number"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def as_float(value, name) -> float:
+    """``value`` as a finite float, or UserError naming the option."""
+    try:
+        number = float(value) if is_number(value) else math.nan
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise UserError(f"{name} must be a finite number (got {short(value)})")
+    return number
 
 
 @dataclass(frozen=True)
@@ -91,8 +136,8 @@ class Limits:
         """UserError naming the option when MISE or output settings are out of range."""
         settings.validate(self.max_resolution)
         if settings.refine_steps > self.max_refine_steps:
-            raise LimitError(f"refine_steps {settings.refine_steps} is over the limit of "
-                            f"{self.max_refine_steps}")
+            raise LimitError(f"refine_steps {short(settings.refine_steps)} is over the limit "
+                             f"of {self.max_refine_steps} (max_refine_steps)")
 
 
 LIMITS = Limits()
@@ -153,7 +198,7 @@ class ReconstructRequest:
         loaded module) or is over ``limits``: checked once, before any work starts."""
         limits.check_settings(self.settings)
         if isinstance(self.source, Blend):
-            if not 0 <= self.source.t <= 1:
+            if not (is_number(self.source.t) and 0 <= self.source.t <= 1):
                 raise UserError(f"t must be in [0, 1] (got {self.source.t})")
         else:
             check_kind(self.kind, model)
@@ -166,6 +211,17 @@ class ReconstructRequest:
 
     def _check_tiling(self, model, limits: Limits) -> None:
         tiling, settings = self.tiling, self.settings
+        tile_size = as_float(tiling.tile_size, "tile_size")
+        if tile_size <= 0:
+            raise UserError(f"tile_size must be a finite number > 0 (got {short(tile_size)})")
+        overlap = as_float(tiling.tile_overlap, "tile_overlap")
+        if not 0 <= overlap <= 0.45:
+            raise UserError(f"tile_overlap is a share of the crop in [0, 0.45] (got "
+                            f"{overlap:g})")
+        if tiling.tile_points is not None and not (
+                is_int(tiling.tile_points) and 1 <= tiling.tile_points <= limits.max_points):
+            raise UserError(f"tile_points must be a whole number in [1, {limits.max_points:,}]"
+                            f" (max_points) (got {short(tiling.tile_points)})")
         if self.kind != "pointcloud":
             raise UserError("tiling works on point clouds only; leave the tile size out for "
                             "this input")
@@ -176,21 +232,17 @@ class ReconstructRequest:
             raise UserError("tiling needs a model with local features (a ConvONet); this "
                             "model encodes the whole input into one vector. Choose a ConvONet"
                             " model or reconstruct without tiles")
-        if not (math.isfinite(tiling.tile_size) and tiling.tile_size > 0):
-            raise UserError(f"tile_size must be a finite number > 0 (got {tiling.tile_size})")
-        if not 0 <= tiling.tile_overlap <= 0.45:
-            raise UserError(f"tile_overlap is a share of the crop in [0, 0.45] (got "
-                            f"{tiling.tile_overlap})")
-        if tiling.tile_points is not None and tiling.tile_points < 1:
-            raise UserError(f"tile_points must be >= 1 (got {tiling.tile_points})")
         points = self.source.points
-        edge = tiling.tile_size * (1 - 2 * tiling.tile_overlap)
-        extent = points.max(axis=0) - points.min(axis=0) + 0.1 * tiling.tile_size
-        tiles = math.prod(max(1, math.ceil(e / edge)) for e in extent.astype(np.float64))
-        if tiles > limits.max_tiles:
-            raise LimitError(f"tile_size {tiling.tile_size:g} cuts this cloud into {tiles:,} "
-                            f"tiles, over the limit of {limits.max_tiles:,}; use a larger "
-                            "tile size (about one object's size)")
+        edge = tile_size * (1 - 2 * overlap)
+        extent = (points.max(axis=0) - points.min(axis=0)).astype(np.float64) + 0.1 * tile_size
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            per_axis = np.maximum(1.0, np.ceil(extent / edge))  # float: never a huge int
+        tiles = float(np.prod(per_axis))
+        if not math.isfinite(tiles) or tiles > limits.max_tiles:
+            count = f"{int(tiles):,}" if tiles < 1e12 else "more than 10^12"
+            raise LimitError(f"tile_size {tile_size:g} cuts this cloud into {count} tiles, "
+                             f"over the limit of {limits.max_tiles:,} (max_tiles); use a "
+                             "larger tile size (about one object's size)")
 
 
 def check_kind(kind: Optional[str], model) -> None:

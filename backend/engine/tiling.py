@@ -134,7 +134,7 @@ def reconstruct_tiled(generator, card: dict, points: np.ndarray, crop_size: floa
     tile's MISE resolutions, the threshold and the final simplification. card: the model's;
     its ``input_points`` is the default ``max_points`` per crop, and with ``sparse_inputs``
     sparser crops are resampled as in training (``transforms.resample_sparse``).
-    should_stop is polled at every decoder batch (raises ``Cancelled``).
+    should_stop is polled at every tile and decoder batch (raises ``Cancelled``).
     """
     max_points = max_points or card.get("input_points") or DEFAULT_TILE_POINTS
     sparse_inputs = card.get("sparse_inputs")
@@ -150,6 +150,8 @@ def reconstruct_tiled(generator, card: dict, points: np.ndarray, crop_size: floa
     faces_of_done, pieces = {}, []
     tiles, tiles_run, most_points, evaluations, timer = grid.indices(), 0, 0, 0, [0.0]
     for done, index in enumerate(tiles, 1):
+        if should_stop is not None and should_stop():  # empty tiles run no decoder batch
+            raise Cancelled()
         unit = crop_points(points, grid, index, max_points, rng)
         if len(unit) and sparse_inputs and len(unit) < sparse_inputs["resample_to"]:
             unit = resample_sparse(unit, sparse_inputs, rng)

@@ -10,8 +10,9 @@ and shapes (``infer_config``).
 
 import hashlib
 import json
-import pickle
+import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,6 @@ _NUMPY_SCALAR_GLOBALS = [
     np.dtype,
     np.dtypes.Float64DType,
 ]
-# Exceptions torch.load raises for files that are not (safe) torch checkpoints.
-_TORCH_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError)
 
 
 def save_model(path, model, card):
@@ -59,10 +58,22 @@ def load_model(path, device="cpu"):
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        model, card = _load_safetensors(path)
-    else:
-        model, card = _load_official(path)
+    try:
+        if path.suffix == ".safetensors":
+            model, card = _load_safetensors(path)
+        else:
+            model, card = _load_official(path)
+    except UserError as error:
+        if path.name in str(error):
+            raise
+        raise type(error)(f"{path}: {error}") from None
+    # Damaged files make torch.load, safetensors, the architecture inference and the model
+    # constructors fail in many ways (IndexError, struct.error, AssertionError, ...): all
+    # mean "not a usable checkpoint". MemoryError included (a size field gone wrong).
+    except Exception as error:
+        raise UserError(f"{path}: cannot be loaded as a model: the file is damaged or not a "
+                        f"checkpoint ({type(error).__name__}: "
+                        f"{' '.join(str(error).split())[:160]})") from None
     return model.to(device).eval(), card
 
 
@@ -244,7 +255,14 @@ def _load_safetensors(path):
         state = load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise UserError(f"{path} is not a readable safetensors file: {error}") from None
-    model = build_model(card["config"])
+    try:
+        model = build_model(card["config"])
+    except UserError as error:
+        raise UserError(f"model card {card_path}: its config does not build a model "
+                        f"({error})") from None
+    except Exception as error:
+        raise UserError(f"model card {card_path}: its config does not build a model "
+                        f"({type(error).__name__}: {error})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError:
@@ -258,11 +276,13 @@ def _load_safetensors(path):
 
 def _load_official(path):
     try:
-        with torch.serialization.safe_globals(_NUMPY_SCALAR_GLOBALS):
+        with torch.serialization.safe_globals(_NUMPY_SCALAR_GLOBALS), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol 4": refused below
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except _TORCH_LOAD_ERRORS as error:
+    except Exception as error:  # torch.load raises many types on damaged files
         raise UserError(f"{path} is not a PyTorch checkpoint that loads safely (weights only): "
-                        f"{_load_error_reason(error)}") from None
+                        f"{_load_error_reason(error, path)}") from None
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise UserError(f"{path} is not a model checkpoint: expected a dict whose 'model' entry "
@@ -289,13 +309,24 @@ def _load_official(path):
     return model, card
 
 
-def _load_error_reason(error):
+def _load_error_reason(error, path=None):
     """One line on why torch.load refused a file (its own errors span several paragraphs)."""
-    refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    text = str(error)
+    with open(path, "rb") if path else open(os.devnull, "rb") as f:
+        start = f.read(4)
+    is_pickle = start[:1] == b"\x80" or start[:2] == b"PK"  # a pickle, or torch's zip of one
+    refused = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", text)
     if refused:
         return (f"it holds a Python object ({refused.group(1)}) that is not unpickled, for "
                 f"safety; only tensors and plain values are read")
-    return "not a torch.save file, or a damaged one"
+    if "Weights only load failed" in text and is_pickle:
+        operand = re.search(r"Unsupported operand \d+|Unsupported class \S+", text)
+        detail = f" ({operand.group(0)})" if operand else ""
+        return (f"it holds pickle instructions or objects beyond tensors and plain values"
+                f"{detail}, which are refused for safety; only tensors and plain values are "
+                f"read")
+    return (f"not a torch.save file, or a damaged one ({type(error).__name__}: "
+            f"{' '.join(text.split())[:120]})")
 
 
 def file_sha256(path):

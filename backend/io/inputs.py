@@ -196,7 +196,7 @@ def validate_voxel_frame(translate, scale, source: str) -> tuple[np.ndarray, flo
     try:
         translate = np.asarray(translate, dtype=np.float64)
         scale = float(scale)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise UserError(f"{source}: voxel translate/scale must be numbers") from exc
     if translate.shape != (3,) or not np.isfinite(translate).all():
         raise UserError(f"{source}: voxel translate must be 3 finite numbers, "
@@ -258,15 +258,50 @@ def _read_ply_vertices(path: Path) -> np.ndarray:
     """Vertices (N, 3) of a PLY point cloud or mesh, via trimesh."""
     import trimesh
 
+    _check_ascii_ply_rows(path)
     try:
-        vertices = np.asarray(trimesh.load(path, file_type="ply", process=False).vertices)
+        loaded = trimesh.load(path, file_type="ply", process=False)
     # trimesh's parsers raise many exception types on malformed files; all mean "unreadable".
     except Exception as exc:
         raise UserError(f"{path}: cannot be read as PLY ({exception_summary(exc)}); "
                         "re-export it as a PLY point cloud or mesh") from exc
+    vertices = getattr(loaded, "vertices", None)  # a PLY without vertices loads as a Scene
+    vertices = np.zeros((0, 3)) if vertices is None else np.asarray(vertices)
     if vertices.size == 0:
         raise UserError(f"{path}: has no vertices; a point cloud needs at least 2 points")
     return vertices
+
+
+def _check_ascii_ply_rows(path: Path) -> None:
+    """UserError when an ASCII PLY holds fewer data rows than its header declares (trimesh
+    reads such a file without complaint and pads or drops what is missing)."""
+    with open(path, "rb") as f:
+        head = f.read(65536)
+        end = head.find(b"end_header")
+        if not head.startswith(b"ply") or end < 0:
+            return  # not a header we can read: trimesh reports it
+        lines = head[:end].decode("latin-1").splitlines()
+        if not any(line.split()[:2] == ["format", "ascii"] for line in lines if line.strip()):
+            return
+        declared = {}
+        for line in lines:
+            words = line.split()
+            if len(words) == 3 and words[0] == "element":
+                try:
+                    declared[words[1]] = int(words[2])
+                except ValueError:
+                    raise UserError(f"{path}: PLY header line {line.strip()!r} has no element "
+                                    "count; re-export it") from None
+        newline = head.find(b"\n", end)
+        f.seek(newline + 1 if newline >= 0 else len(head))
+        rows = sum(1 for row in f if row.strip())
+    total = sum(declared.values())
+    if rows < total:
+        what = " + ".join(f"{count:,} {name!r}" for name, count in declared.items())
+        vertex = declared.get("vertex")
+        raise UserError(f"{path}: its header declares {what} rows but the file holds only "
+                        f"{rows:,} data rows" + (f" (of {vertex:,} vertices)" if vertex else "")
+                        + "; the file is truncated, re-export it")
 
 
 def _read_text_points(path: Path) -> np.ndarray:

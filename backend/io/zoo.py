@@ -1,15 +1,21 @@
 """Model names -> models: bundled weights, analytic test shapes, files on disk.
 
-A name is resolved in this order: ``analytic:<shape>``; a path to our ``.safetensors`` or an
-official ``.pt``; the stem of a card in the bundled folder (``backend/weights``) or in extra
-folders given by the user (``--models DIR`` of the server).
+A name is resolved (``resolve``) in this order: ``analytic:<shape>``; the stem of a card in
+the bundled folder (``backend/weights``) or in extra folders given by the user (``--models
+DIR`` of the server); a path to our ``.safetensors`` or an official ``.pt``. Paths are
+accepted anywhere from the CLI (``allow_paths``); the server accepts a path only when the
+file lies inside one of its model folders, and answers every other path exactly as an
+unknown name, so no file outside them can be read or even probed.
 """
 
 import json
+import logging
 from pathlib import Path
 
 from ..errors import UserError
 from .inputs import KIND_NAMES
+
+logger = logging.getLogger(__name__)
 
 # The surface's occupancy probability when a card names none (the papers' test threshold).
 DEFAULT_THRESHOLD = 0.2
@@ -24,6 +30,8 @@ def read_card(path):
         card = json.loads(Path(path).with_suffix(".json").read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read model card {Path(path).with_suffix('.json')}: {exc}")
+    if not isinstance(card, dict):
+        raise UserError(f"model card {Path(path).with_suffix('.json')} is not a JSON object")
     card.setdefault("threshold", DEFAULT_THRESHOLD)
     return card
 
@@ -35,7 +43,14 @@ def catalogue(extra_dirs=()):
     models = {f"{ANALYTIC_PREFIX}{shape}": analytic_card(shape) for shape in SHAPES}
     for folder in (BUNDLED_DIR, *map(Path, extra_dirs)):
         for weights in sorted(Path(folder).glob("*.safetensors")):
-            card = read_card(weights)
+            try:
+                card = read_card(weights)
+                if not isinstance(card, dict):
+                    raise UserError(f"model card {weights.with_suffix('.json')} is not a JSON "
+                                    "object")
+            except UserError as exc:  # one broken card must not hide every other model
+                logger.warning("skipping %s: %s", weights, exc)
+                continue
             card["path"] = str(weights)
             card.setdefault("name", weights.stem)
             models[weights.stem] = card
@@ -46,16 +61,24 @@ def default_model_name(kind, extra_dirs=()):
     """The model a card marks as the default for this input kind; a card in ``extra_dirs``
     (the user's model folders) wins over the bundled one."""
     defaults = [name for name, card in catalogue(extra_dirs).items()
-                if kind in card.get("default_for", ())]
+                if isinstance(card.get("default_for"), list) and kind in card["default_for"]]
     if not defaults:
         raise UserError(f"no bundled model for {KIND_NAMES.get(kind, kind)} yet; pass --model"
                         " with a checkpoint (.safetensors or official .pt) or analytic:sphere")
     return defaults[-1]
 
 
-def load(name_or_path, device="cpu", extra_dirs=()):
-    """Load a model by name or path. Returns (model in eval mode, card dict)."""
-    from ..models.analytic import SHAPES, AnalyticModel, analytic_card
+MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")
+
+
+def resolve(name_or_path, extra_dirs=(), allow_paths=True):
+    """(key, display name) of a model: key is ``analytic:<shape>`` or the resolved absolute
+    path of its file, the same for every spelling of one file (the server's cache key).
+
+    allow_paths: any file path is accepted (the CLI); otherwise only files inside the
+    bundled folder and ``extra_dirs``. UserError for anything else, with one message for
+    missing and existing files alike."""
+    from ..models.analytic import SHAPES
 
     name = str(name_or_path)
     if name.startswith(ANALYTIC_PREFIX):
@@ -63,16 +86,50 @@ def load(name_or_path, device="cpu", extra_dirs=()):
         if shape not in SHAPES:
             raise UserError(f"unknown analytic shape {shape!r}; choose one of:"
                             f" {', '.join(sorted(SHAPES))}")
+        return name, name
+    known = catalogue(extra_dirs)
+    if name in known:
+        return str(Path(known[name]["path"]).resolve()), name
+    unknown = UserError(f"unknown model {name!r}; available: {', '.join(sorted(known))}"
+                        + (" (or give a path to a .safetensors or official .pt file)"
+                           if allow_paths else
+                           " (a path must name a file in the server's --models folders)"))
+    if "\0" in name or not name.strip():
+        raise unknown
+    try:
+        path = Path(name).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        raise unknown from None
+    if not allow_paths:
+        folders = [Path(folder).resolve() for folder in (BUNDLED_DIR, *extra_dirs)]
+        if not (path.suffix in MODEL_SUFFIXES and any(path.is_relative_to(folder)
+                                                      for folder in folders)):
+            raise unknown
+    by_path = {str(Path(card["path"]).resolve()): model for model, card in known.items()
+               if "path" in card}
+    if path.suffix in MODEL_SUFFIXES or path.exists() or not allow_paths:
+        if not path.is_file():
+            if not allow_paths:
+                raise unknown
+            raise UserError(f"model file not found: {name}" if not path.exists() else
+                            f"model {name} is not a file; give a .safetensors or .pt file")
+        return str(path), by_path.get(str(path), name)
+    raise unknown
+
+
+def load(name_or_path, device="cpu", extra_dirs=(), allow_paths=True):
+    """Load a model by name or path (``resolve``). Returns (model in eval mode, card)."""
+    key, _ = resolve(name_or_path, extra_dirs, allow_paths)
+    return load_resolved(key, device)
+
+
+def load_resolved(key, device="cpu"):
+    """Load a model by the key ``resolve`` returned: (model in eval mode, card)."""
+    from ..models.analytic import AnalyticModel, analytic_card
+
+    if key.startswith(ANALYTIC_PREFIX):
+        shape = key[len(ANALYTIC_PREFIX):]
         return AnalyticModel(shape).eval(), analytic_card(shape)
     from . import checkpoints
 
-    path = Path(name).expanduser()
-    if path.suffix in (".safetensors", ".pt", ".pth", ".ckpt") or path.exists():
-        if not path.is_file():
-            raise UserError(f"model file not found: {path}")
-        return checkpoints.load_model(path, device)
-    known = catalogue(extra_dirs)
-    if name in known:
-        return checkpoints.load_model(known[name]["path"], device)
-    raise UserError(f"unknown model {name!r}; available: {', '.join(sorted(known))}"
-                    " (or give a path to a .safetensors or official .pt file)")
+    return checkpoints.load_model(Path(key), device)

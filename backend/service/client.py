@@ -9,11 +9,18 @@
 Streaming calls yield the ``mesh`` and ``final`` frames (``accepted`` goes to a callback,
 ``progress`` heartbeats are skipped); an ``error`` frame raises ServerError, a ``cancelled``
 frame raises JobCancelled. The job id is in every header.
+
+A server that cannot be reached or is lost mid-answer (refused, reset, closed early, a
+stream cut inside a frame, no byte within ``timeout``) raises ``ServerLost``, a
+``ServerError`` with status 0 and code ``"disconnected"``, from every call alike
+(docs/protocol.md, "Client errors").
 """
 
+import contextlib
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +37,33 @@ class ServerError(Exception):
     def __init__(self, status, code, message):
         super().__init__(f"{message} ({code})")
         self.status, self.code, self.message = status, code, message
+
+
+class ServerLost(ServerError):
+    """The server could not be reached or went away mid-answer: connection refused or reset,
+    closed before the answer or the stream's ``end`` frame, a frame cut short, or silent for
+    the client's ``timeout`` (a live server sends a ``progress`` frame every 5 s)."""
+
+    def __init__(self, message):
+        super().__init__(0, "disconnected", message)
+
+
+# What a lost connection raises under http.client and the frame reader.
+_LOST = (OSError, http.client.HTTPException, protocol.ProtocolError)
+
+
+@contextlib.contextmanager
+def _lost_as(what):
+    """Turn the many ways a lost server shows up into one ``ServerLost``."""
+    try:
+        yield
+    except ServerError:
+        raise
+    except socket.timeout:
+        raise ServerLost(f"{what}: no answer from the server in time") from None
+    except _LOST as exc:
+        raise ServerLost(f"{what}: the connection to the server was lost "
+                         f"({type(exc).__name__}: {exc})") from None
 
 
 class JobCancelled(Exception):
@@ -56,12 +90,18 @@ class Client:
         return headers
 
     def request(self, method, path, body=None, content_type=None):
-        """Send a request; returns the open HTTPResponse (raises ServerError on >= 400)."""
+        """Send a request; returns the open HTTPResponse (raises ServerError on >= 400,
+        ServerLost when the server cannot be reached or goes away)."""
         connection = self._connection()
-        connection.request(method, path, body=body, headers=self._headers(content_type))
-        response = connection.getresponse()
+        with _lost_as(f"{method} {path}"):
+            try:
+                connection.request(method, path, body=body,
+                                   headers=self._headers(content_type))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server answered early (e.g. 413, 429) and closed: read it
+            response = connection.getresponse()
+            raw = response.read() if response.status >= 400 else None
         if response.status >= 400:
-            raw = response.read()
             connection.close()
             try:
                 error = json.loads(raw)
@@ -71,7 +111,7 @@ class Client:
         return response
 
     def get_json(self, path):
-        with self.request("GET", path) as response:
+        with self.request("GET", path) as response, _lost_as(f"GET {path}"):
             return json.loads(response.read())
 
     def health(self):
@@ -86,7 +126,8 @@ class Client:
 
     def cancel(self, job_id):
         """Ask the server to stop a job at its next decoder batch; returns its status."""
-        with self.request("DELETE", f"/v1/jobs/{job_id}") as response:
+        with self.request("DELETE", f"/v1/jobs/{job_id}") as response, \
+                _lost_as("DELETE job"):
             return json.loads(response.read())
 
     @staticmethod
@@ -107,9 +148,11 @@ class Client:
         response = self.request("POST", path, body, content_type)
         with response:
             while True:
-                frame = protocol.read_frame(response)
+                with _lost_as(f"POST {path}"):
+                    frame = protocol.read_frame(response)
                 if frame is None:
-                    raise ServerError(0, "disconnected", "the server closed the stream early")
+                    raise ServerLost(f"POST {path}: the server closed the stream before its "
+                                     "end frame")
                 header, arrays = frame
                 kind = header.get("type")
                 if kind == "accepted":
@@ -137,7 +180,8 @@ class Client:
     def encode(self, model=None, **inputs):
         """Latent id of an input (the server caches it by content)."""
         body = self.input_frame(model=model, **inputs)
-        with self.request("POST", "/v1/encode", body, protocol.CONTENT_TYPE) as response:
+        with self.request("POST", "/v1/encode", body, protocol.CONTENT_TYPE) as response, \
+                _lost_as("POST /v1/encode"):
             return json.loads(response.read())["latent"]
 
     def interpolate(self, a, b, t, preview=False, mise=None, output=None, on_accepted=None):

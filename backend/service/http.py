@@ -8,9 +8,11 @@ format: docs/protocol.md.
 import json
 import logging
 import queue
+import re
 import secrets
 import select
 import socket
+import threading
 import time
 from dataclasses import asdict
 from http import HTTPStatus
@@ -27,6 +29,63 @@ from .schema import (ApiError, bad_request, content_hash, is_number, request_fro
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
+LISTEN_BACKLOG = 128  # connections the kernel holds before accept; beyond, resets
+WRITE_TIMEOUT = 60.0  # seconds one socket read or write may block
+MIB = 1 << 20
+
+
+def read_exactly(stream, length, what="request"):
+    """``length`` bytes of ``stream`` read straight into one bytearray (no chunk list, no
+    join: the body is in memory once). Raises ApiError 400 when the stream ends early."""
+    buffer = bytearray(length)
+    view, got = memoryview(buffer), 0
+    try:
+        while got < length:
+            n = stream.readinto(view[got:got + MIB])
+            if not n:
+                break
+            got += n
+    except (socket.timeout, ConnectionError, OSError, ValueError):
+        pass
+    finally:
+        view.release()
+    if got < length:
+        raise bad_request(f"truncated body: got {got:,} of {length:,} bytes of the {what}")
+    return buffer
+
+
+class Deadlines:
+    """Closes connections whose deadline passed: a request line and headers must arrive
+    within ``header_timeout`` (idle keep-alive wait included), a body within
+    ``request_timeout`` + 1 s per MiB. Per-read timeouts alone let a client that sends a
+    byte every few seconds hold a thread forever."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.due = {}  # handler -> monotonic deadline
+        self.stopped = threading.Event()
+        threading.Thread(target=self._watch, name="onet-deadlines", daemon=True).start()
+
+    def set(self, handler, seconds):
+        with self.lock:
+            if seconds is None:
+                self.due.pop(handler, None)
+            else:
+                self.due[handler] = time.monotonic() + seconds
+
+    def _watch(self):
+        while not self.stopped.wait(0.1):
+            now = time.monotonic()
+            with self.lock:
+                late = [handler for handler, due in self.due.items() if due < now]
+                for handler in late:
+                    del self.due[handler]
+            for handler in late:
+                handler.timed_out = True
+                try:  # wakes the blocked read; the answer (a 400 for a body) still goes out
+                    handler.connection.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -36,6 +95,47 @@ class Handler(BaseHTTPRequestHandler):
     server_version = f"onet-backend/{__version__}"
     service: Worker = None  # set on the subclass made by ``make_server``
     token: str = ""
+    deadlines: Deadlines = None
+    timeout = WRITE_TIMEOUT  # StreamRequestHandler: the socket's per-operation timeout
+    timed_out = False
+    body_pending = False  # a body announced and not (fully) read: never keep the connection
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own errors (bad request line, 414, 431, unknown method) as JSON
+        errors like every other answer; an unknown method is 405, not 501."""
+        if code == HTTPStatus.NOT_IMPLEMENTED:
+            code, message = HTTPStatus.METHOD_NOT_ALLOWED, f"method not allowed: {self.command}"
+        names = {HTTPStatus.REQUEST_URI_TOO_LONG: "too_large",
+                 HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "too_large",
+                 HTTPStatus.METHOD_NOT_ALLOWED: "method_not_allowed"}
+        self.close_connection = True
+        try:
+            self.send_json(code, {"error": names.get(code, "bad_request"),
+                                  "message": message or HTTPStatus(code).phrase})
+        except (OSError, ValueError):
+            pass
+
+    def handle_one_request(self):
+        self.body_pending = False
+        self.deadlines.set(self, self.service.service_limits.header_timeout)
+        try:
+            super().handle_one_request()
+        finally:
+            self.deadlines.set(self, None)
+            if self.timed_out:
+                self.close_connection = True
+
+    def parse_request(self):
+        self.deadlines.set(self, None)
+        if self.timed_out:  # the watchdog cut the headers short: do not act on a fragment
+            self.close_connection = True
+            return False
+        if not super().parse_request():
+            return False
+        length = self.headers.get("Content-Length", "")
+        self.body_pending = (length.strip() not in ("", "0")
+                             or "Transfer-Encoding" in self.headers)
+        return True
 
     def log_message(self, format, *args):  # stdout carries the handshake only
         logger.debug("%s - %s", self.address_string(), format % args)
@@ -50,8 +150,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def send_error_json(self, error):
-        if error.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE or error.status >= 500:
-            self.close_connection = True  # the unread body must not be parsed as a request
+        if self.body_pending or error.status >= 500:
+            self.close_connection = True  # an unread body must not be parsed as a request
         self.send_json(error.status, {"error": error.code, "message": error.message})
 
     def authorize(self):
@@ -62,32 +162,38 @@ class Handler(BaseHTTPRequestHandler):
                            " the token from the server's handshake line")
 
     def read_body(self):
+        """The body, read once into its final buffer, after the size and upload checks."""
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None:
             raise ApiError(HTTPStatus.LENGTH_REQUIRED, "length_required",
                            "send a Content-Length header")
+        if not re.fullmatch(r"[0-9]{1,20}", length.strip()):
+            raise bad_request(f"Content-Length must be a decimal number of bytes, got "
+                              f"{length[:30]!r}")
         length = int(length)
         limit = self.service.service_limits.max_body_bytes
         if length > limit:
             raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
                            f"request body of {length:,} bytes is over the limit of {limit:,}")
-        self.connection.settimeout(30.0)  # a client that stalls mid-body gets a 400, not a hang
-        chunks, remaining = [], length
+        if not self.service.uploads.acquire(blocking=False):
+            raise ApiError(HTTPStatus.TOO_MANY_REQUESTS, "busy",
+                           f"{self.service.max_uploads} uploads are already being read; "
+                           "retry shortly")
         try:
-            while remaining:
-                chunk = self.rfile.read(min(remaining, 1 << 20))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                remaining -= len(chunk)
-        except (socket.timeout, ConnectionError):
-            pass
-        finally:
-            self.connection.settimeout(None)
-        if remaining:
+            self.deadlines.set(self, self.service.service_limits.request_timeout
+                               + length / MIB)
+            body = read_exactly(self.rfile, length, "body")
+        except ApiError as exc:
             self.close_connection = True
-            raise bad_request(f"truncated body: got {length - remaining:,} of {length:,} bytes")
-        return b"".join(chunks)
+            if self.timed_out:
+                raise bad_request(f"{exc.message}: the body did not arrive within the "
+                                  f"request timeout") from None
+            raise
+        finally:
+            self.deadlines.set(self, None)
+            self.service.uploads.release()
+        self.body_pending = False
+        return body
 
     def read_frame(self):
         body = self.read_body()
@@ -96,6 +202,8 @@ class Handler(BaseHTTPRequestHandler):
                 header = json.loads(body)
             except ValueError:
                 raise bad_request("body is not valid JSON") from None
+            except RecursionError:
+                raise bad_request("JSON body is nested too deeply") from None
             if not isinstance(header, dict):
                 raise bad_request("JSON body must be an object")
             return header, {}
@@ -114,6 +222,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def stream(self, job, first):
         """Relay a job's frames; a client that disconnects cancels the job."""
+        with self.service.relay_lock:
+            self.service.relaying += 1
+        try:
+            self._stream(job, first)
+        finally:
+            job.abandoned = not job.frames.empty()
+            with self.service.relay_lock:
+                self.service.relaying -= 1
+
+    def _stream(self, job, first):
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", protocol.CONTENT_TYPE)
         self.send_header("Connection", "close")
@@ -185,7 +303,7 @@ class Handler(BaseHTTPRequestHandler):
         service = self.service
         self.send_json(HTTPStatus.OK, {
             "status": "ok", "version": __version__, "protocol": protocol.PROTOCOL,
-            "device": str(service.device), "models_loaded": sorted(service.models),
+            "device": str(service.device), "models_loaded": service.loaded_names(),
             "queue": service.queue_length(),
             "running": service.running.id if service.running else None,
             "limits": {**asdict(service.limits), **asdict(service.service_limits)}})
@@ -194,13 +312,15 @@ class Handler(BaseHTTPRequestHandler):
         models = []
         for name, card in self.service.catalogue().items():
             card = {key: value for key, value in card.items() if key != "path"}
+            config = card.get("config") if isinstance(card.get("config"), dict) else {}
             models.append({"name": name, "input_kind": card.get("input_kind",
-                                                                card["config"].get("input_kind")),
+                                                                config.get("input_kind")),
                            "threshold": card["threshold"],
                            "default_for": card.get("default_for", []), "card": card})
         self.send_json(HTTPStatus.OK, {"models": models})
 
     def reconstruct(self):
+        self.service.check_room()  # before reading a body of up to max_body_bytes
         header, arrays = self.read_frame()
         service = self.service
         request = request_from(header, arrays, service.limits)
@@ -217,6 +337,7 @@ class Handler(BaseHTTPRequestHandler):
             raise user_error(exc) from None
 
     def encode(self):
+        self.service.check_room()
         header, arrays = self.read_frame()
         service = self.service
         request = request_from(header, arrays, service.limits)
@@ -228,6 +349,7 @@ class Handler(BaseHTTPRequestHandler):
                                        "cached": cached, "notes": notes})
 
     def interpolate(self):
+        self.service.check_room()
         header, _ = self.read_frame()
         service = self.service
         try:
@@ -264,11 +386,26 @@ ROUTES = {
 
 
 
+class Server(ThreadingHTTPServer):
+    """A thread per connection, a long listen backlog (a burst of clients is answered,
+    429 beyond the queue, never reset), and dropped connections logged, not printed."""
+
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+
+    def handle_error(self, request, client_address):
+        logger.debug("connection from %s failed", client_address, exc_info=True)
+
+    def server_close(self):
+        super().server_close()
+        self.deadlines.stopped.set()
+
+
 def make_server(host, port, token, service):
-    """A bound ThreadingHTTPServer whose handler talks to ``service``."""
-    handler = type("BoundHandler", (Handler,), {"service": service, "token": token})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+    """A bound server whose handler talks to ``service``."""
+    deadlines = Deadlines()
+    handler = type("BoundHandler", (Handler,), {"service": service, "token": token,
+                                                "deadlines": deadlines})
+    server = Server((host, port), handler)
+    server.deadlines = deadlines
     return server
-
-

@@ -36,6 +36,14 @@ class ServiceLimits:
     max_body_bytes: int = 256 * 1024 * 1024
     max_queue: int = 4  # jobs waiting behind the running one; beyond it, 429
     max_latents: int = 64  # encoded shapes kept for /v1/interpolate
+    max_models: int = 8  # loaded models kept (least recently used dropped first)
+    header_timeout: int = 20  # seconds for a request line and headers, idle wait included
+    request_timeout: int = 60  # seconds for a body, plus 1 s per MiB of it
+
+    @property
+    def max_uploads(self) -> int:
+        """Bodies read at once: one per job that can be queued or running; beyond, 429."""
+        return self.max_queue + 1
 
 
 @dataclass
@@ -50,6 +58,7 @@ class QueuedJob:
     done: threading.Event = field(default_factory=threading.Event)
     status: str = "queued"  # queued | running | done | cancelled | error
     finished_at: Optional[float] = None
+    abandoned: bool = False  # its stream ended without relaying every frame (client gone)
 
     def describe(self):
         return {"job": self.id, "kind": self.kind, "status": self.status,
@@ -90,8 +99,12 @@ class Worker:
         self.limits = limits
         self.service_limits = service_limits
         self.model_dirs = tuple(model_dirs)
-        self.models = {}
+        self.models = OrderedDict()  # resolved file (or analytic:x) -> (name, model, card)
         self.models_lock = threading.Lock()
+        self.max_uploads = service_limits.max_uploads
+        self.uploads = threading.BoundedSemaphore(self.max_uploads)
+        self.relaying = 0  # streams being relayed by HTTP threads
+        self.relay_lock = threading.Lock()
         self.shapes = OrderedDict()  # latent id -> EncodedShape
         self.jobs = {}
         self.pending = queue.Queue()
@@ -108,29 +121,50 @@ class Worker:
 
         return zoo.catalogue(self.model_dirs)
 
+    def loaded_names(self):
+        return sorted(name for name, _, _ in list(self.models.values()))
+
     def model(self, name, kind):
-        """(name, model, card) for a model name (None: the default for ``kind``)."""
+        """(name, model, card) for a model name (None: the default for ``kind``). Names are
+        resolved against the model folders only (``zoo.resolve``): one cache entry per
+        file, however it is spelled, and at most ``max_models`` of them."""
         from ..io import zoo
 
         try:
             name = name or zoo.default_model_name(kind, self.model_dirs)
+            key, shown = zoo.resolve(name, self.model_dirs, allow_paths=False)
             with self.models_lock:
-                if name not in self.models:
-                    self.models[name] = zoo.load(name, self.device, self.model_dirs)
+                if key in self.models:
+                    self.models.move_to_end(key)
+                else:
+                    self.models[key] = (shown, *zoo.load_resolved(key, self.device))
+                    while len(self.models) > max(1, self.service_limits.max_models):
+                        self.models.popitem(last=False)
+                return self.models[key]
         except UserError as exc:
-            raise ApiError(HTTPStatus.NOT_FOUND, "unknown_model", str(exc)) from None
-        return (name, *self.models[name])
+            status = (HTTPStatus.NOT_FOUND if str(exc).startswith(("unknown", "no bundled"))
+                      else HTTPStatus.BAD_REQUEST)
+            code = "unknown_model" if status == HTTPStatus.NOT_FOUND else "bad_model"
+            raise ApiError(status, code, str(exc)) from None
 
     # -- jobs ---------------------------------------------------------------------------
+    def check_room(self):
+        """ApiError 503 while shutting down, 429 when the queue is full (checked before a
+        body is read, and again by ``submit``)."""
+        if self.stopping.is_set():
+            raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "shutting_down",
+                           "the server is shutting down; start it again")
+        if self.waiting >= self.service_limits.max_queue:
+            raise ApiError(HTTPStatus.TOO_MANY_REQUESTS, "busy",
+                           f"{self.waiting} jobs are already waiting; retry shortly")
+
     def submit(self, job: QueuedJob) -> QueuedJob:
-        with self.count_lock:
-            if self.waiting >= self.service_limits.max_queue:
-                raise ApiError(HTTPStatus.TOO_MANY_REQUESTS, "busy",
-                               f"{self.waiting} jobs are already waiting; retry shortly")
-            self.waiting += 1
         self._forget_finished()
-        self.jobs[job.id] = job
-        self.pending.put(job)
+        with self.count_lock:
+            self.check_room()
+            self.waiting += 1
+            self.jobs[job.id] = job
+            self.pending.put(job)
         return job
 
     def job(self, job_id):
@@ -154,7 +188,12 @@ class Worker:
     def _work(self):
         from ..engine.generation import Cancelled
 
-        while not self.stopping.is_set():
+        while True:
+            # On shutdown, the jobs still queued run too: cancelled, each ends with its
+            # "cancelled" and "end" frames (docs/protocol.md).
+            with self.count_lock:
+                if self.stopping.is_set() and self.pending.empty():
+                    return
             try:
                 job = self.pending.get(timeout=0.2)
             except queue.Empty:
@@ -184,6 +223,7 @@ class Worker:
                           "message": f"{type(exc).__name__}: {exc}"})
             finally:
                 self.running = None
+                job.run = None  # the closure holds the request and its input arrays
                 job.emit({"type": "end"})
                 job.finished_at = time.monotonic()
                 job.done.set()
@@ -191,6 +231,7 @@ class Worker:
 
     def _free_memory(self):
         gc.collect()
+        trim_heap()
         if self.device.type == "cuda":
             import torch
 
@@ -235,9 +276,39 @@ class Worker:
             status = (HTTPStatus.REQUEST_ENTITY_TOO_LARGE if header["error"] == "too_large"
                       else HTTPStatus.BAD_REQUEST)
             raise ApiError(status, header["error"], header["message"])
+        if header["type"] != "encoded":  # cancelled: the server is shutting down
+            raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "shutting_down",
+                           "the server is shutting down; the input was not encoded")
         return key, False, notes
 
     def shutdown(self):
-        self.stopping.set()
+        """Refuse new jobs (503) and cancel every queued and running one."""
+        with self.count_lock:
+            self.stopping.set()
         for job in list(self.jobs.values()):
             job.cancel.set()
+
+    def drain(self, timeout=30.0) -> bool:
+        """After ``shutdown``: wait for the device thread to finish (each job ends with its
+        frames) and for the HTTP threads to relay them. True when all did in ``timeout``."""
+        deadline = time.monotonic() + timeout
+        self.thread.join(timeout)
+
+        def relayed():
+            return not self.relaying and all(job.frames.empty() or job.abandoned
+                                             for job in list(self.jobs.values()))
+
+        while not relayed() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self.thread.is_alive() and relayed()
+
+
+def trim_heap():
+    """Give freed heap memory back to the system (glibc keeps it in its arenas, so each
+    large request's buffers stayed in the process); a no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

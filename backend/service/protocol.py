@@ -22,6 +22,8 @@ PROTOCOL = 1
 CONTENT_TYPE = "application/x-onet-frames"
 DTYPES = {"float32": "<f4", "int32": "<i4", "uint8": "|u1", "bool": "|b1"}
 MAX_HEADER_BYTES = 1 << 20
+MAX_DIMS = 32  # numpy allows 64; no buffer of the protocol has more than 4
+MAX_DIM_SIZE = 1 << 40  # per axis; a frame's bytes are bounded by the body limit anyway
 
 
 class ProtocolError(ValueError):
@@ -47,17 +49,25 @@ def _buffer_sizes(header):
     table = header.get("buffers", [])
     if not isinstance(table, list):
         raise ProtocolError("'buffers' must be a list")
-    sizes = []
+    sizes, names = [], set()
     for entry in table:
         try:
             name, dtype, shape = entry["name"], entry["dtype"], entry["shape"]
         except (TypeError, KeyError):
             raise ProtocolError("each buffer needs 'name', 'dtype' and 'shape'") from None
-        if dtype not in DTYPES:
-            raise ProtocolError(f"buffer {name!r}: unsupported dtype {dtype!r};"
+        if not isinstance(name, str) or not 0 < len(name) <= 64:
+            raise ProtocolError(f"buffer name must be a string of 1 to 64 characters, got "
+                                f"{str(name)[:40]!r}")
+        if name in names:
+            raise ProtocolError(f"buffer {name!r} is listed twice")
+        names.add(name)
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise ProtocolError(f"buffer {name!r}: unsupported dtype {str(dtype)[:40]!r};"
                                 f" use one of {', '.join(DTYPES)}")
-        if not (isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)):
-            raise ProtocolError(f"buffer {name!r}: shape must be a list of sizes >= 0")
+        if not (isinstance(shape, list) and len(shape) <= MAX_DIMS
+                and all(type(n) is int and 0 <= n <= MAX_DIM_SIZE for n in shape)):
+            raise ProtocolError(f"buffer {name!r}: shape must be a list of at most {MAX_DIMS}"
+                                f" sizes in [0, 2^40]")
         count = 1
         for n in shape:
             count *= n
@@ -67,9 +77,11 @@ def _buffer_sizes(header):
 
 def _parse_header(raw):
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(bytes(raw).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError(f"frame header is not JSON: {exc}") from None
+        raise ProtocolError(f"frame header is not JSON: {str(exc)[:120]}") from None
+    except RecursionError:
+        raise ProtocolError("frame header is nested too deeply") from None
     if not isinstance(header, dict):
         raise ProtocolError("frame header must be a JSON object")
     return header

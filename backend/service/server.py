@@ -25,6 +25,8 @@ from .jobs import ServiceLimits, Worker
 
 logger = logging.getLogger(__name__)
 
+DRAIN_SECONDS = 30.0  # on SIGTERM: how long jobs get to stop and streams to end
+
 
 def is_loopback(host):
     try:
@@ -99,6 +101,8 @@ def serve(args):
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
 
     def stop(*_):
+        # Refuse new jobs and cancel the queued and running ones; serve() then waits for
+        # the device thread and for every stream's "cancelled" and "end" frames.
         service.shutdown()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
@@ -112,4 +116,13 @@ def serve(args):
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        service.shutdown()
+        drained = service.drain(DRAIN_SECONDS)
         server.server_close()
+    if not drained:
+        # A job did not stop in time (one long step of native code): leaving while the
+        # device thread runs inside torch would abort at interpreter exit, so exit now.
+        logger.warning("a job did not stop within %.0f s; exiting anyway", DRAIN_SECONDS)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
