@@ -373,10 +373,10 @@ def summarise(rows: list[dict], names: dict[str, str]) -> dict:
             "shapes": len({(r["category"], r["shape"]) for r in rows}), "methods": methods}
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Per-shape metrics, one row per shape and method."""
+def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> None:
+    """Per-shape metrics, one row per shape and method (floats to 6 significant digits)."""
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v

@@ -29,7 +29,6 @@ Poisson at depth 8 and each model).
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import logging
@@ -287,7 +286,7 @@ def benchmark(args: argparse.Namespace) -> None:
                    noise=NOISE, resolution0=args.resolution0,
                    upsampling_steps=args.upsampling_steps, eval_points=args.eval_points,
                    command="python -m training.generalize " + " ".join(sys.argv[1:]))
-    write_csv(out / "shapes.csv", rows)
+    evaluate.write_csv(out / "shapes.csv", rows, COLUMNS)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "report.md").write_text(markdown(summary))
     gallery(shown, settings, list(methods)).save(out / "gallery.png")
@@ -330,16 +329,6 @@ def summarise(rows: list[dict], settings: list[Setting], models: list[str],
                      "seconds from input to mesh per shape",
             "settings": [s.__dict__ for s in settings], "table": table,
             "per_shape_fscore": per_shape}
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Per-shape metrics, one row per shape, seed, setting and method."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v
-                             for k, v in row.items()})
 
 
 def markdown(summary: dict) -> str:

@@ -118,3 +118,38 @@ class CResnetBlockConv1d(nn.Module):
         dx = self.fc_1(F.relu(self.bn_1(net, c)))
         x_s = x if self.shortcut is None else self.shortcut(x)
         return x_s + dx
+
+
+class LocalNetwork(nn.Module):
+    """What the local-feature networks (ConvONet, point latents) share: an ``encoder`` from
+    the input to a code c, a ``decoder`` of (points, c), and no latent code (``z_dim`` 0),
+    behind ``OccupancyNetwork``'s interface. Subclasses add ``shape_decoder``."""
+
+    z_dim = 0
+    local_features = True  # a query depends on the input near it alone: crops can be tiled
+    encoder_latent = None  # no latent encoder, for code that asks (the trainer)
+
+    def __init__(self, decoder, encoder, config):
+        super().__init__()
+        self.decoder = decoder
+        self.encoder = encoder
+        self.config = config
+
+    def _empty(self, batch):
+        return torch.empty(batch, 0, device=next(self.decoder.parameters()).device)
+
+    def encode_inputs(self, inputs):
+        """The input batch -> the code c."""
+        return self.encoder(inputs)
+
+    def infer_z(self, p, occ, c):
+        """No latent code: empty (mean, logstd), each ``(B, 0)``."""
+        return self._empty(p.size(0)), self._empty(p.size(0))
+
+    def prior_z(self, batch):
+        """No latent code: ``(batch, 0)``."""
+        return self._empty(batch)
+
+    def decode(self, p, z, c):
+        """Logits ``(B, T)`` for points ``(B, T, 3)`` and code c (z is empty)."""
+        return self.decoder(p, c)
