@@ -37,7 +37,7 @@ from backend.engine.request import ReconstructRequest, Settings
 from backend.engine.mise import dense_lattice, lattice_to_unit, mise
 from backend.models import PAPER_CONFIGS, build_model
 from backend.models.analytic import SHAPES
-from backend.io.zoo import DEFAULT_THRESHOLD as THRESHOLD
+from backend.io.cards import DEFAULT_THRESHOLD as THRESHOLD
 
 SAMPLES = Path(__file__).resolve().parents[1] / "backend" / "samples"
 

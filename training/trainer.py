@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from backend.io.zoo import DEFAULT_THRESHOLD as THRESHOLD
+from backend.io.cards import DEFAULT_THRESHOLD as THRESHOLD
 
 
 

@@ -16,7 +16,7 @@ import torch
 
 from . import meshing
 from ..errors import UserError
-from ..io.zoo import DEFAULT_THRESHOLD
+from ..io.cards import DEFAULT_THRESHOLD
 from .mise import mise
 from .request import Settings
 
@@ -117,7 +117,9 @@ class Generator:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         threshold = self.settings.threshold
-        self.threshold = float(card.get("threshold", DEFAULT_THRESHOLD) if threshold is None else threshold)
+        if threshold is None:
+            threshold = card.get("threshold", DEFAULT_THRESHOLD)
+        self.threshold = float(threshold)
         self.dtype = resolve_dtype(self.settings.precision, self.device)
 
     @torch.no_grad()  # not inference_mode: refinement later differentiates through the code

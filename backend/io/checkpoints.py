@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import UnknownCheckpointError, UserError
 from ..models import PAPER_CONFIGS, build_model
 
-from .zoo import DEFAULT_THRESHOLD
+from .cards import DEFAULT_THRESHOLD
 
 # im2mesh stores `loss_val_best` as a numpy.float64; numpy 1.x pickles it with these globals
 # (numpy 2 names the first one numpy._core.multiarray.scalar). Nothing else is allowed.

@@ -8,32 +8,17 @@ file lies inside one of its model folders, and answers every other path exactly 
 unknown name, so no file outside them can be read or even probed.
 """
 
-import json
 import logging
 from pathlib import Path
 
 from ..errors import UserError
+from .cards import read_card
 from .inputs import KIND_NAMES
 
 logger = logging.getLogger(__name__)
 
-# The surface's occupancy probability when a card names none (the papers' test threshold).
-DEFAULT_THRESHOLD = 0.2
-
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"
 ANALYTIC_PREFIX = "analytic:"
-
-
-def read_card(path):
-    """The JSON card next to a safetensors file, as a dict (``threshold`` always set)."""
-    try:
-        card = json.loads(Path(path).with_suffix(".json").read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read model card {Path(path).with_suffix('.json')}: {exc}")
-    if not isinstance(card, dict):
-        raise UserError(f"model card {Path(path).with_suffix('.json')} is not a JSON object")
-    card.setdefault("threshold", DEFAULT_THRESHOLD)
-    return card
 
 
 def catalogue(extra_dirs=()):
