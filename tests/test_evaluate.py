@@ -229,3 +229,26 @@ def test_compare_tables_reports_side_by_side(corpus, tmp_path, capsys):
                      if r["category"] == "brick" and r["method"] == "model")
     assert f"| sphere | model | 1 | {brick_iou:.4f} |" in held
     assert compare.main([str(tmp_path / "missing")]) == 2
+
+
+def test_threshold_sweep_picks_the_best_on_validation(corpus, tmp_path, capsys):
+    """The analytic sphere (logit -50 sdf, radius 0.35 at probability 0.5) grows as the
+    threshold falls, towards the corpus ball of radius 0.5: IoU must pick the lowest."""
+    from training import threshold
+
+    for category in SHAPES:
+        (corpus / category / "val.lst").write_text("00")
+    args = ["--model", "analytic:sphere", "--data", str(corpus), "--out", str(tmp_path),
+            "--thresholds", "0.5", "0.05", "0.9", "--metric", "iou", "--n-points", "500",
+            "--resolution0", "16", "--upsampling-steps", "1", "--eval-points", "5000"]
+    assert threshold.main(args) == 0
+    result = json.loads((tmp_path / "threshold.json").read_text())
+    assert result["chosen"] == 0.05 and result["shapes"] == 2
+    iou = result["by_threshold"]
+    assert iou["0.05"] > iou["0.5"] > iou["0.9"]
+    assert "| 500 | 0.05 |" in (tmp_path / "report.md").read_text()
+
+    assert threshold.main(args[:-12] + ["--split", "test"]) == 2
+    assert "never on test" in capsys.readouterr().err
+    assert threshold.main(args + ["--write-card"]) == 2  # analytic models have no card file
+    assert "no JSON card" in capsys.readouterr().err
