@@ -112,6 +112,15 @@ def test_official_layout_keys_and_dtypes(corpus):
         voxels, translate, scale = read_binvox(folder / "model.binvox")
         assert voxels.shape == (32, 32, 32) and voxels.any() and not voxels.all()
         assert np.allclose(translate, -0.5) and scale == 1
+        # The centre-inside grid: a strict subset (touching also sets voxels the surface
+        # only grazes), and the same grid the dataset-wide `voxels` step builds from mesh.ply.
+        centres, _, _ = read_binvox(folder / "model_centres.binvox")
+        assert centres.any() and not (centres & ~voxels).any() and (voxels & ~centres).any()
+        from training.data.mesh_import import centres_inside
+        from backend.io.meshes import read_mesh
+        mesh = read_mesh(folder / "mesh.ply")
+        rebuilt = centres_inside(np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces))
+        assert (rebuilt != centres).mean() < 0.002  # mesh.ply is MC at 128 of the SDF
 
         images = folder / "img_choy2016"
         assert sorted(p.name for p in images.glob("*.png")) == [f"{i:03d}.png"

@@ -10,7 +10,8 @@ A config has four sections; every key but ``model`` has a default (see ``SCHEMA`
                  point-cloud runs, all off by default: rotation (none | up | any),
                  anisotropic_scale, points_range, noise_range ([min, max] pairs),
                  partial_views ([min, max] viewpoints), partial_probability; see
-                 ``training.data.augment``)
+                 ``training.data.augment``), voxelisations (voxel runs: the grids a sample
+                 draws from, touching and/or centres)
     training:    batch_size (shapes per iteration over all processes), lr, lr_milestones
                  (iterations where the lr is multiplied by lr_factor), max_iterations,
                  validate_every, checkpoint_every, log_every, seed, num_workers,
@@ -76,6 +77,8 @@ SCHEMA = {
         "exclude_categories": Option(list, [], items=str),
         "val_points": Option(int, None, nullable=True, minimum=1),  # IoU points; null: all
         "augment": Option(dict, None, schema=AUGMENT_SCHEMA),  # null: all off
+        # voxel runs: the grids each sample draws from (training.data.procedural.VOXELISATIONS)
+        "voxelisations": Option(list, ["touching"], items=str),
     },
     "training": {
         "batch_size": Option(int, 64, minimum=1),
@@ -246,3 +249,10 @@ def _check_input(config, source):
         raise UserError(f"{source}: 'data.input' is {given} but the model takes "
                         f"{model_input}; drop data.input or change the model")
     config["data"]["input"] = model_input
+    from training.data.procedural import VOXELISATIONS
+
+    rules = config["data"]["voxelisations"]
+    unknown = [rule for rule in rules if rule not in VOXELISATIONS]
+    if unknown or not rules or len(set(rules)) != len(rules):
+        raise UserError(f"{source}: 'data.voxelisations' lists distinct grids of "
+                        f"{', '.join(VOXELISATIONS)}, got {rules!r}")

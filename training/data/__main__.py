@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(commands.add_parser(
         "meshes", help="turn a folder of meshes into a dataset in the official ONet layout"))
+    voxels = commands.add_parser(
+        "voxels", help="add the centre-inside voxel grid (model_centres.binvox, from mesh.ply) "
+                       "to every shape of a dataset written before it existed")
+    voxels.add_argument("dataset", type=Path, help="dataset folder")
     return parser
 
 
@@ -94,7 +98,16 @@ def run_meshes(args: argparse.Namespace) -> None:
     run(args)
 
 
-COMMANDS = {"procedural": run_procedural, "meshes": run_meshes}
+def run_voxels(args: argparse.Namespace) -> None:
+    from .mesh_import import add_centres_voxels
+
+    if not args.dataset.is_dir():
+        raise UserError(f"dataset folder {args.dataset} not found")
+    written = add_centres_voxels(args.dataset)
+    print(f"wrote {written} centre-inside grids into {args.dataset}")
+
+
+COMMANDS = {"procedural": run_procedural, "meshes": run_meshes, "voxels": run_voxels}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from backend.engine.pipeline import prepare_image
 from backend.engine.transforms import resample_voxels
 
 from .augment import augment_options
+from .procedural import VOXELISATIONS
 from .transforms import Compose, PointcloudNoise, SubsamplePointcloud, SubsamplePoints
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -112,14 +113,17 @@ class PointCloudField:
 
 class VoxelsField:
     """Occupancy grid ``(32, 32, 32) float32`` indexed [x, y, z] from a binvox file (other
-    resolutions are resampled to 32^3)."""
+    resolutions are resampled to 32^3); with several files (one per voxelisation, see
+    ``procedural.VOXELISATIONS``) each sample draws one from its generator."""
 
-    def __init__(self, file_name="model.binvox"):
-        self.file_name = file_name
-        self.required = (file_name,)
+    def __init__(self, file_names=("model.binvox",)):
+        self.file_names = tuple(file_names)
+        self.required = self.file_names
 
     def load(self, folder, rng):
-        occupancy, _, _ = read_binvox(Path(folder) / self.file_name)
+        name = self.file_names[rng.integers(len(self.file_names))] \
+            if len(self.file_names) > 1 else self.file_names[0]
+        occupancy, _, _ = read_binvox(Path(folder) / name)
         if occupancy.shape[0] != VOXEL_RESOLUTION:
             occupancy = resample_voxels(occupancy, VOXEL_RESOLUTION)
         return occupancy.astype(np.float32)
@@ -160,7 +164,8 @@ class ImagesField:
 INPUT_FIELDS = {
     "pointcloud": lambda data, training: PointCloudField(transform=Compose([
         SubsamplePointcloud(data["input_points"]), PointcloudNoise(data["input_noise"])])),
-    "voxels": lambda data, training: VoxelsField(),
+    "voxels": lambda data, training: VoxelsField(
+        [VOXELISATIONS[rule] for rule in data["voxelisations"]]),
     "image": lambda data, training: ImagesField(random_view=training),
     "none": lambda data, training: None,
 }

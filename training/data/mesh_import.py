@@ -11,7 +11,8 @@ longest edge 1; ``loc`` and ``scale`` in the npz files give the original frame:
 ``original = loc + scale * normalised``), then written as ``points.npz`` and
 ``points_near.npz`` (occupancies at the float16-rounded points), ``pointcloud.npz`` (area
 -uniform surface samples with face normals), ``model.binvox`` (32^3 over [-0.5, 0.5]^3:
-voxels whose centre is inside or that hold surface samples, so thin parts survive) and
+voxels whose centre is inside or that hold surface samples, so thin parts survive: the
+"touching" voxelisation), ``model_centres.binvox`` (voxels whose centre is inside) and
 ``mesh.ply`` (the normalised mesh).
 
 Inside test: ``backend.engine.inside.contains``, six-ray parity voting (ray stabbing, as binvox
@@ -101,17 +102,43 @@ def labelled(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray,
     return {"points": stored, "occupancies": np.packbits(inside), **frame}
 
 
-def voxelize(vertices: np.ndarray, faces: np.ndarray, surface: np.ndarray) -> np.ndarray:
-    """(32, 32, 32) bool over [-0.5, 0.5]^3, indexed [x, y, z]: voxels whose centre is
-    inside or that hold a surface sample (``surface`` (N, 3))."""
+def centres_inside(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(32, 32, 32) bool over [-0.5, 0.5]^3, indexed [x, y, z]: voxels whose centre is inside
+    the mesh (the "centres" voxelisation)."""
     from backend.engine.inside import contains
 
-    centres = (np.arange(VOXELS) + 0.5) / VOXELS - 0.5
-    grid = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), axis=-1)
-    occupancy = contains(vertices, faces, grid.reshape(-1, 3)).reshape((VOXELS,) * 3)
+    from .procedural import voxel_centres
+
+    return contains(vertices, faces, voxel_centres(VOXELS)).reshape((VOXELS,) * 3)
+
+
+def touching(centres: np.ndarray, surface: np.ndarray) -> np.ndarray:
+    """The "touching" voxelisation: the ``centres_inside`` grid plus every voxel that holds a
+    surface sample (``surface`` (N, 3)); (32, 32, 32) bool."""
+    occupancy = centres.copy()
     index = np.clip(((surface + 0.5) * VOXELS).astype(np.int64), 0, VOXELS - 1)
     occupancy[tuple(index.T)] = True
     return occupancy
+
+
+def add_centres_voxels(root: Path) -> int:
+    """Write the "centres" grid (``model_centres.binvox``) from ``mesh.ply`` into every shape
+    folder of dataset ``root`` that lacks one; returns how many were written."""
+    from tqdm import tqdm
+
+    from backend.io.binvox import write_binvox
+    from backend.io.meshes import read_mesh
+
+    from .procedural import VOXELISATIONS
+
+    name = VOXELISATIONS["centres"]
+    todo = sorted(mesh.parent for mesh in Path(root).glob("*/*/mesh.ply")
+                  if not (mesh.parent / name).exists())
+    for folder in tqdm(todo, desc="centres voxels", unit="shape"):
+        mesh = read_mesh(folder / "mesh.ply")
+        grid = centres_inside(np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces))
+        write_binvox(folder / name, grid, (-0.5,) * 3, 1.0)
+    return len(todo)
 
 
 def import_mesh(path: Path, folder: Path, count: int, rng: np.random.Generator) -> None:
@@ -120,7 +147,7 @@ def import_mesh(path: Path, folder: Path, count: int, rng: np.random.Generator) 
     from backend.io.meshes import read_mesh, write_mesh
     from training.metrics import sample_surface
 
-    from .procedural import NEAR_SIGMAS, PADDED_LO, PADDED_SIZE
+    from .procedural import NEAR_SIGMAS, PADDED_LO, PADDED_SIZE, VOXELISATIONS
 
     mesh = read_mesh(path)
     vertices, loc, scale = normalise(mesh.vertices)
@@ -139,7 +166,9 @@ def import_mesh(path: Path, folder: Path, count: int, rng: np.random.Generator) 
              **labelled(vertices, faces, near + sigma * rng.standard_normal((count, 3)), frame))
     np.savez(folder / "pointcloud.npz", points=surface.astype(np.float16),
              normals=normals.astype(np.float16), **frame)
-    write_binvox(folder / "model.binvox", voxelize(vertices, faces, surface), (-0.5,) * 3, 1.0)
+    centres = centres_inside(vertices, faces)
+    for rule, grid in (("touching", touching(centres, surface)), ("centres", centres)):
+        write_binvox(folder / VOXELISATIONS[rule], grid, (-0.5,) * 3, 1.0)
     write_mesh(folder / "mesh.ply", vertices, faces)
 
 

@@ -21,6 +21,9 @@ Written by ``python -m training.data procedural`` (``N`` is ``Options.points``):
                           set when the SDF at its centre is below half its diagonal, so every
                           voxel the solid touches is set (thin parts survive) plus a few
                           whose circumscribed ball, but not the voxel, meets the solid
+                          (the "touching" voxelisation)
+        model_centres.binvox  the same grid by the common rule: a voxel is set when its
+                          centre is inside (the "centres" voxelisation)
         img_choy2016/     ``000.png`` ... RGBA views and ``cameras.npz`` (see render.py)
         mesh.ply          marching cubes at 128 over the padded cube, vertices projected onto
                           the surface: watertight, one connected piece
@@ -182,14 +185,25 @@ def _identity() -> dict[str, np.ndarray]:
     return {"loc": np.zeros(3, dtype=np.float16), "scale": np.array(1, dtype=np.float16)}
 
 
-def voxelize(sdf: SDF, resolution: int) -> np.ndarray:
-    """``(n, n, n) bool`` indexed [x, y, z] over [-0.5, 0.5]^3: voxels whose centre is
-    closer than half a voxel diagonal to the solid (``|sdf|`` is a lower bound, so every
-    voxel the solid touches is included)."""
+# Voxelisation name -> file: "touching" sets every voxel the solid touches (thin parts
+# survive; the corpus's own rule), "centres" every voxel whose centre is inside (the common
+# rule of voxelisers and of Blender's remesh). Voxel models train on both.
+VOXELISATIONS = {"touching": "model.binvox", "centres": "model_centres.binvox"}
+
+
+def voxel_centres(resolution: int) -> np.ndarray:
+    """Centres ``(n^3, 3) float32`` of an n^3 grid over [-0.5, 0.5]^3, [x, y, z], z fastest."""
     centres = (np.arange(resolution, dtype=np.float32) + 0.5) / resolution - 0.5
-    grid = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), axis=-1)
-    values = sdf(grid.reshape(-1, 3)).reshape((resolution,) * 3)
-    return values < np.sqrt(3) / 2 / resolution
+    return np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def voxelize(sdf: SDF, resolution: int, rule: str = "touching") -> np.ndarray:
+    """``(n, n, n) bool`` indexed [x, y, z] over [-0.5, 0.5]^3 by ``rule`` (VOXELISATIONS):
+    "touching", voxels whose centre is closer than half a voxel diagonal to the solid
+    (``|sdf|`` is a lower bound, so every voxel the solid touches is included); "centres",
+    voxels whose centre is inside."""
+    values = sdf(voxel_centres(resolution)).reshape((resolution,) * 3)
+    return values < (np.sqrt(3) / 2 / resolution if rule == "touching" else 0.0)
 
 
 def write_shape(folder: Path, shape: Shape, options: Options, rng: np.random.Generator) -> None:
@@ -213,7 +227,8 @@ def write_shape(folder: Path, shape: Shape, options: Options, rng: np.random.Gen
     np.savez(folder / "pointcloud.npz", points=points.astype(np.float16),
              normals=normals.astype(np.float16), **_identity())
 
-    write_binvox(folder / "model.binvox", voxelize(shape.sdf, options.voxels), (-0.5,) * 3, 1.0)
+    for rule, name in VOXELISATIONS.items():
+        write_binvox(folder / name, voxelize(shape.sdf, options.voxels, rule), (-0.5,) * 3, 1.0)
 
     images_dir = folder / "img_choy2016"
     images_dir.mkdir(exist_ok=True)
