@@ -267,3 +267,27 @@ def test_generator_meshes_a_small_model_and_codes_interpolate():
         assert all(torch.equal(mixed.c[k], end.c[k]) for k in code.c)
     halfway = code.lerp(other, 0.5).c["xy"]
     assert torch.allclose(halfway, (code.c["xy"] + other.c["xy"]) / 2, atol=1e-6)
+
+
+def test_voxel_grid_without_padding_skips_the_scatter_exactly():
+    """One voxel per cell (a 32^3 grid over the unpadded cube, true centres): the encoder's
+    shortcut gives the grid the scatter gives, and a wide input kernel keeps the frame."""
+    config = {"arch": "convonet", "input_kind": "voxels", "padding": 0.0,
+              "sample_align": "consistent",
+              "encoder": {"name": "voxel_simple_local", "c_dim": 8, "plane_type": ["grid"],
+                          "grid_resolution": 32, "kernel_size": 7},
+              "decoder": {"name": "simple_local", "c_dim": 8, "hidden_size": 8}}
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    encoder = model.encoder
+    voxels = torch.zeros(2, 32, 32, 32)
+    voxels[0, 3:9, 20:30, 5:7] = 1  # asymmetric, so a wrong axis order shows
+    voxels[1] = (torch.rand(32, 32, 32) > 0.7).float()
+    assert encoder.one_voxel_per_cell(32)
+    fast = encoder(voxels)["grid"]
+    features = torch.relu(encoder.conv_in(voxels.unsqueeze(1))).flatten(2).transpose(1, 2)
+    centres = encoder.voxel_centres(32, voxels.device).expand(2, -1, -1)
+    slow = encoder.volumes(encoder.cells(centres), features)["grid"]
+    assert torch.equal(fast, slow)
+    with pytest.raises(UserError, match="kernel_size"):
+        build_model({**config, "encoder": {**config["encoder"], "kernel_size": 4}})

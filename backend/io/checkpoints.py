@@ -193,7 +193,8 @@ def _infer_convonet(shapes):
                        hidden_dim=_shape(shapes, "encoder.fc_pos.weight")[0] // 2)
     elif "encoder.conv_in.weight" in shapes:
         input_kind = "voxels"
-        encoder.update(name="voxel_simple_local")
+        encoder.update(name="voxel_simple_local",
+                       kernel_size=_shape(shapes, "encoder.conv_in.weight")[-1])
     else:
         raise _unknown(shapes, "ConvONet encoder tensors of no known encoder (local-pool "
                                "PointNet 'encoder.fc_pos', voxel CNN 'encoder.conv_in')")

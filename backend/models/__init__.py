@@ -69,7 +69,8 @@ def _convonet(input_kind, plane_type):
     """A released ShapeNet ConvONet (its configs/{pointcloud,voxel}/shapenet_*.yaml)."""
     grid = plane_type == ["grid"]
     encoder = ({"name": "pointnet_local_pool", "c_dim": 32, "hidden_dim": 32}
-               if input_kind == "pointcloud" else {"name": "voxel_simple_local", "c_dim": 32})
+               if input_kind == "pointcloud" else
+               {"name": "voxel_simple_local", "c_dim": 32, "kernel_size": 3})
     encoder.update(plane_type=plane_type, plane_resolution=64, grid_resolution=32,
                    unet=None if grid else {"depth": 4, "start_filts": 32},
                    unet3d={"num_levels": 3, "f_maps": 32, "num_groups": 8} if grid else None)
