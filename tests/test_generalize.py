@@ -72,7 +72,7 @@ def test_committed_meshes_stay_small():
 
 def test_training_never_imports_the_benchmark_shapes():
     for path in (ROOT / "training").rglob("*.py"):
-        if path.name not in ("generalize.py", "generalize_shapes.py"):
+        if path.name not in ("generalize.py", "generalize_shapes.py", "generalize_voxels.py"):
             assert "generalize" not in path.read_text(), path
 
 
@@ -152,3 +152,35 @@ def test_bad_options_are_user_errors(tmp_path, capsys):
     assert generalize.main(["--model", "voxels_convonet_3plane", "--out", str(tmp_path),
                             "--no-real", "--limit", "1"]) == 2
     assert "not point clouds" in capsys.readouterr().err
+
+
+def test_voxel_benchmark_end_to_end(tmp_path):
+    """Both voxelisations of one family through a bundled voxel model, marching cubes and
+    Taubin: every row, and the grids nest (centres inside is within touching)."""
+    from training import generalize_voxels
+
+    assert generalize_voxels.main([
+        "--model", "voxels_convonet_3plane", "--out", str(tmp_path), "--families",
+        "bumpy_sphere", "--limit", "1", "--no-real", "--taubin-iterations", "2", "10",
+        "--resolution0", "16", "--upsampling-steps", "0", "--eval-points", "5000"]) == 0
+    with open(tmp_path / "shapes.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["setting"], r["method"]) for r in rows} == {
+        (rule, method) for rule in ("touching", "centres")
+        for method in ("voxels_convonet_3plane", "marching cubes", "mc + taubin x2",
+                       "mc + taubin x10")}
+    by = {(r["setting"], r["method"]): r for r in rows}
+    # A near-sphere at 32^3: plain marching cubes of the centre-inside grid is close;
+    # the touching grid is fatter by about half a voxel, so its IoU is lower.
+    assert float(by["centres", "marching cubes"]["iou"]) > 0.9
+    assert float(by["touching", "marching cubes"]["iou"]) < float(
+        by["centres", "marching cubes"]["iou"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    best = [t for t in summary["table"] if t["method"] == "taubin best"]
+    assert len(best) == 2 and all(t["iterations"] in (2, 10) for t in best)
+    shape = generalize_shapes.family_shape("bumpy_sphere", 0)
+    centres = generalize_voxels.voxelise(shape, "centres", 0)
+    touching = generalize_voxels.voxelise(shape, "touching", 0)
+    assert centres.any() and not (centres & ~touching).any()
+    with Image.open(tmp_path / "gallery.png") as gallery:
+        assert gallery.width > gallery.height
