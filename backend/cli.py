@@ -256,22 +256,22 @@ def run_sample(args):
     shapes, parts, offsets = [], [], []
     for index, (label, request) in enumerate(requests):
         *_, finished = pipeline.reconstruct(request, model, card, device)
-        frame, summary = finished.frame, finished.summary
+        frame = finished.frame
         row, column = divmod(index, columns)
+        parts.append((frame.vertices, frame.faces, frame.normals))
         # A grid on the floor of the y-up unit cube: columns along x, rows along z.
-        offset = np.array([column, 0.0, row], np.float32) * args.spacing
-        parts.append((frame.vertices + offset, frame.faces, frame.normals))
-        offsets.append(offset)
+        offsets.append(np.array([column, 0.0, row], np.float32) * args.spacing)
         shape = {"label": label, **({"t": request.source.t}
                                     if isinstance(request.source, Blend) else {}),
-                 **{key: summary[key] for key in ("seed", "vertices", "faces", "evaluations",
-                                                  "seconds") if key in summary}}
+                 **{key: finished.summary[key] for key in ("seed", "vertices", "faces",
+                                                           "evaluations", "seconds")
+                    if key in finished.summary}}
         shapes.append(shape)
         if not args.quiet and not args.json:
             print(f"shape {index + 1}/{len(requests)} ({label}): {shape['faces']:,} faces, "
                   f"{shape['seconds']:.2f} s", file=sys.stderr)
     counts = np.cumsum([0] + [len(v) for v, _, _ in parts])
-    vertices = np.concatenate([v for v, _, _ in parts])
+    vertices = np.concatenate([v + offset for (v, _, _), offset in zip(parts, offsets)])
     faces = np.concatenate([f + base for (_, f, _), base in zip(parts, counts)])
     normals = (np.concatenate([n for _, _, n in parts])
                if all(n is not None for _, _, n in parts) else None)
@@ -279,11 +279,12 @@ def run_sample(args):
     if args.render:
         from .io.render import gallery
 
-        gallery([(v - offset, f) for (v, f, _), offset in zip(parts, offsets)],
-                [shape["label"] for shape in shapes], columns).save(args.render)
+        gallery([(v, f) for v, f, _ in parts], [shape["label"] for shape in shapes],
+                columns).save(args.render)
     summary = {"output": str(args.output), "model": name, "shapes": shapes,
-               "vertices": len(vertices), "faces": len(faces), "threshold": summary["threshold"],
-               "precision": summary["precision"], "device": str(device),
+               "vertices": len(vertices), "faces": len(faces),
+               "threshold": finished.summary["threshold"],
+               "precision": finished.summary["precision"], "device": str(device),
                "seconds": round(time.perf_counter() - started, 3)}
     if args.json:
         print(json.dumps(summary))
