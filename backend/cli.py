@@ -334,8 +334,8 @@ def run_serve(args):
     serve(args)
 
 
-COMMANDS = {"reconstruct": run_reconstruct, "sample": run_sample, "occupancy": run_occupancy, "convert": run_convert,
-            "serve": run_serve}
+COMMANDS = {"reconstruct": run_reconstruct, "sample": run_sample, "occupancy": run_occupancy,
+            "convert": run_convert, "serve": run_serve}
 
 
 def main(argv=None):

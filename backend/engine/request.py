@@ -1,12 +1,13 @@
 """What one reconstruction asks for, under one set of names and one table of limits.
 
 A ``ReconstructRequest`` names a source (an input, a ``Sample`` drawn from a generative
-model's prior, or a ``Blend`` of two encoded shapes), a model, the MISE and output settings (``generation.Settings``), optional tiling options, the
-decoder precision and a seed. Each option has one name from Blender's property through the
-wire (docs/protocol.md) to the CLI flag (``--resolution0``, ``--upsampling-steps``,
-``--threshold``, ``--precision``, ``--normals``, ``--simplify``, ``--refine-steps``,
-``--fill-cavities``, ``--tile-size``, ``--tile-overlap``, ``--tile-points``; see
-docs/design.md, "One request").
+model's prior, or a ``Blend`` of two encoded shapes), a model, the MISE and output settings
+(``generation.Settings``), optional tiling options, the decoder precision and a seed. Each
+option has one name from Blender's property through the wire (docs/protocol.md) to the CLI
+flag (``--resolution0``, ``--upsampling-steps``, ``--threshold``, ``--precision``,
+``--normals``, ``--simplify``, ``--refine-steps``, ``--fill-cavities``, ``--tile-size``,
+``--tile-overlap``, ``--tile-points``; a sample's ``--seed``; see docs/design.md, "One
+request").
 
 ``ReconstructRequest.validate`` checks everything against ``Limits`` before any work starts;
 the CLI and the server call it with the same table (the server may lower its entries).
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAX_SEED = 2**31 - 1  # a sample's seed: Blender's IntProperty is a signed 32-bit int
+
 
 @dataclass
 class Settings:
