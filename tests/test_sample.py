@@ -37,12 +37,6 @@ def md5(path):
     return hashlib.md5(open(path, "rb").read()).hexdigest()
 
 
-def pieces(path):
-    """The connected pieces of a mesh file, in the order of their first vertex."""
-    mesh = trimesh.load(path, process=False)
-    return mesh.split(only_watertight=False)
-
-
 def prior_pair(seed, dim=128):
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(2, 1, dim, generator=generator)
