@@ -1,4 +1,4 @@
-"""Command line: ``python -m backend reconstruct | occupancy | convert``.
+"""Command line: ``python -m backend reconstruct | sample | occupancy | convert | serve``.
 
 Anything the user can fix ends as one line on stderr, ``error: ...``, and exit status 2.
 """
@@ -6,16 +6,21 @@ Anything the user can fix ends as one line on stderr, ``error: ...``, and exit s
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .engine.request import LIMITS, PRECISIONS, ReconstructRequest, Settings, TilingOptions
+from .engine.request import (LIMITS, PRECISIONS, Blend, ReconstructRequest, Sample, Settings,
+                             TilingOptions)
 from .errors import UserError, run_command
 
 logger = logging.getLogger(__name__)
+
+MAX_COUNT = 1024  # shapes one ``sample`` command makes
+SAMPLE_SPACING = 1.2  # default distance of a grid's shapes: the padded unit cube is 1.1
 
 
 def positive_int(text):
@@ -32,8 +37,9 @@ def add_model_options(parser):
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
 
-def add_request_options(parser):
-    """The options of a ``ReconstructRequest``, named as on the wire (docs/protocol.md)."""
+def add_request_options(parser, tiling=True):
+    """The options of a ``ReconstructRequest``, named as on the wire (docs/protocol.md);
+    ``tiling``: with the tiling options (inputs only)."""
     defaults = Settings()
     parser.add_argument("--resolution0", type=int, default=defaults.resolution0,
                         help="MISE start resolution")
@@ -52,6 +58,8 @@ def add_request_options(parser):
                              "are the network's guess); --no-fill-cavities keeps them")
     parser.add_argument("--refine-steps", type=positive_int, default=defaults.refine_steps,
                         help="gradient refinement steps (paper section 3.3)")
+    if not tiling:
+        return
     parser.add_argument("--tile-size", type=float, metavar="SIZE",
                         help="reconstruct a large scene tile by tiling: SIZE is the edge (in the"
                              " input's units) that the model sees as its unit cube, about one "
@@ -76,6 +84,26 @@ def build_parser():
     rec.add_argument("--render", metavar="PNG", help="also write a picture: input | result")
     rec.add_argument("--json", action="store_true", help="print the summary as JSON")
     rec.add_argument("--quiet", action="store_true", help="no per-level progress on stderr")
+
+    sam = commands.add_parser("sample", help="shapes drawn from a generative model's prior"
+                              " -> closed meshes in one file")
+    sam.add_argument("--seed", type=int, default=0, help="the first shape's seed: seeds S.."
+                     "S+N-1 give N shapes, the same seed the same shape (default 0)")
+    sam.add_argument("--count", type=int, default=1, metavar="N",
+                     help="N shapes in a grid (with --to-seed: N steps of the interpolation)")
+    sam.add_argument("--to-seed", type=int, metavar="T", help="N shapes along the spherical "
+                     "interpolation (slerp) of the latent from seed S (t = 0) to seed T "
+                     "(t = 1), in a row")
+    sam.add_argument("--spacing", type=float, default=SAMPLE_SPACING,
+                     help="distance of neighbouring shapes in the file, in unit-cube units "
+                     f"(default {SAMPLE_SPACING}; the padded unit cube is 1.1)")
+    sam.add_argument("-o", "--output", required=True, help="mesh file: .ply .obj .off .glb")
+    add_model_options(sam)
+    add_request_options(sam, tiling=False)
+    sam.add_argument("--render", metavar="PNG", help="also write a picture: one panel per "
+                     "shape, labelled by seed (or t)")
+    sam.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sam.add_argument("--quiet", action="store_true", help="no per-shape progress on stderr")
 
     occ = commands.add_parser("occupancy", help="logits at given query points")
     occ.add_argument("input")
@@ -119,15 +147,19 @@ def check_output(path, suffixes):
         path.unlink(missing_ok=True)
 
 
+def settings_from_args(args) -> Settings:
+    """The MISE and output settings the CLI's flags describe (the request's own names)."""
+    return Settings(args.resolution0, args.upsampling_steps, args.threshold,
+                    precision=args.precision, normals=args.normals, simplify=args.simplify,
+                    refine_steps=args.refine_steps, fill_cavities=args.fill_cavities,
+                    mesh_every_level=False)
+
+
 def request_from_args(args, inp) -> ReconstructRequest:
     """The request the CLI's flags describe (the flags carry the request's own names)."""
-    settings = Settings(args.resolution0, args.upsampling_steps, args.threshold,
-                        precision=args.precision, normals=args.normals, simplify=args.simplify,
-                        refine_steps=args.refine_steps, fill_cavities=args.fill_cavities,
-                        mesh_every_level=False)
     tiling = (None if args.tile_size is None else
               TilingOptions(args.tile_size, args.tile_overlap, args.tile_points))
-    return ReconstructRequest(inp, args.model, settings, tiling)
+    return ReconstructRequest(inp, args.model, settings_from_args(args), tiling)
 
 
 def load_model(name, kind, device_name):
@@ -183,6 +215,89 @@ def run_reconstruct(args):
               file=sys.stderr)
 
 
+def sample_requests(args, name, model, card, device) -> list[tuple[str, ReconstructRequest]]:
+    """(label, validated request) per shape of a ``sample`` command: seeds S..S+N-1, or N
+    steps of the blend from sample S to sample T (t = i / (N - 1))."""
+    from .engine import pipeline
+
+    if not 1 <= args.count <= MAX_COUNT:
+        raise UserError(f"--count must be in [1, {MAX_COUNT}] (got {args.count})")
+    if not (math.isfinite(args.spacing) and args.spacing >= 0):
+        raise UserError(f"--spacing must be a finite number >= 0 (got {args.spacing})")
+    settings = settings_from_args(args)
+    if args.to_seed is None:
+        requests = [(f"seed {seed}", ReconstructRequest(Sample(seed), name, settings))
+                    for seed in range(args.seed, args.seed + args.count)]
+    else:
+        ends = [ReconstructRequest(Sample(seed), name, settings)
+                for seed in (args.seed, args.to_seed)]
+        for end in ends:
+            end.validate(model, LIMITS)
+        a, b = (pipeline.encode(end, name, model, card, device)[0] for end in ends)
+        steps = [i / (args.count - 1) if args.count > 1 else 0.0 for i in range(args.count)]
+        requests = [(f"t {t:.2f}", ReconstructRequest(Blend(a, b, t), name, settings))
+                    for t in steps]
+    for _, request in requests:
+        request.validate(model, LIMITS)
+    return requests
+
+
+def run_sample(args):
+    from .engine import pipeline
+    from .io import meshes
+
+    started = time.perf_counter()
+    check_output(args.output, meshes.WRITE_EXTENSIONS)
+    if args.render:
+        check_output(args.render, (".png",))
+    name, model, card, device = load_model(args.model, Sample.kind, args.device)
+    requests = sample_requests(args, name, model, card, device)
+    columns = len(requests) if args.to_seed is not None else math.ceil(math.sqrt(len(requests)))
+    shapes, parts, offsets = [], [], []
+    for index, (label, request) in enumerate(requests):
+        *_, finished = pipeline.reconstruct(request, model, card, device)
+        frame = finished.frame
+        row, column = divmod(index, columns)
+        parts.append((frame.vertices, frame.faces, frame.normals))
+        # A grid on the floor of the y-up unit cube: columns along x, rows along z.
+        offsets.append(np.array([column, 0.0, row], np.float32) * args.spacing)
+        shape = {"label": label, **({"t": request.source.t}
+                                    if isinstance(request.source, Blend) else {}),
+                 **{key: finished.summary[key] for key in ("seed", "vertices", "faces",
+                                                           "evaluations", "seconds")
+                    if key in finished.summary}}
+        shapes.append(shape)
+        if not args.quiet and not args.json:
+            print(f"shape {index + 1}/{len(requests)} ({label}): {shape['faces']:,} faces, "
+                  f"{shape['seconds']:.2f} s", file=sys.stderr)
+    counts = np.cumsum([0] + [len(v) for v, _, _ in parts])
+    vertices = np.concatenate([v + offset for (v, _, _), offset in zip(parts, offsets)])
+    faces = np.concatenate([f + base for (_, f, _), base in zip(parts, counts)])
+    normals = (np.concatenate([n for _, _, n in parts])
+               if all(n is not None for _, _, n in parts) else None)
+    meshes.write_mesh(args.output, vertices, faces, normals)
+    if args.render:
+        from .io.render import gallery
+
+        gallery([(v, f) for v, f, _ in parts], [shape["label"] for shape in shapes],
+                columns).save(args.render)
+    summary = {"output": str(args.output), "model": name, "shapes": shapes,
+               "vertices": len(vertices), "faces": len(faces),
+               "threshold": finished.summary["threshold"],
+               "precision": finished.summary["precision"], "device": str(device),
+               "seconds": round(time.perf_counter() - started, 3)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['output']}: {len(shapes)} shape{'s' * (len(shapes) > 1)}, "
+              f"{summary['vertices']:,} vertices, {summary['faces']:,} faces, "
+              f"{summary['seconds']:.2f} s [{name}, {summary['precision']}, {device}]")
+    empty = [shape["label"] for shape in shapes if shape["faces"] == 0]
+    if empty:
+        print(f"warning: no surface at this threshold for {', '.join(empty)}; try a lower "
+              "--threshold", file=sys.stderr)
+
+
 def run_occupancy(args):
     from .engine import pipeline
     from .engine.generation import Generator
@@ -219,8 +334,8 @@ def run_serve(args):
     serve(args)
 
 
-COMMANDS = {"reconstruct": run_reconstruct, "occupancy": run_occupancy, "convert": run_convert,
-            "serve": run_serve}
+COMMANDS = {"reconstruct": run_reconstruct, "sample": run_sample, "occupancy": run_occupancy,
+            "convert": run_convert, "serve": run_serve}
 
 
 def main(argv=None):

@@ -1,4 +1,4 @@
-"""Benchmarks that print numbers: ``python -m benchmarks [engine|serve|models|voids|scene]``.
+"""Benchmarks that print numbers: ``python -m benchmarks [engine|serve|models|voids|scene|slerp]``.
 
 engine: the paper-size point-cloud ONet (10.4M parameters) on this machine, side by side:
   - dense: every point of the (R + 1)^3 lattice through the decoder,
@@ -22,6 +22,11 @@ the reconstruction by the shape's exact occupancy function, and the mesh's piece
 scene: a 1,000,000-point scene (16 noisy copies of the sample scan's shape on a 4 x 4 floor)
 reconstructed tile by tile with the bundled point-cloud ConvONet (or --model): seconds,
 tiles, mesh size and the process's peak resident memory over the run.
+
+slerp: midpoints of pairs of prior samples of the bundled generative model (or --model),
+lerp against slerp of z: the norm (a draw of N(0, I) has norm about sqrt(z_dim)), the share
+of prior draws with a smaller norm, and on a dense 33^3 lattice the occupied volume and the
+IoU with the prior mean's shape (z = 0) and with the nearer end.
 """
 
 import argparse
@@ -438,14 +443,62 @@ def scene(args):
           "in float32 (never allocated).")
 
 
+def slerp_midpoints(args):
+    """Lerp vs slerp midpoints of prior-sample pairs: norms and shapes."""
+    from backend.engine.generation import ShapeCode, slerp
+    from backend.io import zoo
+
+    device = resolve_device(args.device)
+    name = (args.model or [zoo.default_model_name("sample")])[0]
+    model, card = zoo.load(name, device)
+    generator = Generator(model, card, device, Settings(precision="fp32"))
+    lattice = lattice_to_unit(dense_lattice(32), 32)
+    threshold = logit(generator.threshold)
+
+    def occupied(z):
+        code = ShapeCode(model.encode_inputs(None), z)
+        return generator.logits(code, lattice) > threshold
+
+    def iou(a, b):
+        return (a & b).sum() / max((a | b).sum(), 1)
+
+    dim = model.z_dim
+    shell = np.sort(np.linalg.norm(np.random.default_rng(0).normal(size=(20000, dim)), axis=1))
+    mean_shape = occupied(torch.zeros(1, dim, device=device))
+    rows = {key: [] for key in ("ends", "lerp", "slerp")}
+    for pair in range(args.pairs):
+        a, b = (generator.sample(seed).z for seed in (2 * pair, 2 * pair + 1))
+        shapes = [occupied(a), occupied(b)]
+        for key, z, shape in [("ends", a, shapes[0]), ("ends", b, shapes[1]),
+                              ("lerp", torch.lerp(a, b, 0.5), None),
+                              ("slerp", slerp(a, b, 0.5), None)]:
+            shape = occupied(z) if shape is None else shape
+            norm = float(z.norm())
+            nearer = 1.0 if key == "ends" else max(iou(shape, end) for end in shapes)
+            rows[key].append((norm / np.sqrt(dim), np.searchsorted(shell, norm) / len(shell),
+                              shape.mean(), iou(shape, mean_shape), nearer))
+    print(f"{name} (z_dim {dim}): {args.pairs} pairs of prior samples (seeds 2i, 2i + 1), "
+          "midpoints t = 0.5; dense 33^3 lattice, mean over shapes\n")
+    header = (f"{'z':<6} {'|z|/sqrt(d)':>11} {'prior below':>11} {'volume':>7} "
+              f"{'IoU z=0':>8} {'IoU end':>8}")
+    print(header)
+    print("-" * len(header))
+    for key, values in rows.items():
+        norm, below, volume, to_mean, nearer = np.mean(values, axis=0)
+        print(f"{key:<6} {norm:>11.3f} {below:>11.3f} {volume:>7.3f} {to_mean:>8.3f} "
+              f"{nearer:>8.3f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="?", default="engine",
-                        choices=["engine", "serve", "models", "voids", "scene"])
+                        choices=["engine", "serve", "models", "voids", "scene", "slerp"])
     parser.add_argument("--model", nargs="+", help="models, voids, scene: model names or paths "
-                        "(default: the bundled point-cloud models)")
+                        "(default: the bundled point-cloud models); slerp: one generative "
+                        "model (default: the bundled one)")
     parser.add_argument("--repeats", type=int, default=3, help="serve, models: runs per path")
+    parser.add_argument("--pairs", type=int, default=50, help="slerp: pairs of prior samples")
     parser.add_argument("--requests", type=int, default=3,
                         help="serve: requests per concurrent client")
     parser.add_argument("--full", action="store_true",
@@ -454,5 +507,5 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     args = parser.parse_args(argv)
     {"engine": engine, "serve": service, "models": models, "voids": voids,
-     "scene": scene}[args.which](args)
+     "scene": scene, "slerp": slerp_midpoints}[args.which](args)
 

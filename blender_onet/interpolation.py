@@ -58,7 +58,8 @@ class Interpolation:
     def set_shape(self, which, scene_input, model):
         other = self.b if which == "a" else self.a
         name = "B" if which == "a" else "A"
-        if other is not None and other[0].kind != scene_input.kind:
+        kinds = {scene_input.kind} | ({other[0].kind} if other is not None else set())
+        if len(kinds - {"sample"}) > 1:  # a sample blends with any input of its model
             raise ValueError(f"shape {name} is a {other[0].kind} input and this is a"
                              f" {scene_input.kind} input; both shapes must be the same kind")
         if other is not None and other[1] != model:

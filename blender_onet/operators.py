@@ -5,7 +5,8 @@ import threading
 
 import bpy
 
-from . import installer, interpreters, jobs, prefs, props, result_mesh, scene_input, session
+from . import (installer, interpreters, jobs, prefs, props, result_mesh, sampling, scene_input,
+               session)
 from .bundled import BACKEND_DIR
 from .connection import BACKEND
 from .interpolation import INTERPOLATION
@@ -73,10 +74,12 @@ def set_interpolation_shape(context, which):
     problem = prefs.backend_problem(context)
     if problem:
         raise InputError(problem)
-    data = scene_input.read(context, settings)
+    sampled = (sampling.sample_input(context.active_object) if settings.source == "OBJECT"
+               else None)
+    data, model = sampled or (scene_input.read(context, settings), settings.model_name or None)
     interpolation = INTERPOLATION
     try:
-        interpolation.set_shape(which, data, settings.model_name or None)
+        interpolation.set_shape(which, data, model)
     except ValueError as exc:
         raise InputError(str(exc)[:1].upper() + str(exc)[1:]) from None
     interpolation.settings = prefs.settings_snapshot(context)
@@ -309,17 +312,40 @@ class _SetShape(_Checked):
         return {"FINISHED"}
 
 
+class ONET_OT_sample(_Checked, bpy.types.Operator):
+    bl_idname = "onet.sample"
+    bl_label = "New Shape"
+    bl_description = ("Draw a new shape from a generative model's prior with the seed (the"
+                      " same seed gives the same shape) into a new object at the 3D cursor;"
+                      " it refines level by level")
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def problem(cls, context):
+        return prefs.backend_problem(context)
+
+    def execute(self, context):
+        try:
+            job = sampling.start_sample(context)
+        except InputError as exc:
+            return self.fail(exc)
+        self.report({"INFO"}, f"Sampling {job.properties['onet_source']}…")
+        return {"FINISHED"}
+
+
 class ONET_OT_interpolate_set_a(_SetShape, bpy.types.Operator):
     bl_idname = "onet.interpolate_set_a"
     bl_label = "Set Shape A"
-    bl_description = "Use the current input as shape A of the latent interpolation (Blend 0)"
+    bl_description = ("Use the current input as shape A of the latent interpolation (Blend"
+                      " 0); a shape made by New Shape is used as its sample")
     which = "a"
 
 
 class ONET_OT_interpolate_set_b(_SetShape, bpy.types.Operator):
     bl_idname = "onet.interpolate_set_b"
     bl_label = "Set Shape B"
-    bl_description = "Use the current input as shape B of the latent interpolation (Blend 1)"
+    bl_description = ("Use the current input as shape B of the latent interpolation (Blend"
+                      " 1); a shape made by New Shape is used as its sample")
     which = "b"
 
 
@@ -361,7 +387,8 @@ class ONET_OT_interpolate_clear(_Checked, bpy.types.Operator):
 
 
 CLASSES = (ONET_OT_reconstruct, ONET_OT_cancel, ONET_OT_backend_start, ONET_OT_backend_stop,
-           ONET_OT_check_python, ONET_OT_install_backend, ONET_OT_interpolate_set_a,
+           ONET_OT_check_python, ONET_OT_install_backend, ONET_OT_sample,
+           ONET_OT_interpolate_set_a,
            ONET_OT_interpolate_set_b, ONET_OT_interpolate_apply, ONET_OT_interpolate_clear)
 
 

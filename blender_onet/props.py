@@ -175,6 +175,9 @@ class ONET_PG_scene(bpy.types.PropertyGroup):
         description="Make cavities sealed inside the shape solid: no scan sees them, so they"
         " are the network's guess. Off: keep the raw surface")
     show_advanced: BoolProperty(name="Advanced", default=False)
+    seed: IntProperty(name="Seed", default=0, min=0,
+                      description="New Shape draws the shape of this seed from the"
+                      " generative model's prior: the same seed gives the same shape")
     interp_t: FloatProperty(name="Blend", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
                             update=_t_update,
                             description="0 = shape A, 1 = shape B; the preview follows the"

@@ -195,6 +195,12 @@ def _image_text(image, settings):
 
 
 # -- reading -------------------------------------------------------------------------------
+def at_cursor(context):
+    """The matrix of a result with no source object: at the 3D cursor, the unit cube's y-up
+    (the training renders) turned into Blender's z-up."""
+    return context.scene.cursor.matrix @ Matrix.Rotation(np.pi / 2, 4, "X")
+
+
 def read(context, settings):
     """A SceneInput for the current input; raises InputError in plain words."""
     description = describe(context, settings)
@@ -371,7 +377,6 @@ def _read_image(context, settings, description):
         collection = empty.users_collection[0].name if empty.users_collection else ""
         source = empty.name
     else:
-        # At the 3D cursor, y-up (the training renders) turned into Blender's z-up.
-        matrix = context.scene.cursor.matrix @ Matrix.Rotation(np.pi / 2, 4, "X")
+        matrix = at_cursor(context)
         collection, source = "", description.source
     return SceneInput("image", arrays, source, description.text, matrix, collection)

@@ -101,6 +101,9 @@ class ONET_PT_interpolate(_Sidebar, bpy.types.Panel):
         col = layout.column()
         col.enabled = interpolation.ready()
         col.prop(context.scene.onet, "interp_t", slider=True)
+        row = layout.row(align=True)
+        row.prop(context.scene.onet, "seed")
+        row.operator("onet.sample", icon="OUTLINER_OB_META")
         job = interpolation.job
         if job is not None:
             fraction, text = job.progress()

@@ -432,6 +432,19 @@ def test_latent_interpolation_ends_match_the_reconstructions(blender):
     assert data["applied"].startswith("A to B ONet t=0.90") and data["applied_closed"]
 
 
+def test_new_shape_samples_the_prior_and_blends_two_samples(blender):
+    data = blender.run("sample", timeout=300)
+    assert data["name"] == "Sample 3 ONet" and data["closed"] and data["levels"] == 2, data
+    assert data["props"]["onet_seed"] == 3 and data["props"]["onet_status"] == "done", data
+    assert data["props"]["onet_model"] == "unconditional_onet_small", data
+    assert data["same_seed_same_vertices"] and not data["other_seed_same_vertices"], data
+    assert data["matrix_error"] < 1e-6, data  # at the 3D cursor, y-up turned to z-up
+    assert data["t0_vertex_error"] < 1e-4 and data["t1_vertex_error"] < 1e-4, data
+    assert data["shown"] == [1.0, False], data
+    assert "onet.sample" in data["panel"]["operators"] and "seed" in data["panel"]["props"]
+    assert len(data["label"]) > 20 and data["objects_after_cancel"] == data["objects_before"]
+
+
 def test_panels_draw_what_the_issue_asks_for(blender):
     data = blender.run("ui_draw")
     idle, running = data["idle"], data["running"]
@@ -1133,6 +1146,68 @@ def scenario_interpolation():
     applied = [name for name in bpy.data.objects.keys() if name.startswith("A to B")]
     out["applied"] = applied[0] if applied else ""
     out["applied_closed"] = bool(applied) and is_closed(bpy.data.objects[applied[0]])
+    return out
+
+
+def scenario_sample():
+    """New Shape twice with seed 3 and once with 4 (the bundled VAE, the backend's default
+    for sampling); the two samples as shapes A and B of the latent slider; a cancel."""
+    from mathutils import Matrix
+
+    settings = fresh_scene()
+    settings.preset = "PREVIEW"
+    bpy.context.scene.cursor.location = (1, 2, 3)
+    made = {}
+    for key, seed in (("first", 3), ("again", 3), ("other", 4)):
+        settings.seed = seed
+        before = set(bpy.data.objects.keys())
+        bpy.ops.onet.sample()
+        job = addon.jobs.running()[0]
+        pump_until_idle()
+        created = sorted(set(bpy.data.objects.keys()) - before)
+        assert len(created) == 1, (created, addon.status.panel.last_error)
+        made[key] = (bpy.data.objects[created[0]], job.updates)
+    first, levels = made["first"]
+    want = Matrix.Translation((1, 2, 3)) @ Matrix.Rotation(np.pi / 2, 4, "X")
+    out = {"name": first.name, "closed": is_closed(first), "levels": levels,
+           "props": {key: first[key] for key in first.keys() if key.startswith("onet_")},
+           "same_seed_same_vertices": bool(np.array_equal(mesh_arrays(first)[0],
+                                                          mesh_arrays(made["again"][0])[0])),
+           "other_seed_same_vertices": bool(
+               mesh_arrays(first)[0].shape == mesh_arrays(made["other"][0])[0].shape and
+               np.array_equal(mesh_arrays(first)[0], mesh_arrays(made["other"][0])[0])),
+           "matrix_error": float(np.abs(np.array(first.matrix_world) - np.array(want)).max()),
+           "label": addon.operators.ONET_OT_sample.bl_description}
+    other = made["other"][0]
+    other.location.x += 2  # the blend follows the objects, as for reconstructions
+    interpolation = addon.interpolation.INTERPOLATION
+    interpolation.reset()
+    activate(first)
+    bpy.ops.onet.interpolate_set_a()
+    activate(other)
+    bpy.ops.onet.interpolate_set_b()
+    for t, reference in ((0.0, first), (1.0, other)):
+        settings.interp_t = t
+        pump_until_idle()
+        got, want_vertices = world_vertices(interpolation.preview_object()), world_vertices(
+            reference)
+        out[f"t{int(t)}_vertex_error"] = (float(np.abs(got - want_vertices).max())
+                                          if got.shape == want_vertices.shape else 1e9)
+    out["shown"] = list(interpolation.shown)
+    out["panel"] = draw(addon.ui.ONET_PT_interpolate)
+    clear = sorted(bpy.data.objects.keys())
+    bpy.ops.onet.interpolate_clear()
+    out["objects_before"] = sorted(bpy.data.objects.keys())
+    settings.preset = "HIGH"
+    bpy.ops.onet.sample()
+    for _ in range(3):
+        addon.pump()
+    bpy.ops.onet.cancel()
+    for _ in range(20):
+        addon.pump()
+        time.sleep(0.02)
+    out["objects_after_cancel"] = sorted(bpy.data.objects.keys())
+    assert clear != out["objects_before"]  # the preview object was there and is gone
     return out
 
 

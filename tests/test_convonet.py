@@ -262,10 +262,10 @@ def test_generator_meshes_a_small_model_and_codes_interpolate():
 
     other = generator.encode(example_input("pointcloud", seed=9))
     for t, end in ((0.0, code), (1.0, other)):
-        mixed = code.lerp(other, t)
+        mixed = code.blend(other, t)
         assert isinstance(mixed, ShapeCode) and mixed.c.keys() == code.c.keys()
         assert all(torch.equal(mixed.c[k], end.c[k]) for k in code.c)
-    halfway = code.lerp(other, 0.5).c["xy"]
+    halfway = code.blend(other, 0.5).c["xy"]
     assert torch.allclose(halfway, (code.c["xy"] + other.c["xy"]) / 2, atol=1e-6)
 
 

@@ -3,8 +3,8 @@
 Copies the run's best checkpoint into ``backend/weights/NAME.safetensors`` and writes its
 card: the training card (config, data, command, hardware, wall time, validation IoU) plus the
 test metrics of ``training.evaluate`` reports (``--report DIR``, repeatable: e.g. 3000 and
-300 points) and ``default_for`` (the input kinds for which the CLI and the server pick it
-when no model is named). Refuses files over ``--max-mb`` (the repository keeps every
+300 points) and ``default_for`` (the input kinds, or "sample" for drawing from a prior, for
+which the CLI and the server pick it when no model is named). Refuses files over ``--max-mb`` (the repository keeps every
 committed weight file forever).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from backend.errors import UserError, run_command
 from backend.io.zoo import BUNDLED_DIR
 
-KINDS = ("pointcloud", "voxels", "image")
+KINDS = ("pointcloud", "voxels", "image", "sample")  # "sample": drawing from a prior
 
 
 def read_json(path):

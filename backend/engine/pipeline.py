@@ -1,7 +1,8 @@
 """The one reconstruct flow: a ``ReconstructRequest`` in, a stream of frames out.
 
 ``reconstruct`` serves the CLI, the server's worker and ``training.evaluate`` alike, for
-whole, tiled, conditioned and blended (interpolated) sources: it prepares the input for the
+whole, tiled, conditioned, sampled (drawn from a generative model's prior) and blended
+(interpolated) sources: it prepares the input for the
 model (``prepare``: the one place that knows how each input kind reaches the model's unit
 cube and how meshes go back, docs/design.md "Coordinates"), encodes it once and yields
 
@@ -21,7 +22,7 @@ import torch
 from . import transforms
 from ..errors import UserError
 from .generation import Generator, MeshFrame
-from .request import Blend, EncodedShape, ReconstructRequest, check_kind
+from .request import Blend, EncodedShape, ReconstructRequest, Sample, check_kind
 from .tiling import TileProgress, reconstruct_tiled
 
 logger = logging.getLogger(__name__)
@@ -134,12 +135,23 @@ Frame = Union[TileProgress, MeshFrame, Finished]
 
 def encode(request: ReconstructRequest, name: str, model, card,
            device="cpu") -> tuple[EncodedShape, list[str]]:
-    """An input request's shape code and unit-cube placement, for caching and blending, and
-    the notes on how the input was prepared."""
+    """A request's shape code and unit-cube placement, for caching and blending (an input's
+    encoding or a sample's draw), and the notes on how the input was prepared."""
     generator = Generator(model, card, device, request.settings)
-    prepared = prepare(request.source, model, card, request.seed, request.occupancies)
-    code = generator.encode(prepared.tensor, prepared.occupancies)
+    code, prepared = source_code(request, generator, model, card)
     return EncodedShape(name, code, prepared.center, prepared.scale), prepared.notes
+
+
+def source_code(request: ReconstructRequest, generator: Generator, model,
+                card) -> tuple[object, Prepared]:
+    """The ShapeCode of a request's (untiled) source and where its unit cube sits: an input
+    encoded once, a sample drawn from the prior (in the unit cube) or a blend of two codes."""
+    if isinstance(request.source, Blend):
+        return _blend(request.source)
+    if isinstance(request.source, Sample):
+        return generator.sample(request.source.seed), Prepared(None, np.zeros(3), 1.0)
+    prepared = prepare(request.source, model, card, request.seed, request.occupancies)
+    return generator.encode(prepared.tensor, prepared.occupancies), prepared
 
 
 def reconstruct(request: ReconstructRequest, model, card, device="cpu",
@@ -151,30 +163,28 @@ def reconstruct(request: ReconstructRequest, model, card, device="cpu",
     if request.tiling is not None:
         yield from _tiled(request, generator, card, started, should_stop)
         return
-    if isinstance(request.source, Blend):
-        code, prepared = _blend(request.source)
-    else:
-        prepared = prepare(request.source, model, card, request.seed, request.occupancies)
-        code = generator.encode(prepared.tensor, prepared.occupancies)
+    code, prepared = source_code(request, generator, model, card)
     for frame in generator.frames(code, should_stop, started):
         frame = to_world(frame, prepared)
         yield frame
     lattice = (frame.resolution + 1) ** 3
+    sampled = {"seed": request.source.seed} if isinstance(request.source, Sample) else {}
     yield Finished(frame, {
         "vertices": len(frame.vertices), "faces": len(frame.faces),
         "evaluations": frame.evaluations, "resolution": frame.resolution,
         "lattice": f"{frame.resolution + 1}^3",
         "dense_fraction": round(frame.evaluations / lattice, 4),
         "threshold": generator.threshold, "precision": precision_name(generator),
-        "seconds": round(time.perf_counter() - started, 4), "notes": prepared.notes})
+        "seconds": round(time.perf_counter() - started, 4), "notes": prepared.notes,
+        **sampled})
 
 
 def _blend(blend: Blend):
-    """The code at ``blend.t`` and its placement: the unit cube moves with t too, so
-    ``(1 - t) a + t b`` is exact at both ends."""
+    """The code at ``blend.t`` (``ShapeCode.blend``: c lerped, z slerped) and its placement:
+    the unit cube moves linearly with t too, so both ends are exact."""
     a, b, t = blend.a, blend.b, float(blend.t)
     place = Prepared(None, (1 - t) * a.center + t * b.center, (1 - t) * a.scale + t * b.scale)
-    return a.code.lerp(b.code, t), place
+    return a.code.blend(b.code, t), place
 
 
 def _tiled(request, generator, card, started, should_stop) -> Iterator[Frame]:

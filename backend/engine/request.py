@@ -1,12 +1,13 @@
 """What one reconstruction asks for, under one set of names and one table of limits.
 
-A ``ReconstructRequest`` names a source (an input, or a ``Blend`` of two encoded shapes), a
-model, the MISE and output settings (``generation.Settings``), optional tiling options, the
-decoder precision and a seed. Each option has one name from Blender's property through the
-wire (docs/protocol.md) to the CLI flag (``--resolution0``, ``--upsampling-steps``,
-``--threshold``, ``--precision``, ``--normals``, ``--simplify``, ``--refine-steps``,
-``--fill-cavities``, ``--tile-size``, ``--tile-overlap``, ``--tile-points``; see
-docs/design.md, "One request").
+A ``ReconstructRequest`` names a source (an input, a ``Sample`` drawn from a generative
+model's prior, or a ``Blend`` of two encoded shapes), a model, the MISE and output settings
+(``generation.Settings``), optional tiling options, the decoder precision and a seed. Each
+option has one name from Blender's property through the wire (docs/protocol.md) to the CLI
+flag (``--resolution0``, ``--upsampling-steps``, ``--threshold``, ``--precision``,
+``--normals``, ``--simplify``, ``--refine-steps``, ``--fill-cavities``, ``--tile-size``,
+``--tile-overlap``, ``--tile-points``; a sample's ``--seed``; see docs/design.md, "One
+request").
 
 ``ReconstructRequest.validate`` checks everything against ``Limits`` before any work starts;
 the CLI and the server call it with the same table (the server may lower its entries).
@@ -28,7 +29,7 @@ from ..io.inputs import KIND_NAMES, MAX_IMAGE_PIXELS, MAX_POINTS, Input
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
+MAX_SEED = 2**31 - 1  # a sample's seed: Blender's IntProperty is a signed 32-bit int
 
 
 @dataclass
@@ -167,8 +168,20 @@ class EncodedShape:
 
 
 @dataclass
+class Sample:
+    """A shape drawn from a generative model's prior: z ~ N(0, I) from ``seed`` (a whole
+    number in [0, MAX_SEED]; the same seed gives the same z on every device). It sits in
+    the unit cube (center 0, scale 1)."""
+
+    seed: int
+    kind = "sample"  # what picks the default model (a card's ``default_for``)
+
+
+@dataclass
 class Blend:
-    """The shape at ``t`` in [0, 1] between two encoded shapes of one model."""
+    """The shape at ``t`` in [0, 1] between two encoded shapes of one model (either may be a
+    ``Sample``'s code): conditional codes c are lerped, a latent z is slerped
+    (``generation.slerp``)."""
 
     a: EncodedShape
     b: EncodedShape
@@ -177,11 +190,12 @@ class Blend:
 
 @dataclass
 class ReconstructRequest:
-    """One reconstruction: ``source`` is an input (``backend.io.inputs``) or a ``Blend``;
-    ``model`` a model name (None: the default for the input's kind); ``occupancies`` (N,)
-    bool labels of a point cloud's points, for a generative model's posterior."""
+    """One reconstruction: ``source`` is an input (``backend.io.inputs``), a ``Sample`` or a
+    ``Blend``; ``model`` a model name (None: the default for the input's kind, or for
+    sampling); ``occupancies`` (N,) bool labels of a point cloud's points, for a generative
+    model's posterior."""
 
-    source: Union[Input, Blend]
+    source: Union[Input, Sample, Blend]
     model: Optional[str] = None
     settings: Settings = field(default_factory=Settings)
     tiling: Optional[TilingOptions] = None
@@ -190,7 +204,7 @@ class ReconstructRequest:
 
     @property
     def kind(self) -> Optional[str]:
-        """The input's kind, or None for a blend."""
+        """The input's kind, "sample" for a sample, or None for a blend."""
         return getattr(self.source, "kind", None)
 
     def validate(self, model, limits: Limits = LIMITS) -> None:
@@ -200,6 +214,12 @@ class ReconstructRequest:
         if isinstance(self.source, Blend):
             if not (is_number(self.source.t) and 0 <= self.source.t <= 1):
                 raise UserError(f"t must be in [0, 1] (got {self.source.t})")
+        elif isinstance(self.source, Sample):
+            seed = self.source.seed
+            if not (is_int(seed) and 0 <= seed <= MAX_SEED):
+                raise UserError(f"seed must be a whole number in [0, {MAX_SEED:,}] (got "
+                                f"{short(seed) if is_number(seed) else repr(seed)})")
+            check_generative(model)
         else:
             check_kind(self.kind, model)
         if self.occupancies is not None:
@@ -243,6 +263,20 @@ class ReconstructRequest:
             raise LimitError(f"tile_size {tile_size:g} cuts this cloud into {count} tiles, "
                              f"over the limit of {limits.max_tiles:,} (max_tiles); use a "
                              "larger tile size (about one object's size)")
+
+
+def check_generative(model) -> None:
+    """UserError unless ``model`` can draw shapes from a prior: an unconditional model with a
+    latent code (z_dim > 0; the ONet VAE)."""
+    conditioned = getattr(model, "input_kind", None)
+    if conditioned is not None:
+        raise UserError(f"this model reconstructs from {KIND_NAMES[conditioned]} and has no "
+                        "prior over shapes to sample from; choose a generative (VAE) model "
+                        "such as the bundled default for sampling (leave the model out)")
+    if not getattr(model, "z_dim", 0):
+        raise UserError("this model has no latent code (z_dim 0), so there is no prior to "
+                        "sample from; choose a generative (VAE) model such as the bundled "
+                        "default for sampling (leave the model out)")
 
 
 def check_kind(kind: Optional[str], model) -> None:

@@ -31,7 +31,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 SUPPORTED_EXTENSIONS = POINT_EXTENSIONS + VOXEL_EXTENSIONS + IMAGE_EXTENSIONS
 
 # What each input kind is called in messages ("this model reconstructs from a point cloud").
-KIND_NAMES = {"pointcloud": "a point cloud", "voxels": "a voxel grid", "image": "an image"}
+KIND_NAMES = {"pointcloud": "a point cloud", "voxels": "a voxel grid", "image": "an image",
+              "sample": "sampling"}  # the last: a request drawn from a prior (no input)
 
 # A bare .npy/.npz voxel grid covers the ONet unit cube [-0.5, 0.5]^3.
 UNIT_CUBE_TRANSLATE = (-0.5, -0.5, -0.5)

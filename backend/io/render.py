@@ -248,3 +248,15 @@ def input_and_result(inp, vertices: np.ndarray, faces: np.ndarray, size: int = 5
         left = render_points(points, view=view)
     return side_by_side([left, render_mesh(vertices, faces, size, view=view)],
                         ["input", "result"])
+
+
+def gallery(meshes, labels, columns: int, size: int = 256):
+    """Meshes ``[(vertices (V, 3), faces (F, 3)), ...]`` in panels of ``size`` pixels,
+    ``columns`` per row, each under its label, all seen through one view fitted to every
+    mesh (so their sizes compare); an empty mesh is a blank panel. One RGBA ``PIL.Image``."""
+    points = [np.asarray(v, dtype=np.float64).reshape(-1, 3) for v, _ in meshes]
+    view = View.fit(np.concatenate(points) if points else np.zeros((0, 3)), size)
+    panels = [render_mesh(v, f, size, view=view) for v, f in meshes]
+    rows = [side_by_side(panels[i:i + columns], labels[i:i + columns])
+            for i in range(0, len(panels), columns)]
+    return stack(rows)

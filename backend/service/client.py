@@ -177,8 +177,15 @@ class Client:
         body = self.input_frame(model=model, mise=mise, output=output, **inputs)
         return self.stream("/v1/reconstruct", body, on_accepted=on_accepted)
 
+    def sample(self, seed, model=None, mise=None, output=None, on_accepted=None):
+        """Stream the shape drawn from a generative model's prior by ``seed`` (model None:
+        the server's default for sampling); frames as for ``reconstruct``."""
+        body = self.input_frame(model=model, mise=mise, output=output, sample={"seed": seed})
+        return self.stream("/v1/reconstruct", body, on_accepted=on_accepted)
+
     def encode(self, model=None, **inputs):
-        """Latent id of an input (the server caches it by content)."""
+        """Latent id of an input, or of a sample with ``sample={"seed": S}`` (the server
+        caches it by content)."""
         body = self.input_frame(model=model, **inputs)
         with self.request("POST", "/v1/encode", body, protocol.CONTENT_TYPE) as response, \
                 _lost_as("POST /v1/encode"):

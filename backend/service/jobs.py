@@ -50,7 +50,7 @@ class ServiceLimits:
 class QueuedJob:
     """One unit of work for the device thread. ``frames`` carries (header, arrays) tuples."""
 
-    kind: str  # reconstruct | interpolate | encode
+    kind: str  # reconstruct | sample | interpolate | encode
     run: Callable[["QueuedJob"], None]  # executed on the worker thread
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     frames: "queue.Queue" = field(default_factory=queue.Queue)
@@ -247,8 +247,8 @@ class Worker:
                                                           job.cancel.is_set),
                                 {"model": name, **extra})
 
-        return self.submit(QueuedJob("interpolate" if request.kind is None else "reconstruct",
-                                     run))
+        kind = {None: "interpolate", "sample": "sample"}.get(request.kind, "reconstruct")
+        return self.submit(QueuedJob(kind, run))
 
     def encode(self, request, key):
         """Latent id of a validated input request, encoded on the worker thread and cached

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..engine.request import PRECISIONS, ReconstructRequest, Settings, TilingOptions
+from ..engine.request import PRECISIONS, ReconstructRequest, Sample, Settings, TilingOptions
 from ..errors import LimitError, UserError
 from ..io import inputs
 
@@ -136,12 +136,31 @@ def occupancies_from(arrays: dict) -> Optional[np.ndarray]:
     return labels.astype(bool)
 
 
+def sample_from(header: dict, arrays: dict) -> Sample:
+    """The ``sample`` field, ``{"seed": S}``: a shape drawn from a generative model's prior
+    (no input buffers)."""
+    given = header["sample"]
+    if not isinstance(given, dict) or set(given) != {"seed"}:
+        raise bad_request("'sample' must be an object {\"seed\": whole number}")
+    if not is_int(given["seed"]):
+        raise bad_request(f"bad value for sample.seed: {given['seed']!r}")
+    if arrays:
+        raise bad_request(f"a sample takes no input buffers (got {', '.join(sorted(arrays))});"
+                          " send either 'sample' or one input buffer")
+    if header.get("tiling") is not None:
+        raise bad_request("tiling works on point clouds only; leave it out for a sample")
+    return Sample(given["seed"])
+
+
 def request_from(header: dict, arrays: dict, limits) -> ReconstructRequest:
-    """The ``ReconstructRequest`` of a /v1/reconstruct or /v1/encode frame (not yet
-    validated against its model: that needs the model, ``ReconstructRequest.validate``)."""
+    """The ``ReconstructRequest`` of a /v1/reconstruct or /v1/encode frame, whose source is
+    its input buffer or its ``sample`` (not yet validated against its model: that needs the
+    model, ``ReconstructRequest.validate``)."""
     model = header.get("model")
     if model is not None and not isinstance(model, str):
         raise bad_request("'model' must be a model name (string) or null")
+    if header.get("sample") is not None:
+        return ReconstructRequest(sample_from(header, arrays), model, settings_from(header))
     try:
         return ReconstructRequest(input_from(header, arrays, limits), model,
                                   settings_from(header), tiling_from(header),
@@ -160,8 +179,9 @@ def user_error(exc: UserError) -> ApiError:
 
 
 def content_hash(header: dict, arrays: dict) -> str:
-    """Stable key of model + input + frame: equal inputs share one cached latent."""
-    digest = hashlib.sha256(json.dumps([header.get("model")]).encode())
+    """Stable key of model + input (or sample) + frame: equal inputs share one cached
+    latent."""
+    digest = hashlib.sha256(json.dumps([header.get("model"), header.get("sample")]).encode())
     for name in sorted(arrays):
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(arrays[name]).tobytes())
