@@ -165,6 +165,11 @@ def test_zip_layout_and_manifest(extension_zip):
     with zipfile.ZipFile(extension_zip) as archive:
         names = archive.namelist()
         manifest = archive.read("blender_manifest.toml").decode()
+        licence = archive.read("LICENSE").decode()
+    assert 'license = ["SPDX:GPL-3.0-or-later"]' in manifest
+    with open(os.path.join(ROOT, "LICENSE")) as handle:
+        assert licence == handle.read()  # the licence text ships in the zip, verbatim
+    assert licence.lstrip().startswith("GNU GENERAL PUBLIC LICENSE") and "Version 3" in licence
     assert "__init__.py" in names and "jobs.py" in names  # add-on files at the zip root
     for required in ("backend/__init__.py", "backend/service/client.py",
                      "backend/service/protocol.py", "backend/service/server.py",
@@ -352,7 +357,8 @@ def test_every_job_state_change_goes_through_transition(blender):
 def test_job_status_is_set_in_one_place():
     """Only jobs.transition changes a job's status (``_status``; ``status`` is read-only) and
     only jobs._show_status writes a job's ``onet_status``; the copy that Apply Blend makes
-    is a new object, marked done by operators.apply_interpolation."""
+    is a new object, marked done by operators.apply_interpolation, and
+    jobs.mark_interrupted marks results no live job owns."""
     import ast
 
     folder = os.path.join(ROOT, "blender_onet")
@@ -377,7 +383,7 @@ def test_job_status_is_set_in_one_place():
                             writers["onet_status"].add(f"{name}:{function.name}")
     assert writers["_status"] == {"jobs.py:__init__", "jobs.py:transition"}, writers
     assert writers["status"] == set(), writers
-    assert writers["onet_status"] == {"jobs.py:_show_status",
+    assert writers["onet_status"] == {"jobs.py:_show_status", "jobs.py:mark_interrupted",
                                       "operators.py:apply_interpolation"}, writers
 
 
@@ -497,7 +503,7 @@ def worker_main(zip_path, model_dir):
                                                          "description": cls.bl_description}
         reply(True, {"module": addon.__name__, "enabled": ADDON in
                      bpy.context.preferences.addons, "has_pump": callable(addon.pump),
-                     "timer_registered": bpy.app.timers.is_registered(addon._timer),
+                     "timer_registered": bpy.app.timers.is_registered(addon.timer_step),
                      "user_dir": bpy.utils.extension_path_user(ADDON, create=True),
                      "user_resources": os.environ["BLENDER_USER_RESOURCES"],
                      "operators": operators, "torch_imported": "torch" in sys.modules})
@@ -1222,7 +1228,7 @@ def scenario_presets_and_disable():
         bpy.ops.onet.backend_start()
         wait_for_backend()
     process = addon.connection.BACKEND.server.process
-    timer = addon._timer
+    timer = addon.timer_step
     addon_utils.disable(ADDON, default_set=True)
     try:
         process.wait(timeout=15)
