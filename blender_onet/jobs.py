@@ -315,18 +315,27 @@ def _succeed(job):
     transition(job, JobStatus.DONE, summary)
     if job.kind == "reconstruct":
         log.info("%s", summary)
-        select_only(ob)
+        select_only(ob, job.properties.get("onet_source"))
         undo_push("ONet Reconstruct")
 
 
-def select_only(ob):
-    """Make the finished result the selected, active object (as Blender's Add menu does)."""
+def select_only(ob, source):
+    """Make the finished result the selected, active object (as Blender's Add menu does),
+    unless the artist made another object active meanwhile (the active object is not the
+    ``source`` object's name) or the result is not in the current view layer."""
     view_layer = bpy.context.view_layer
-    if view_layer is None or ob.name not in view_layer.objects:
+    if view_layer is None:
+        return
+    active = view_layer.objects.active
+    if active is not None and active.name != source:
+        return
+    try:
+        ob.select_set(True, view_layer=view_layer)
+    except RuntimeError:  # not in this view layer (an excluded collection, another scene)
         return
     for other in view_layer.objects.selected:
-        other.select_set(False)
-    ob.select_set(True)
+        if other != ob:
+            other.select_set(False, view_layer=view_layer)
     view_layer.objects.active = ob
 
 
