@@ -11,6 +11,7 @@ input size itself, and refuses more than its ``max_points`` limit, which is read
 connected backend's /v1/health.
 """
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass, field
@@ -90,9 +91,10 @@ def mesh_positions(data):
     return buffer.reshape(-1, 3)
 
 
-def mesh_triangles(mesh):
-    """Triangles (T, 3) int32 of a Mesh: its corners' vertices, each polygon as a fan
-    (``loop_triangles`` is many times slower for millions of faces)."""
+def mesh_polygons(mesh):
+    """(corner vertices (L,) int32, polygon starts (P,) int32, or None when every polygon
+    is a triangle) of a Mesh, for ``numeric.fan_triangles`` (``loop_triangles`` is many
+    times slower for millions of faces)."""
     corner = mesh.attributes.get(".corner_vert")
     corners = np.empty(len(mesh.loops), np.int32)
     if corner is not None:
@@ -100,10 +102,15 @@ def mesh_triangles(mesh):
     else:
         mesh.loops.foreach_get("vertex_index", corners)
     if len(corners) == 3 * len(mesh.polygons):  # every polygon has 3+ corners: triangles
-        return corners.reshape(-1, 3)
+        return corners, None
     starts = np.empty(len(mesh.polygons), np.int32)
     mesh.polygons.foreach_get("loop_start", starts)
-    return numeric.fan_triangles(corners, starts)
+    return corners, starts
+
+
+def mesh_triangles(mesh):
+    """Triangles (T, 3) int32 of a Mesh (each polygon a fan)."""
+    return numeric.fan_triangles(*mesh_polygons(mesh))
 
 
 def _mesh_mode(settings, facts):
@@ -124,33 +131,49 @@ def _mesh_mode(settings, facts):
 _facts_cache = {}
 
 
+@contextlib.contextmanager
+def displayed_data(context, ob):
+    """The object's data as displayed: the evaluated Mesh (modifiers applied), PointCloud or
+    Curves. In Edit Mode without modifiers the evaluated mesh only wraps the edit mesh (no
+    vertices through Python), so a converted copy is used (``to_mesh``, freed after)."""
+    evaluated = ob.evaluated_get(context.evaluated_depsgraph_get())
+    data = evaluated.data
+    if not (ob.type == "MESH" and ob.data.is_editmode and not len(data.vertices)):
+        yield evaluated, data
+        return
+    try:
+        yield evaluated, evaluated.to_mesh()
+    finally:
+        evaluated.to_mesh_clear()
+
+
 def facts_of(context, ob):
     """Facts of a mesh or point object as displayed (modifiers, Edit Mode), cached by the
     object's session uid, counts and bounds (a rename or a redraw reads nothing again)."""
-    evaluated = ob.evaluated_get(context.evaluated_depsgraph_get())
-    data = evaluated.data
-    mesh = ob.type == "MESH"
-    position = data.attributes.get("position")
-    count = len(data.vertices) if mesh else len(position.data) if position is not None else 0
-    faces = len(data.polygons) if mesh else 0
-    bounds = tuple(tuple(evaluated.bound_box[i]) for i in (0, 6))
-    key = (ob.session_uid, ob.type, count, faces, len(data.loops) if mesh else 0,
-           getattr(ob.data, "is_editmode", False), repr(bounds))
-    facts = _facts_cache.get(key)
-    if facts is None:
-        what = f"The {'mesh' if mesh else POINT_LIKE[ob.type]} {ob.name!r}"
-        facts = Facts(count, faces)
-        if count:
-            positions = mesh_positions(data)
-            facts.problem, facts.warning = numeric.points_report(positions, what,
-                                                                 count_matters=False)
-            facts.voxels = bool(faces and not facts.problem
-                                and numeric.on_few_lattice_values(positions)
-                                and numeric.looks_like_voxels(positions,
-                                                              mesh_triangles(data)))
-        if len(_facts_cache) > 64:
-            _facts_cache.clear()
-        _facts_cache[key] = facts
+    with displayed_data(context, ob) as (evaluated, data):
+        mesh = ob.type == "MESH"
+        position = data.attributes.get("position")
+        count = (len(data.vertices) if mesh else len(position.data) if position is not None
+                 else 0)
+        faces = len(data.polygons) if mesh else 0
+        bounds = tuple(tuple(evaluated.bound_box[i]) for i in (0, 6))
+        key = (ob.session_uid, ob.type, count, faces, len(data.loops) if mesh else 0,
+               getattr(ob.data, "is_editmode", False), repr(bounds))
+        facts = _facts_cache.get(key)
+        if facts is None:
+            what = f"The {'mesh' if mesh else POINT_LIKE[ob.type]} {ob.name!r}"
+            facts = Facts(count, faces)
+            if count:
+                positions = mesh_positions(data)
+                facts.problem, facts.warning = numeric.points_report(positions, what,
+                                                                     count_matters=False)
+                facts.voxels = bool(faces and not facts.problem
+                                    and numeric.on_few_lattice_values(positions)
+                                    and numeric.looks_like_voxels(positions,
+                                                                  mesh_triangles(data)))
+            if len(_facts_cache) > 64:
+                _facts_cache.clear()
+            _facts_cache[key] = facts
     return facts
 
 
@@ -306,7 +329,7 @@ def read(context, settings):
             description.text, matrix, collection)
     what = f"The {'mesh' if ob.type == 'MESH' else ob.type.lower()} {ob.name!r}"
     mode = _mesh_mode(settings, facts_of(context, ob) if ob.type == "MESH" else None)
-    vertices, triangles = _evaluated_mesh(context, ob, mode != "VERTICES")
+    vertices, polygons = _evaluated_mesh(context, ob, mode != "VERTICES")
     if not len(vertices):
         raise InputError(f"{what} has no vertices")
     vertices = numeric.finite_points(vertices, what)
@@ -318,6 +341,7 @@ def read(context, settings):
         kind = "voxels"
 
         def prepare():
+            triangles = numeric.fan_triangles(*polygons)
             occupancy, translate, edge = numeric.voxelize(vertices, triangles)
             return {"voxels": occupancy, "voxel_frame": {
                 "translate": [float(v) for v in translate], "scale": edge}}
@@ -325,9 +349,11 @@ def read(context, settings):
         kind, count = "pointcloud", settings.surface_points
 
         def prepare():
+            triangles = numeric.fan_triangles(*polygons)
             return {"points": numeric.sample_surface(vertices, triangles, count)}
     data = SceneInput(kind, {}, ob.name, description.text, matrix, collection, prepare)
-    if len(triangles) <= MAIN_THREAD_FACES:
+    corners, starts = polygons
+    if (len(starts) if starts is not None else len(corners) // 3) <= MAIN_THREAD_FACES:
         data.wire_arrays()  # small: now, so its problems stop the operator right away
     return data
 
@@ -339,21 +365,21 @@ def _check_count(points, what):
         raise InputError(problem)
 
 
-def _evaluated_mesh(context, ob, triangles=True):
-    """Vertices (V, 3) float32 and triangles (T, 3) int32 (None unless asked for) of the
-    object as displayed: a mesh's evaluated data directly, other types through to_mesh."""
-    evaluated = ob.evaluated_get(context.evaluated_depsgraph_get())
+def _evaluated_mesh(context, ob, polygons=True):
+    """Vertices (V, 3) float32 and ``mesh_polygons`` (None unless asked for) of the object
+    as displayed: a mesh's evaluated data, other types through to_mesh."""
     if ob.type == "MESH":
-        mesh = evaluated.data
-        return mesh_positions(mesh), mesh_triangles(mesh) if triangles else None
+        with displayed_data(context, ob) as (_, mesh):
+            return mesh_positions(mesh), mesh_polygons(mesh) if polygons else None
+    evaluated = ob.evaluated_get(context.evaluated_depsgraph_get())
     try:
         mesh = evaluated.to_mesh()
     except RuntimeError as exc:
         raise InputError(f"{ob.name!r} cannot be turned into a mesh: {exc}") from None
     try:
         if mesh is None:
-            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
-        return mesh_positions(mesh), mesh_triangles(mesh) if triangles else None
+            return np.zeros((0, 3), np.float32), (np.zeros(0, np.int32), None)
+        return mesh_positions(mesh), mesh_polygons(mesh) if polygons else None
     finally:
         evaluated.to_mesh_clear()
 
