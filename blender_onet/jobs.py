@@ -230,10 +230,13 @@ def _scene(job):
     return bpy.data.scenes.get(job.scene) or bpy.context.scene
 
 
+LOST = "The result object was deleted or undone, so the job was stopped."
+
+
 def _apply_mesh(job, header, arrays):
     ob = job.result_object()
     if job.result_name and ob is None:
-        cancel(job, "The result object was deleted or undone, so the job was stopped.")
+        cancel(job, LOST)
         return
     if ob is None:
         ob = result_mesh.create_object(job.name, job.place, job.collection, _scene(job))
@@ -254,7 +257,11 @@ def _apply_mesh(job, header, arrays):
 
 def pump_job(job):
     """Apply what arrived for one job: at most one mesh level per call (each level is seen),
-    or only the newest level when ``apply_every_level`` is off. True if anything changed."""
+    or only the newest level when ``apply_every_level`` is off. True if anything changed.
+    A job whose object was deleted or undone away stops at once, not at its next level."""
+    if job.result_name and not job.finished and job.result_object() is None:
+        cancel(job, LOST)
+        return True
     while True:
         try:
             job.inbox.append(job.queue.get_nowait())

@@ -46,9 +46,8 @@ class ONET_PT_reconstruct(_Sidebar, bpy.types.Panel):
             for i, line in enumerate(wrap(description.text)):
                 icon = "ERROR" if description.warning else "CHECKMARK"
                 box.label(text=line, icon=icon if i == 0 else "BLANK1")
-            for line in wrap(description.warning or ""):
-                if line:
-                    box.label(text=line, icon="BLANK1")
+            for line in wrap(description.warning) if description.warning else ():
+                box.label(text=line, icon="BLANK1")
 
         layout.prop(settings, "model")
         if not BACKEND.is_running():
