@@ -3,8 +3,9 @@
 The networks run in a separate backend process (``python -m backend serve``, bundled in
 this extension's ``backend`` folder, launched with an interpreter that has PyTorch) or on a
 remote machine; this add-on only reads the scene, talks HTTP and writes meshes (stdlib +
-Blender's numpy). ``pump()`` is the main-thread step that applies what arrived: a
-``bpy.app.timers`` timer calls it in the GUI; scripts and tests call it directly.
+Blender's numpy). ``pump()`` is the main-thread step that applies what arrived: the
+``bpy.app.timers`` timer (``timer_step``, a plain function) calls it in the GUI; scripts and
+tests call either directly (timers never fire in module mode).
 
 Modules (docs/design.md, "Blender add-on"): ``bundled`` (the one import of the bundled
 backend), ``interpreters`` (which Python runs the backend), ``installer`` (the backend
@@ -17,7 +18,7 @@ their states), ``interpolation`` (the latent slider), ``status`` (the panel's me
 import bpy
 from bpy.app.handlers import persistent
 
-from . import operators, prefs, props, session, ui
+from . import jobs, operators, prefs, props, session, ui
 from .connection import BACKEND
 from .status import panel
 
@@ -31,7 +32,9 @@ def pump():
     return session.pump()
 
 
-def _timer():
+def timer_step():
+    """The timer's body: one ``pump``; returns the seconds until the next call (the timer
+    never dies: an error is shown in the panel and printed)."""
     try:
         busy = session.pump()
     except Exception as exc:  # never let the timer die silently
@@ -49,19 +52,39 @@ def _on_load_pre(*_args):
     session.cancel_everything("Cancelled: another file was opened.", touch_scene=False)
 
 
+@persistent
+def _on_load_post(*_args):
+    """A file was opened: results it saved mid-job are marked interrupted, and the panel
+    forgets the previous file's messages."""
+    panel.clear_messages()
+    jobs.mark_interrupted()
+
+
+@persistent
+def _on_undo_redo(*_args):
+    """Undo/redo may bring back a result from mid-job whose job is gone: mark it."""
+    jobs.mark_interrupted()
+
+
+_HANDLERS = (("load_pre", _on_load_pre), ("load_post", _on_load_post),
+             ("undo_post", _on_undo_redo), ("redo_post", _on_undo_redo))
+
+
 def register():
     for module in _MODULES:
         module.register()
-    bpy.app.handlers.load_pre.append(_on_load_pre)
-    if not bpy.app.timers.is_registered(_timer):
-        bpy.app.timers.register(_timer, first_interval=IDLE_INTERVAL, persistent=True)
+    for name, handler in _HANDLERS:
+        getattr(bpy.app.handlers, name).append(handler)
+    if not bpy.app.timers.is_registered(timer_step):
+        bpy.app.timers.register(timer_step, first_interval=IDLE_INTERVAL, persistent=True)
 
 
 def unregister():
-    if bpy.app.timers.is_registered(_timer):
-        bpy.app.timers.unregister(_timer)
-    if _on_load_pre in bpy.app.handlers.load_pre:
-        bpy.app.handlers.load_pre.remove(_on_load_pre)
+    if bpy.app.timers.is_registered(timer_step):
+        bpy.app.timers.unregister(timer_step)
+    for name, handler in _HANDLERS:
+        if handler in getattr(bpy.app.handlers, name):
+            getattr(bpy.app.handlers, name).remove(handler)
     try:
         session.cancel_everything("Cancelled: the add-on was disabled.")
     except Exception:  # restricted context while Blender quits: stopping work is enough

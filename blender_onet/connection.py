@@ -8,14 +8,20 @@ preferences and hands it over; network and process work happens on worker thread
 """
 
 import http.client
+import ipaddress
+import logging
 import os
 import signal
 import subprocess
 import threading
+import urllib.parse
 from dataclasses import dataclass
 
 from .bundled import ADDON_DIR, wire
 from .interpreters import child_env
+
+STOP_GRACE_S = 5.0  # a stopped backend gets this long to exit before it is killed
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,9 +36,33 @@ class ConnectionSettings:
     token: str = ""
     model_dirs: tuple = ()
     user_dir: str = ""
+    online_access: bool = True  # bpy.app.online_access: off allows only this machine's URLs
 
     def launch_key(self):
         return (self.mode, self.python, self.device, self.model_dirs, self.url, self.token)
+
+
+def is_local_url(url):
+    """Whether a backend URL points at this machine (localhost or a loopback address)."""
+    host = urllib.parse.urlsplit(url if "//" in url else f"http://{url}").hostname or ""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def remote_problem(url, online_access):
+    """Why the remote backend at ``url`` cannot be used (None when it can): Blender's
+    "Allow Online Access" off forbids any address but this machine's."""
+    if not url:
+        return "Set the backend URL in the add-on preferences (Remote mode)"
+    if not online_access and not is_local_url(url):
+        return (f"Online access is disabled in Blender, so the add-on does not connect to"
+                f" {url}: allow it in Preferences > System > Network, or use a backend on this"
+                " machine (http://127.0.0.1:PORT)")
+    return None
 
 
 def describe_exit(code):
@@ -138,8 +168,9 @@ class Backend:
             return client
 
     def _connect(self, settings):
-        if not settings.url:
-            raise RuntimeError("no backend URL set in the add-on preferences")
+        problem = remote_problem(settings.url, settings.online_access)
+        if problem:
+            raise RuntimeError(problem)
         try:
             return wire.Client(settings.url, settings.token)
         except ValueError as exc:
@@ -178,7 +209,7 @@ class Backend:
         server, self.server, self.client, self.key = self.server, None, None, None
         self.health, self.models = {}, []
         if server is not None:
-            server.stop(timeout=5.0)
+            stop_process(server)
 
     def stop(self):
         """Stop the backend we launched (or forget the remote one). Never blocks for long:
@@ -221,6 +252,17 @@ class Backend:
             self.generation += 1
 
 
+def stop_process(server):
+    """Ask a launched backend to exit now and return at once; a thread waits for it and
+    kills it after STOP_GRACE_S (a hung backend must not freeze Blender's main thread)."""
+    if server.process.poll() is not None:
+        return
+    log.info("stopping the backend (pid %d)", server.process.pid)
+    server.process.terminate()
+    threading.Thread(target=server.stop, kwargs={"timeout": STOP_GRACE_S},
+                     name="onet-backend-stop", daemon=True).start()
+
+
 def plain_error(exc, settings=None):
     """An exception from the client/server path as one readable sentence."""
     where = settings.url if settings is not None and settings.mode == "REMOTE" else "backend"
@@ -233,6 +275,12 @@ def plain_error(exc, settings=None):
                     " add a model folder in the add-on preferences.")
         if exc.code == "disconnected":
             return "The backend closed the connection in the middle of the job."
+        if exc.code == "http":  # an answer that is not the backend's JSON error
+            reason = http.client.responses.get(exc.status, "error")
+            body = " ".join(exc.message.split())
+            return (f"The {where} answered HTTP {exc.status} ({reason})"
+                    + (f": {body}" if body else " with no message")
+                    + ". Is the URL that of an ONet backend (python -m backend serve)?")
         text = exc.message or str(exc)
         return text[:1].upper() + text[1:]
     if isinstance(exc, RuntimeError):

@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .interpreters import VENV_NAME, child_env, venv_python
+from .interpreters import COMPLETE_STAMP, VENV_NAME, child_env, venv_python
 
 TORCH_INDEX = "https://download.pytorch.org/whl/"
 
@@ -53,11 +53,17 @@ def install_environment(base_python, user_dir, requirements, variant="cpu", task
     """Create ``<user_dir>/backend-venv`` and pip-install the backend's pinned requirements.
 
     Runs in a worker thread; progress goes to ``task`` and everything pip prints to
-    ``task.log_path``. variant: cpu | cu128 (PyTorch index to take torch from).
+    ``task.log_path``. variant: cpu | cu128 (PyTorch index to take torch from). The venv is
+    used only once the last step wrote its completion stamp (``COMPLETE_STAMP``): a failed
+    install leaves a venv the add-on does not pick, and the next install starts it afresh.
     """
     folder = os.path.join(user_dir, VENV_NAME)
+    stamp = os.path.join(folder, COMPLETE_STAMP)
+    if os.path.exists(stamp):
+        os.remove(stamp)  # reinstalling: unusable until this install finished
     pins = requirement_lines(requirements, variant)
-    commands = [("creating the virtual environment", [base_python, "-m", "venv", folder])]
+    commands = [("creating the virtual environment",
+                 [base_python, "-m", "venv", "--clear", folder])]
     python = venv_python(user_dir)
     if sys.platform == "darwin":
         index = []
@@ -96,6 +102,8 @@ def install_environment(base_python, user_dir, requirements, variant="cpu", task
                                 f" {task.log_path}")
                 return task
             task.fraction = max(task.fraction, 0.05 * (number + 1))
+    with open(stamp, "w", encoding="utf-8") as handle:
+        handle.write(" ".join(pins) + "\n")
     task.state, task.fraction = "done", 1.0
     task.message = f"installed into {folder}; the backend will use it"
     return task

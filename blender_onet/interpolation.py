@@ -89,8 +89,8 @@ class Interpolation:
         mise, output = (None if preview else self.mise), self.output
 
         def request(client, on_accepted):
-            latent_a = client.encode(model=model, **a.arrays)
-            latent_b = client.encode(model=model, **b.arrays)
+            latent_a = client.encode(model=model, **a.wire_arrays())
+            latent_b = client.encode(model=model, **b.wire_arrays())
             return client.interpolate(latent_a, latent_b, t, preview=preview, mise=mise,
                                       output=output, on_accepted=on_accepted)
 
@@ -99,7 +99,8 @@ class Interpolation:
                              apply_every_level=False)
         job.t, job.preview = t, preview
         ob = self.preview_object()
-        job.result_name = ob.name if ob is not None else None
+        if ob is not None:
+            job.adopt(ob)
         job.collection = a.collection
         job.properties = {"onet_interpolation": f"{a.source} → {b.source}"}
         self.job = job

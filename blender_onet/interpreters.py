@@ -13,6 +13,13 @@ import sys
 
 ENV_PYTHON = "ONET_BACKEND_PYTHON"
 VENV_NAME = "backend-venv"
+COMPLETE_STAMP = ".onet-install-complete"  # written last by a successful install
+
+
+def venv_complete(user_dir):
+    """Whether "Install backend environment" finished in ``user_dir`` (a failed or
+    interrupted install leaves a venv without the stamp, which is never used)."""
+    return os.path.isfile(os.path.join(user_dir, VENV_NAME, COMPLETE_STAMP))
 
 
 def venv_python(user_dir):
@@ -45,10 +52,15 @@ def resolve_python(preference, user_dir):
     if os.environ.get(ENV_PYTHON):
         return os.path.abspath(os.environ[ENV_PYTHON]), f"${ENV_PYTHON}"
     installed = venv_python(user_dir) if user_dir else ""
-    if installed and os.path.isfile(installed):
+    half_made = bool(installed) and os.path.isfile(installed) and not venv_complete(user_dir)
+    if installed and os.path.isfile(installed) and not half_made:
         return installed, "the installed backend environment"
     if blender_python_has_torch():
         return sys.executable, "Blender's own Python (it has PyTorch)"
+    if half_made:
+        return "", (f"the backend environment in {os.path.dirname(os.path.dirname(installed))}"
+                    " is incomplete (its install failed or was stopped): press \"Install"
+                    " backend environment\" again, or set a Python in the add-on preferences")
     return "", ("no Python with PyTorch found: set one in the add-on preferences, set"
                 f" ${ENV_PYTHON}, or press \"Install backend environment\"")
 

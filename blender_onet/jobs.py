@@ -4,23 +4,36 @@ function every state change goes through (``transition``).
 A reader thread per job does the socket I/O and only fills the job's queue; ``pump_job``
 applies the frames on the main thread. Only the main-thread functions touch bpy data
 (docs/design.md, "Blender add-on"). ``active`` lists the jobs that have not finished.
+
+A job knows its result object by a per-job id (``uid``) stored on the object and its mesh
+as ``onet_job``, not by name: renaming the object keeps the job streaming into it, and an
+object that undo brings back under the same name is never written by a job it is not
+from. A result whose ``onet_status`` still says a job is at work while no live job owns it
+(a file saved mid-job, an undo step from mid-job) is marked ``interrupted``
+(``mark_interrupted``: on load, undo/redo and from the timer).
 """
 
 import collections
 import enum
 import itertools
+import logging
 import queue
 import threading
 import time
+import uuid
 
 import bpy
 
 from . import result_mesh
 from .bundled import wire
 from .connection import BACKEND
+from .numeric import InputError
 from .status import panel
 
 ADDON = __package__
+JOB_KEY = "onet_job"  # custom property on a result object and its mesh: the job's uid
+INTERRUPTED = "interrupted"  # onet_status of a result whose job is gone
+log = logging.getLogger(__name__)
 
 active = []  # StreamJobs not finished yet (reconstructions and the interpolation in flight)
 _ids = itertools.count(1)
@@ -41,6 +54,9 @@ class JobStatus(enum.Enum):
         return self in (JobStatus.DONE, JobStatus.CANCELLED, JobStatus.FAILED)
 
 
+WORKING = tuple(status.value for status in JobStatus if not status.finished)
+
+
 def _addon_prefs():
     addon = bpy.context.preferences.addons.get(ADDON)
     return addon.preferences if addon is not None else None
@@ -54,6 +70,7 @@ class StreamJob:
 
     def __init__(self, kind, settings, request, place, name, scene, apply_every_level=True):
         self.id = next(_ids)
+        self.uid = uuid.uuid4().hex  # unique across sessions and files (see JOB_KEY)
         self.kind = kind  # reconstruct | interpolate
         self.settings = settings  # connection.ConnectionSettings
         self.request = request  # callable(client, on_accepted) -> frames (runs on the thread)
@@ -74,7 +91,8 @@ class StreamJob:
         self.level, self.levels, self.evaluations, self.seconds = -1, 0, 0, 0.0
         self.tile, self.tiles = 0, 0  # tiled reconstructions: tiles done, in all
         self.updates = 0
-        self.result_name = None
+        self.result_name = None  # where the result object was last seen (a hint: see uid)
+        self.mesh_name = None
         self.final = None
         self.started = time.monotonic()
         self.thread = threading.Thread(target=self._work, name=f"onet-job-{self.id}",
@@ -89,8 +107,27 @@ class StreamJob:
         return self._status.finished
 
     def result_object(self):
-        """The object this job writes (None before the first level or once deleted)."""
-        return bpy.data.objects.get(self.result_name) if self.result_name else None
+        """The object this job writes: the one carrying its uid (None before the first level,
+        once deleted, or when undo took it away). Found by its last name first; after a
+        rename, by looking at every object once."""
+        if not self.result_name:
+            return None
+        ob = bpy.data.objects.get(self.result_name)
+        if ob is not None and ob.get(JOB_KEY) == self.uid:
+            return ob
+        for ob in bpy.data.objects:
+            if ob.get(JOB_KEY) == self.uid:
+                self.result_name = ob.name
+                return ob
+        return None
+
+    def adopt(self, ob):
+        """Make ``ob`` this job's result object (a new one, or the interpolation preview)."""
+        ob[JOB_KEY] = self.uid
+        if ob.type == "MESH":
+            ob.data[JOB_KEY] = self.uid
+            self.mesh_name = ob.data.name
+        self.result_name = ob.name
 
     def progress(self):
         """(fraction, text) for UILayout.progress."""
@@ -131,6 +168,8 @@ class StreamJob:
             self.queue.put(("finished", None, None))
         except wire.JobCancelled:
             self.queue.put(("cancelled", None, None))
+        except InputError as exc:  # a large input prepared on this thread
+            self.queue.put(("error", {"message": str(exc)}, None))
         except Exception as exc:
             if not self.cancel_event.is_set():
                 self.queue.put(("error", {"message": BACKEND.failure_reason(exc, self.settings)},
@@ -191,14 +230,17 @@ def _scene(job):
     return bpy.data.scenes.get(job.scene) or bpy.context.scene
 
 
+LOST = "The result object was deleted or undone, so the job was stopped."
+
+
 def _apply_mesh(job, header, arrays):
     ob = job.result_object()
     if job.result_name and ob is None:
-        cancel(job, "The result object was deleted or undone, so the job was stopped.")
+        cancel(job, LOST)
         return
     if ob is None:
         ob = result_mesh.create_object(job.name, job.place, job.collection, _scene(job))
-        job.result_name = ob.name
+        job.adopt(ob)
         for key, value in job.properties.items():
             ob[key] = value
         if job.model:
@@ -215,7 +257,11 @@ def _apply_mesh(job, header, arrays):
 
 def pump_job(job):
     """Apply what arrived for one job: at most one mesh level per call (each level is seen),
-    or only the newest level when ``apply_every_level`` is off. True if anything changed."""
+    or only the newest level when ``apply_every_level`` is off. True if anything changed.
+    A job whose object was deleted or undone away stops at once, not at its next level."""
+    if job.result_name and not job.finished and job.result_object() is None:
+        cancel(job, LOST)
+        return True
     while True:
         try:
             job.inbox.append(job.queue.get_nowait())
@@ -268,13 +314,36 @@ def _succeed(job):
     for key in ("evaluations", "seconds", "threshold", "resolution"):
         if key in final:
             ob[f"onet_{key}"] = final[key]
-    if final.get("notes"):
-        ob["onet_notes"] = "; ".join(final["notes"])
     summary = (f"{ob.name}: {final.get('faces', 0):,} faces in {final.get('seconds', 0):.1f} s"
                f" ({job.updates} updates)")
+    if final.get("notes"):
+        ob["onet_notes"] = "; ".join(final["notes"])
+        summary += ". Backend: " + "; ".join(final["notes"])
     transition(job, JobStatus.DONE, summary)
     if job.kind == "reconstruct":
+        log.info("%s", summary)
+        select_only(ob, job.properties.get("onet_source"))
         undo_push("ONet Reconstruct")
+
+
+def select_only(ob, source):
+    """Make the finished result the selected, active object (as Blender's Add menu does),
+    unless the artist made another object active meanwhile (the active object is not the
+    ``source`` object's name) or the result is not in the current view layer."""
+    view_layer = bpy.context.view_layer
+    if view_layer is None:
+        return
+    active = view_layer.objects.active
+    if active is not None and active.name != source:
+        return
+    try:
+        ob.select_set(True, view_layer=view_layer)
+    except RuntimeError:  # not in this view layer (an excluded collection, another scene)
+        return
+    for other in view_layer.objects.selected:
+        if other != ob:
+            other.select_set(False, view_layer=view_layer)
+    view_layer.objects.active = ob
 
 
 def undo_push(message):
@@ -298,7 +367,9 @@ def _fail(job, status, message):
             ob.data.name = ob.name
             job.result_name = ob.name
         else:
-            result_mesh.remove_object(job.result_name)
+            if ob is not None:
+                result_mesh.remove_object(ob.name)
+            result_mesh.remove_orphan_mesh(job.mesh_name, JOB_KEY, job.uid)
 
 
 def cancel(job, message="Cancelled; the scene is as it was."):
@@ -332,3 +403,19 @@ def cancel_all(message="Cancelled; the scene is as it was.", touch_scene=True):
         else:
             tell_server(job)
             transition(job, JobStatus.CANCELLED, message, touch_scene=False)
+
+
+def mark_interrupted():
+    """Results that say a job is at work (``onet_status`` starting/queued/running) while no
+    live job owns them become ``interrupted``: a file saved mid-job, an undo step pushed
+    mid-job. Returns their names. Main thread; cheap (one look at every object)."""
+    live = {job.uid for job in active}
+    names = []
+    for ob in bpy.data.objects:
+        if ob.get("onet_status") in WORKING and ob.get(JOB_KEY) not in live:
+            if ob.library is None:  # linked objects cannot be changed
+                ob["onet_status"] = INTERRUPTED
+                names.append(ob.name)
+    if names:
+        log.info("marked interrupted: %s", ", ".join(names))
+    return names

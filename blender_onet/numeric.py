@@ -8,6 +8,11 @@ import math
 import numpy as np
 
 VOXEL_GRID = 32  # the ONet voxel encoder's grid
+FEW_POINTS = 100  # fewer input points than this: the network guesses (fragments, blobs)
+STRAY_FACTOR = 50  # a point this many median distances from the median point is a stray
+FAR_COORDINATE = 1e6  # coordinates beyond this (object units) are taken for a mistake
+CHECK_SAMPLE = 200_000  # points looked at by the cheap checks (evenly spread)
+VOXEL_CHUNK = 250_000  # triangles voxelised at once (bounds the memory of large meshes)
 
 
 class InputError(ValueError):
@@ -15,20 +20,100 @@ class InputError(ValueError):
 
 
 def finite_points(points, what):
-    """points (N, 3) -> float32, raising InputError on NaN/Inf or too few points."""
+    """points (N, 3) -> float32, raising InputError for the problems ``points_report`` names
+    (NaN/Inf, fewer than two points, all in one place)."""
     points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
-    bad = ~np.isfinite(points).all(axis=1)
-    if bad.any():
-        raise InputError(f"{what} has {int(bad.sum()):,} of {len(points):,} points with NaN or"
-                         " infinite coordinates; delete or move those vertices (Edit Mode) and"
-                         " try again")
-    if len(points) < 2:
-        raise InputError(f"{what} has {'no' if not len(points) else 'only one'} point;"
-                         " a reconstruction needs at least two")
-    extent = points.max(axis=0) - points.min(axis=0)
-    if not extent.max() > 0:
-        raise InputError(f"all points of {what} coincide, so it has no size to reconstruct")
+    problem, _ = points_report(points, what, count_matters=False)
+    if problem:
+        raise InputError(problem)
     return points
+
+
+def points_report(points, what, count_matters=True):
+    """(problem, warning) about a cloud (N, 3) before it is sent, in plain words with what
+    to do; each None when there is nothing to say. Problems stop the reconstruction (NaN or
+    infinite coordinates, fewer than two points, all points in one place); warnings do not
+    (fewer than FEW_POINTS points when ``count_matters``, stray or absurdly far points).
+    Looks at CHECK_SAMPLE points at most, except for the NaN count (all of them)."""
+    points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    finite = bool(np.isfinite(points.ravel()).all())  # flat: 10x faster than per row
+    bad = np.zeros(0, bool) if finite else ~np.isfinite(points).all(axis=1)
+    if bad.any():
+        return (f"{what} has {int(bad.sum()):,} of {len(points):,} points with NaN or infinite"
+                " coordinates; delete or move those vertices (Edit Mode) and try again"), None
+    if len(points) < 2:
+        return (f"{what} has {'no' if not len(points) else 'only one'} point; a"
+                " reconstruction needs at least two (a few hundred for a good one)"), None
+    lo, hi = bounds(points)
+    extent = float((hi - lo).max())
+    if not extent > 0:
+        return f"All points of {what} coincide, so it has no size to reconstruct", None
+    warnings = [few_points_warning(len(points))] if count_matters else []
+    sample = points[:: max(1, len(points) // CHECK_SAMPLE)].astype(np.float64)
+    middle = np.median(sample, axis=0)
+    typical = float(np.median(np.linalg.norm(sample - middle, axis=1)))
+    farthest = float(max(np.abs(lo - middle).max(), np.abs(hi - middle).max()))
+    if len(points) > 2 and farthest > STRAY_FACTOR * max(typical, 1e-12 * extent):
+        warnings.append(f"Some points lie far from the rest ({farthest:.3g} units from the"
+                        f" middle, most within {typical:.3g}): the result fills the box around"
+                        " all of them. Delete the stray points (Edit Mode).")
+    far = float(max(np.abs(lo).max(), np.abs(hi).max()))
+    if far > FAR_COORDINATE:
+        warnings.append(f"Coordinates reach {far:.3g} units: the result will be that far out"
+                        " and that large. Check the object's scale or stray vertices.")
+    return None, " ".join(filter(None, warnings)) or None
+
+
+def bounds(points):
+    """(min corner, max corner) float64 (3,) of points (N, 3), column by column (numpy's
+    axis-0 reduction over three columns is ten times slower on millions of points)."""
+    lo = np.array([points[:, axis].min() for axis in range(3)], dtype=np.float64)
+    hi = np.array([points[:, axis].max() for axis in range(3)], dtype=np.float64)
+    return lo, hi
+
+
+def few_points_warning(count):
+    """The warning for a cloud of ``count`` points (None from FEW_POINTS on)."""
+    if count >= FEW_POINTS:
+        return None
+    return (f"Only {count:,} points: too few for the network to see the shape (it needs a few"
+            " hundred spread over the surface; with fewer it guesses, which gives fragments"
+            " or a blob). Sample the faces (Mesh As > Surface Points) or use a denser cloud.")
+
+
+def on_few_lattice_values(vertices, limit=1025, max_check=200_000):
+    """Whether every axis of the vertices (V, 3) takes at most ``limit`` distinct values (to
+    1e-5 of the extent), as vertices of voxel art do: a cheap test that rules out smooth
+    meshes before ``looks_like_voxels`` needs their triangles."""
+    sample = np.asarray(vertices)[:: max(1, len(vertices) // max_check)].astype(np.float64)
+    if not len(sample):
+        return False
+    lo = sample.min(axis=0)
+    extent = float((sample.max(axis=0) - lo).max())
+    if not extent > 0:
+        return False
+    steps = np.round((sample - lo) / extent * 1e5)
+    return all(len(np.unique(steps[:, axis])) <= limit for axis in range(3))
+
+
+def fan_triangles(corner_verts, loop_starts=None):
+    """Triangles (T, 3) int32 of polygons given as Blender stores them: the vertex of every
+    corner (L,) and each polygon's first corner (P,), ascending; polygon i has corners
+    ``loop_starts[i]`` to the next start (None: every polygon is a triangle). Each polygon
+    becomes a fan around its first corner (exact for convex polygons; close enough for
+    sampling and voxelising). Seconds for millions of polygons: call off the main thread."""
+    corner_verts = np.asarray(corner_verts, dtype=np.int32)
+    if loop_starts is None:
+        return corner_verts.reshape(-1, 3)
+    starts = np.asarray(loop_starts, dtype=np.int64)
+    counts = np.diff(starts, append=len(corner_verts)) - 2
+    if len(counts) and (counts == 2).all():  # quads: two triangles each, no index maths
+        quads = corner_verts.reshape(-1, 4)
+        return np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+    first = np.repeat(starts, counts)
+    k = np.arange(len(first)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.stack([corner_verts[first], corner_verts[first + k + 1],
+                     corner_verts[first + k + 2]], axis=1)
 
 
 def triangle_areas(vertices, triangles):
@@ -77,7 +162,8 @@ def looks_like_voxels(vertices, triangles, max_check=200_000):
     if not (normals.max(axis=1) > 0.999).all():
         return False
     edges = np.concatenate([np.abs(b - a), np.abs(c - b), np.abs(a - c)]).ravel()
-    extent = float((vertices.max(0) - vertices.min(0)).max())
+    lo, hi = bounds(vertices)
+    extent = float((hi - lo).max())
     edges = edges[edges > 1e-6 * extent]
     if not len(edges):
         return False
@@ -85,13 +171,13 @@ def looks_like_voxels(vertices, triangles, max_check=200_000):
     if not 2 <= extent / step <= 1024:  # one cube (a box), or a smooth mesh
         return False
     sample = vertices[:: max(1, len(vertices) // max_check)]
-    lattice = (sample - vertices.min(0)) / step
+    lattice = (sample - lo) / step
     return bool((np.abs(lattice - np.round(lattice)) < 1e-3).all())
 
 
 def cube_frame(points):
     """The cube (min corner, edge) around points' bounding box: centred, longest edge."""
-    lo, hi = points.min(axis=0), points.max(axis=0)
+    lo, hi = bounds(points)
     edge = float((hi - lo).max())
     if not edge > 0:
         raise InputError("the object has no size (all vertices coincide)")
@@ -167,12 +253,17 @@ def voxelize(vertices, triangles, n=VOXEL_GRID):
     vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
     translate, edge = cube_frame(vertices)
     surface = np.zeros((n, n, n), dtype=bool)
-    if len(triangles):
-        points = surface_lattice_points(vertices, triangles, 0.5 * edge / n)
-    else:
-        points = vertices
-    index = np.clip(np.floor((points - translate) / edge * n).astype(np.int64), 0, n - 1)
-    surface[index[:, 0], index[:, 1], index[:, 2]] = True
+    triangles = np.asarray(triangles, dtype=np.int64).reshape(-1, 3)
+    chunks = [vertices] if not len(triangles) else (
+        triangles[i:i + VOXEL_CHUNK] for i in range(0, len(triangles), VOXEL_CHUNK))
+    share = 8_000_000 * min(1.0, VOXEL_CHUNK / max(1, len(triangles)))
+    for chunk in chunks:  # chunk by chunk: a mesh of millions of faces stays in bounds
+        if len(triangles):
+            points = surface_lattice_points(vertices, chunk, 0.5 * edge / n, int(share))
+        else:
+            points = chunk
+        index = np.clip(np.floor((points - translate) / edge * n).astype(np.int64), 0, n - 1)
+        surface[index[:, 0], index[:, 1], index[:, 2]] = True
     occupancy = flood_fill_interior(surface)
     if occupancy.all():
         raise InputError("voxelised, the object fills its whole bounding cube (it is a plain"

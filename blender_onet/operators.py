@@ -49,7 +49,7 @@ def start_reconstruction(context):
 
     def request(client, on_accepted):
         return client.reconstruct(model=model, mise=mise, output=output, tiling=tiling,
-                                  on_accepted=on_accepted, **data.arrays)
+                                  on_accepted=on_accepted, **data.wire_arrays())
 
     job = jobs.StreamJob("reconstruct", prefs.settings_snapshot(context), request, data.matrix,
                          f"{data.source} ONet", context.scene.name)
@@ -96,9 +96,11 @@ def apply_interpolation(context):
     t = interpolation.shown[0] if interpolation.shown else context.scene.onet.interp_t
     a, b = interpolation.a[0].source, interpolation.b[0].source
     new = result_mesh.copy_object(ob.name, f"{a} to {b} ONet t={t:.2f}", context.scene)
-    for key in ("onet_level", "onet_preview", "onet_interpolation"):
+    for key in ("onet_level", "onet_preview", "onet_interpolation", jobs.JOB_KEY):
         if key in new:
             del new[key]
+    if jobs.JOB_KEY in new.data:
+        del new.data[jobs.JOB_KEY]
     new["onet_status"] = "done"
     new["onet_t"] = t
     return new
@@ -199,10 +201,13 @@ class ONET_OT_reconstruct(_Checked, bpy.types.Operator):
         return reconstruct_problem(context)
 
     def execute(self, context):
+        warning = scene_input.describe(context, context.scene.onet).warning
         try:
             job = start_reconstruction(context)
         except InputError as exc:
             return self.fail(exc)
+        if warning:
+            self.report({"WARNING"}, warning)
         self.report({"INFO"}, f"Reconstructing {job.properties['onet_source']}…")
         return {"FINISHED"}
 

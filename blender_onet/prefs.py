@@ -6,7 +6,7 @@ import os
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from .connection import ConnectionSettings
+from .connection import ConnectionSettings, remote_problem
 from .interpreters import resolve_python
 from .status import panel
 
@@ -31,16 +31,15 @@ def settings_snapshot(context=None):
                        for _ in [0] if p.model_dir.strip())
     return ConnectionSettings(mode=p.backend_mode, python=python, python_source=source,
                               device=p.device.lower(), url=p.url.strip(),
-                              token=p.token.strip(), model_dirs=model_dirs, user_dir=folder)
+                              token=p.token.strip(), model_dirs=model_dirs, user_dir=folder,
+                              online_access=bool(bpy.app.online_access))
 
 
 def backend_problem(context=None):
     """Why no backend can be used with the current preferences (None when one can)."""
     p = prefs(context)
     if p.backend_mode == "REMOTE":
-        if not p.url.strip():
-            return "Set the backend URL in the add-on preferences (Remote mode)"
-        return None
+        return remote_problem(p.url.strip(), bpy.app.online_access)
     python, source = resolve_python(p.python_path.strip(), user_dir())
     if not python:
         return source[:1].upper() + source[1:]

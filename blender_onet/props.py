@@ -14,6 +14,7 @@ from . import scene_input
 from .bundled import KIND_NAMES
 from .connection import BACKEND
 from .interpolation import INTERPOLATION
+from .numeric import FEW_POINTS
 
 PRESETS = {"PREVIEW": (16, 1), "STANDARD": (32, 2), "HIGH": (32, 3)}
 DEFAULT_MODEL = "__default__"
@@ -131,8 +132,8 @@ class ONET_PG_scene(bpy.types.PropertyGroup):
                                 " Without it the image's alpha is used")
     mesh_mode: EnumProperty(
         name="Mesh As", description="How a mesh object is turned into a network input",
-        items=[("AUTO", "Auto", "Voxels for meshes built from cubes (voxel art), else the"
-                " vertices"),
+        items=[("AUTO", "Auto", "Voxels for meshes built from cubes (voxel art), points on the"
+                f" faces for meshes with under {FEW_POINTS} vertices, else the vertices"),
                ("VERTICES", "Vertices", "The mesh's vertices as a point cloud"),
                ("SURFACE", "Surface Points", "Points sampled evenly on the faces (for meshes"
                 " whose vertices are sparse or uneven)"),

@@ -57,6 +57,14 @@ def remove_object(name):
         bpy.data.meshes.remove(mesh)
 
 
+def remove_orphan_mesh(name, key, uid):
+    """Delete the mesh ``name`` a job made when it is left without users (its object was
+    deleted mid-job) and still carries the job's ``key`` = ``uid``; else leave it."""
+    mesh = bpy.data.meshes.get(name) if name else None
+    if mesh is not None and mesh.users == 0 and mesh.get(key) == uid:
+        bpy.data.meshes.remove(mesh)
+
+
 def copy_object(name, new_name, context_scene):
     """A full copy (own mesh) of object ``name``, linked in the same collections."""
     ob = bpy.data.objects.get(name)

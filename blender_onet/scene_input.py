@@ -1,14 +1,19 @@
 """What the user wants reconstructed, read from the scene (main thread only).
 
-``describe`` is cheap (counts only) and drives the panel and the operators' poll messages;
-``read`` gathers the arrays that go to the backend. Everything is read in the object's local
-coordinates; the result is placed with the source's ``matrix_world`` (docs/design.md,
+``describe`` is cheap (counts and a cached check of the points) and drives the panel and
+the operators' poll messages; ``read`` gathers the arrays that go to the backend. Meshes are
+read as displayed (modifiers, Edit Mode) through fast attribute access; sampling or
+voxelising a mesh of more than MAIN_THREAD_FACES faces runs on the job's thread
+(``SceneInput.wire_arrays``), so Blender does not freeze. Everything is read in the object's
+local coordinates; the result is placed with the source's ``matrix_world`` (docs/design.md,
 "Coordinates"). Point clouds are sent whole: the backend subsamples them to its model's
 input size itself, and refuses more than its ``max_points`` limit, which is read from the
 connected backend's /v1/health.
 """
 
+import contextlib
 import os
+import threading
 from dataclasses import dataclass, field
 
 import bpy
@@ -23,6 +28,7 @@ MESH_LIKE = {"MESH", "CURVE", "SURFACE", "FONT", "META"}
 POINT_LIKE = {"POINTCLOUD": "point cloud", "CURVES": "hair curves"}  # read "position"
 IMAGE_FILE_TYPES = (".png", ".jpg", ".jpeg")
 VOLUME_MAX_VOXELS = 300 ** 3
+MAIN_THREAD_FACES = 200_000  # larger meshes are sampled / voxelised on the job's thread
 TYPE_NAMES = {"CAMERA": "a camera", "LIGHT": "a light", "ARMATURE": "an armature",
               "LATTICE": "a lattice", "EMPTY": "an empty", "SPEAKER": "a speaker",
               "LIGHT_PROBE": "a light probe", "GPENCIL": "a grease pencil object",
@@ -37,6 +43,7 @@ class Description:
     text: str = ""
     problem: str = None
     source: str = ""
+    warning: str = None  # it can be used, but the result will disappoint (and what to do)
 
 
 @dataclass
@@ -49,37 +56,125 @@ class SceneInput:
     label: str
     matrix: Matrix
     collection: str = ""
-    notes: list = field(default_factory=list)
+    prepare: object = None  # callable -> arrays: the heavy part, run once by wire_arrays
+    _lock: object = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def wire_arrays(self):
+        """The arrays to send; runs ``prepare`` (seconds for millions of faces) the first
+        time, on the calling (job) thread. Raises InputError in plain words."""
+        with self._lock:
+            if self.prepare is not None:
+                self.arrays, self.prepare = self.prepare(), None
+            return self.arrays
 
 
-def _mesh_mode(settings, ob):
+@dataclass
+class Facts:
+    """What ``describe`` needs of an object's points as displayed (cached per state)."""
+
+    points: int
+    faces: int = 0
+    voxels: bool = False  # a mesh built from cubes on one lattice (voxel art)
+    problem: str = None  # numeric.points_report's, ignoring the count
+    warning: str = None
+
+
+def mesh_positions(data):
+    """Positions (N, 3) float32 of a Mesh, PointCloud or Curves datablock (fast path)."""
+    position = data.attributes.get("position")
+    count = len(position.data) if position is not None else len(data.vertices)
+    buffer = np.empty(count * 3, np.float32)
+    if position is not None and position.data_type == "FLOAT_VECTOR":
+        position.data.foreach_get("vector", buffer)
+    else:
+        data.vertices.foreach_get("co", buffer)
+    return buffer.reshape(-1, 3)
+
+
+def mesh_polygons(mesh):
+    """(corner vertices (L,) int32, polygon starts (P,) int32, or None when every polygon
+    is a triangle) of a Mesh, for ``numeric.fan_triangles`` (``loop_triangles`` is many
+    times slower for millions of faces)."""
+    corner = mesh.attributes.get(".corner_vert")
+    corners = np.empty(len(mesh.loops), np.int32)
+    if corner is not None:
+        corner.data.foreach_get("value", corners)
+    else:
+        mesh.loops.foreach_get("vertex_index", corners)
+    if len(corners) == 3 * len(mesh.polygons):  # every polygon has 3+ corners: triangles
+        return corners, None
+    starts = np.empty(len(mesh.polygons), np.int32)
+    mesh.polygons.foreach_get("loop_start", starts)
+    return corners, starts
+
+
+def mesh_triangles(mesh):
+    """Triangles (T, 3) int32 of a Mesh (each polygon a fan)."""
+    return numeric.fan_triangles(*mesh_polygons(mesh))
+
+
+def _mesh_mode(settings, facts):
+    """The Mesh As mode to use; Auto: voxels for voxel art, points on the faces for meshes
+    with fewer than FEW_POINTS vertices (the default cube), else the vertices."""
     mode = settings.mesh_mode
     if mode != "AUTO":
         return mode
-    data = ob.data if ob.type == "MESH" else None
-    if data is not None and len(data.polygons) == 0:
+    if facts is None or not facts.faces:
         return "VERTICES"
-    if data is not None and _looks_like_voxels(ob):
+    if facts.voxels:
         return "VOXELS"
+    if facts.points < numeric.FEW_POINTS:
+        return "SURFACE"
     return "VERTICES"
 
 
-_voxel_cache = {}
+_facts_cache = {}
 
 
-def _looks_like_voxels(ob):
-    data = ob.data
-    key = (ob.name, data.name, len(data.vertices), len(data.polygons), data.is_editmode)
-    if key not in _voxel_cache:
-        vertices = np.empty(len(data.vertices) * 3, np.float32)
-        data.vertices.foreach_get("co", vertices)
-        data.calc_loop_triangles()
-        triangles = np.empty(len(data.loop_triangles) * 3, np.int32)
-        data.loop_triangles.foreach_get("vertices", triangles)
-        if len(_voxel_cache) > 64:
-            _voxel_cache.clear()
-        _voxel_cache[key] = numeric.looks_like_voxels(vertices.reshape(-1, 3), triangles)
-    return _voxel_cache[key]
+@contextlib.contextmanager
+def displayed_data(context, ob):
+    """The object's data as displayed: the evaluated Mesh (modifiers applied), PointCloud or
+    Curves. In Edit Mode without modifiers the evaluated mesh only wraps the edit mesh (no
+    vertices through Python), so a converted copy is used (``to_mesh``, freed after)."""
+    evaluated = ob.evaluated_get(context.evaluated_depsgraph_get())
+    data = evaluated.data
+    if not (ob.type == "MESH" and ob.data.is_editmode and not len(data.vertices)):
+        yield evaluated, data
+        return
+    try:
+        yield evaluated, evaluated.to_mesh()
+    finally:
+        evaluated.to_mesh_clear()
+
+
+def facts_of(context, ob):
+    """Facts of a mesh or point object as displayed (modifiers, Edit Mode), cached by the
+    object's session uid, counts and bounds (a rename or a redraw reads nothing again)."""
+    with displayed_data(context, ob) as (evaluated, data):
+        mesh = ob.type == "MESH"
+        position = data.attributes.get("position")
+        count = (len(data.vertices) if mesh else len(position.data) if position is not None
+                 else 0)
+        faces = len(data.polygons) if mesh else 0
+        bounds = tuple(tuple(evaluated.bound_box[i]) for i in (0, 6))
+        key = (ob.session_uid, ob.type, count, faces, len(data.loops) if mesh else 0,
+               getattr(ob.data, "is_editmode", False), repr(bounds))
+        facts = _facts_cache.get(key)
+        if facts is None:
+            what = f"The {'mesh' if mesh else POINT_LIKE[ob.type]} {ob.name!r}"
+            facts = Facts(count, faces)
+            if count:
+                positions = mesh_positions(data)
+                facts.problem, facts.warning = numeric.points_report(positions, what,
+                                                                     count_matters=False)
+                facts.voxels = bool(faces and not facts.problem
+                                    and numeric.on_few_lattice_values(positions)
+                                    and numeric.looks_like_voxels(positions,
+                                                                  mesh_triangles(data)))
+            if len(_facts_cache) > 64:
+                _facts_cache.clear()
+            _facts_cache[key] = facts
+    return facts
 
 
 def image_of(settings, context):
@@ -121,33 +216,39 @@ def describe(context, settings):
                                    " point cloud, volume or image empty")
     if ob.type in POINT_LIKE:
         what = POINT_LIKE[ob.type]
-        position = ob.data.attributes.get("position")
-        count = len(position.data) if position is not None else 0
+        facts = facts_of(context, ob)
+        count = facts.points
         if not count:
             return Description(problem=f"The {what} {ob.name!r} has no points")
-        problem = too_many_points(count, f"The {what} {ob.name!r}")
+        problem = facts.problem or too_many_points(count, f"The {what} {ob.name!r}")
         if problem:
             return Description(problem=problem)
         return Description("pointcloud", f"{what[:1].upper()}{what[1:]}: {count:,} points →"
-                           f" {_sent(count)}", source=ob.name)
+                           f" {_sent(count)}", source=ob.name,
+                           warning=_joined(numeric.few_points_warning(count), facts.warning))
     if ob.type == "VOLUME":
         return Description("voxels", "Volume → 32³ occupancy grid", source=ob.name)
     if ob.type in MESH_LIKE:
-        if ob.type == "MESH":
-            count, faces = len(ob.data.vertices), len(ob.data.polygons)
-            if not count and not ob.modifiers:
-                return Description(problem=f"The mesh {ob.name!r} has no vertices")
+        facts = facts_of(context, ob) if ob.type == "MESH" else None
+        if facts is not None:
+            count, faces = facts.points, facts.faces
+            if not count:
+                after = " after its modifiers" if ob.modifiers else ""
+                return Description(problem=f"The mesh {ob.name!r} has no vertices{after}")
+            if facts.problem:
+                return Description(problem=facts.problem)
         else:
             count, faces = None, None
         what = "Mesh" if ob.type == "MESH" else ob.type.title()
         extra = " (with modifiers)" if ob.type == "MESH" and ob.modifiers else ""
-        mode = _mesh_mode(settings, ob)
+        mode = _mesh_mode(settings, facts)
+        shape_warning = facts.warning if facts is not None else None
         if mode == "VOXELS":
             verts = f"{count:,} vertices" if count is not None else "its surface"
             return Description("voxels", f"Voxel {what.lower()}: {verts}{extra} → 32³"
-                               " occupancy grid", source=ob.name)
+                               " occupancy grid", source=ob.name, warning=shape_warning)
         if mode == "SURFACE":
-            if faces == 0 and not extra:
+            if faces == 0:
                 return Description(problem=f"The mesh {ob.name!r} has no faces to sample;"
                                            " use its vertices")
             n = settings.surface_points
@@ -156,7 +257,8 @@ def describe(context, settings):
                 return Description(problem=problem)
             faces_text = f"{faces:,} faces" if faces is not None else "surface"
             return Description("pointcloud", f"{what}: {faces_text}{extra} →"
-                               f" {_sent(n)} sampled on the faces", source=ob.name)
+                               f" {_sent(n)} sampled on the faces", source=ob.name,
+                               warning=shape_warning)
         if count is None:
             return Description("pointcloud", f"{what}: vertices of its mesh → points",
                                source=ob.name)
@@ -164,10 +266,15 @@ def describe(context, settings):
         if problem:
             return Description(problem=problem)
         return Description("pointcloud", f"{what}: {count:,} vertices{extra} → {_sent(count)}",
-                           source=ob.name)
+                           source=ob.name,
+                           warning=_joined(numeric.few_points_warning(count), shape_warning))
     name = TYPE_NAMES.get(ob.type, f"a {ob.type.lower()} object")
     return Description(problem=f"{ob.name!r} is {name}, which cannot be reconstructed; select"
                                " a mesh, point cloud, voxel mesh, volume or image empty")
+
+
+def _joined(*warnings):
+    return " ".join(filter(None, warnings)) or None
 
 
 def _sent(count):
@@ -216,9 +323,8 @@ def read(context, settings):
         position = data.attributes.get("position")
         if position is None:
             raise InputError(f"The {POINT_LIKE[ob.type]} {ob.name!r} has no positions")
-        buffer = np.empty(len(position.data) * 3, np.float32)
-        position.data.foreach_get("vector", buffer)
-        points = numeric.finite_points(buffer, f"The {POINT_LIKE[ob.type]} {ob.name!r}")
+        points = numeric.finite_points(mesh_positions(data),
+                                       f"The {POINT_LIKE[ob.type]} {ob.name!r}")
         _check_count(points, f"The {POINT_LIKE[ob.type]} {ob.name!r}")
         return SceneInput("pointcloud", {"points": points}, ob.name, description.text, matrix,
                           collection)
@@ -227,26 +333,35 @@ def read(context, settings):
         return SceneInput("voxels", {"voxels": occupancy, "voxel_frame": {
             "translate": [float(v) for v in translate], "scale": edge}}, ob.name,
             description.text, matrix, collection)
-    vertices, triangles = _evaluated_mesh(context, ob)
     what = f"The {'mesh' if ob.type == 'MESH' else ob.type.lower()} {ob.name!r}"
+    mode = _mesh_mode(settings, facts_of(context, ob) if ob.type == "MESH" else None)
+    vertices, polygons = _evaluated_mesh(context, ob, mode != "VERTICES")
     if not len(vertices):
         raise InputError(f"{what} has no vertices")
-    mode = _mesh_mode(settings, ob)
+    vertices = numeric.finite_points(vertices, what)
+    if mode == "VERTICES":
+        _check_count(vertices, what)
+        return SceneInput("pointcloud", {"points": vertices}, ob.name, description.text,
+                          matrix, collection)
     if mode == "VOXELS":
-        numeric.finite_points(vertices, what)
-        occupancy, translate, edge = numeric.voxelize(vertices, triangles)
-        return SceneInput("voxels", {"voxels": occupancy, "voxel_frame": {
-            "translate": [float(v) for v in translate], "scale": edge}}, ob.name,
-            description.text, matrix, collection)
-    if mode == "SURFACE":
-        numeric.finite_points(vertices, what)
-        points = numeric.sample_surface(vertices, triangles, settings.surface_points)
+        kind = "voxels"
+
+        def prepare():
+            triangles = numeric.fan_triangles(*polygons)
+            occupancy, translate, edge = numeric.voxelize(vertices, triangles)
+            return {"voxels": occupancy, "voxel_frame": {
+                "translate": [float(v) for v in translate], "scale": edge}}
     else:
-        points = vertices
-    points = numeric.finite_points(points, what)
-    _check_count(points, what)
-    return SceneInput("pointcloud", {"points": points}, ob.name, description.text, matrix,
-                      collection)
+        kind, count = "pointcloud", settings.surface_points
+
+        def prepare():
+            triangles = numeric.fan_triangles(*polygons)
+            return {"points": numeric.sample_surface(vertices, triangles, count)}
+    data = SceneInput(kind, {}, ob.name, description.text, matrix, collection, prepare)
+    corners, starts = polygons
+    if (len(starts) if starts is not None else len(corners) // 3) <= MAIN_THREAD_FACES:
+        data.wire_arrays()  # small: now, so its problems stop the operator right away
+    return data
 
 
 def _check_count(points, what):
@@ -256,8 +371,12 @@ def _check_count(points, what):
         raise InputError(problem)
 
 
-def _evaluated_mesh(context, ob):
-    """Vertices (V, 3) float32 and triangles (T, 3) int32 of the object as displayed."""
+def _evaluated_mesh(context, ob, polygons=True):
+    """Vertices (V, 3) float32 and ``mesh_polygons`` (None unless asked for) of the object
+    as displayed: a mesh's evaluated data, other types through to_mesh."""
+    if ob.type == "MESH":
+        with displayed_data(context, ob) as (_, mesh):
+            return mesh_positions(mesh), mesh_polygons(mesh) if polygons else None
     evaluated = ob.evaluated_get(context.evaluated_depsgraph_get())
     try:
         mesh = evaluated.to_mesh()
@@ -265,15 +384,10 @@ def _evaluated_mesh(context, ob):
         raise InputError(f"{ob.name!r} cannot be turned into a mesh: {exc}") from None
     try:
         if mesh is None:
-            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
-        vertices = np.empty(len(mesh.vertices) * 3, np.float32)
-        mesh.vertices.foreach_get("co", vertices)
-        mesh.calc_loop_triangles()
-        triangles = np.empty(len(mesh.loop_triangles) * 3, np.int32)
-        mesh.loop_triangles.foreach_get("vertices", triangles)
+            return np.zeros((0, 3), np.float32), (np.zeros(0, np.int32), None)
+        return mesh_positions(mesh), mesh_polygons(mesh) if polygons else None
     finally:
         evaluated.to_mesh_clear()
-    return vertices.reshape(-1, 3), triangles.reshape(-1, 3)
 
 
 def _read_volume(ob):

@@ -5,6 +5,8 @@ A ``bpy.app.timers`` timer calls ``pump`` in the GUI; scripts and tests call it 
 (the timer never fires in module mode).
 """
 
+import time
+
 import bpy
 
 from . import jobs
@@ -13,6 +15,8 @@ from .interpolation import INTERPOLATION
 from .status import panel
 
 _seen = [None]  # what the panels showed at the last pump
+INTERRUPTED_CHECK_S = 2.0  # how often pump looks for results left working with no job
+_checked_at = [0.0]
 
 
 def pump():
@@ -22,6 +26,10 @@ def pump():
         if job.kind == "reconstruct":
             changed |= jobs.pump_job(job)
     changed |= INTERPOLATION.pump()
+    now = time.monotonic()
+    if now - _checked_at[0] > INTERRUPTED_CHECK_S:
+        _checked_at[0] = now
+        changed |= bool(jobs.mark_interrupted())
     install = panel.install
     seen = (BACKEND.generation, BACKEND.state, panel.check, panel.check_running,
             install and (install.state, round(install.fraction, 3), install.step),
@@ -43,8 +51,12 @@ def cancel_everything(message="Cancelled; the scene is as it was.", touch_scene=
 
 
 def redraw():
+    """Tag the 3D Views and the preferences for redrawing; returns how many areas."""
+    tagged = 0
     wm = bpy.context.window_manager
     for window in getattr(wm, "windows", ()):
         for area in window.screen.areas:
             if area.type in {"VIEW_3D", "PREFERENCES"}:
                 area.tag_redraw()
+                tagged += 1
+    return tagged

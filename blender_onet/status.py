@@ -29,6 +29,11 @@ class PanelStatus:
             self.last_error = ""
         self.generation += 1
 
+    def clear_messages(self):
+        """Forget the error and result lines (another file was opened)."""
+        self.last_error = self.last_result = ""
+        self.generation += 1
+
     def clear_error(self):
         self.last_error = ""
         self.generation += 1

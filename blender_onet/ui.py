@@ -44,11 +44,16 @@ class ONET_PT_reconstruct(_Sidebar, bpy.types.Panel):
                 box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
         else:
             for i, line in enumerate(wrap(description.text)):
-                box.label(text=line, icon="CHECKMARK" if i == 0 else "BLANK1")
+                icon = "ERROR" if description.warning else "CHECKMARK"
+                box.label(text=line, icon=icon if i == 0 else "BLANK1")
+            for line in wrap(description.warning) if description.warning else ():
+                box.label(text=line, icon="BLANK1")
 
         layout.prop(settings, "model")
         if not BACKEND.is_running():
-            layout.label(text="Start the backend to list its models", icon="INFO")
+            row = layout.row()
+            row.label(text="Start the backend to list its models", icon="INFO")
+            row.operator("onet.backend_start", text="Start", icon="PLAY")
         layout.prop(settings, "preset")
         fold = layout.column()
         fold.prop(settings, "show_advanced", icon="TRIA_DOWN" if settings.show_advanced

@@ -2,9 +2,9 @@
 
     python scripts/build_extension.py [--output-dir dist] [--blender-ext PATH]
 
-The zip holds blender_manifest.toml and the files of blender_onet/ at its root, and the
-backend package as backend/ (weights, samples and a requirements.txt with the backend's
-runtime pins; no __pycache__). Blender's own extension tool (blender_ext.py, shipped in the
+The zip holds blender_manifest.toml, LICENSE (GPL-3.0, the manifest's licence) and the
+files of blender_onet/ at its root, and the backend package as backend/ (weights, samples
+and a requirements.txt with the backend's runtime pins; no __pycache__). Blender's own extension tool (blender_ext.py, shipped in the
 bpy wheel; plain Python, no Blender binary) builds the zip and validates it. Needs only the
 standard library and an installed bpy (or --blender-ext / $BLENDER_EXT).
 """
@@ -66,6 +66,7 @@ def stage(folder):
     """Lay out the extension's files in ``folder``."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
     shutil.copy2(os.path.join(ROOT, "blender_manifest.toml"), folder)
+    shutil.copy2(os.path.join(ROOT, "LICENSE"), folder)
     source = os.path.join(ROOT, "blender_onet")
     for name in sorted(os.listdir(source)):
         path = os.path.join(source, name)

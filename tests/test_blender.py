@@ -165,6 +165,11 @@ def test_zip_layout_and_manifest(extension_zip):
     with zipfile.ZipFile(extension_zip) as archive:
         names = archive.namelist()
         manifest = archive.read("blender_manifest.toml").decode()
+        licence = archive.read("LICENSE").decode()
+    assert 'license = ["SPDX:GPL-3.0-or-later"]' in manifest
+    with open(os.path.join(ROOT, "LICENSE")) as handle:
+        assert licence == handle.read()  # the licence text ships in the zip, verbatim
+    assert licence.lstrip().startswith("GNU GENERAL PUBLIC LICENSE") and "Version 3" in licence
     assert "__init__.py" in names and "jobs.py" in names  # add-on files at the zip root
     for required in ("backend/__init__.py", "backend/service/client.py",
                      "backend/service/protocol.py", "backend/service/server.py",
@@ -352,7 +357,8 @@ def test_every_job_state_change_goes_through_transition(blender):
 def test_job_status_is_set_in_one_place():
     """Only jobs.transition changes a job's status (``_status``; ``status`` is read-only) and
     only jobs._show_status writes a job's ``onet_status``; the copy that Apply Blend makes
-    is a new object, marked done by operators.apply_interpolation."""
+    is a new object, marked done by operators.apply_interpolation, and
+    jobs.mark_interrupted marks results no live job owns."""
     import ast
 
     folder = os.path.join(ROOT, "blender_onet")
@@ -377,7 +383,7 @@ def test_job_status_is_set_in_one_place():
                             writers["onet_status"].add(f"{name}:{function.name}")
     assert writers["_status"] == {"jobs.py:__init__", "jobs.py:transition"}, writers
     assert writers["status"] == set(), writers
-    assert writers["onet_status"] == {"jobs.py:_show_status",
+    assert writers["onet_status"] == {"jobs.py:_show_status", "jobs.py:mark_interrupted",
                                       "operators.py:apply_interpolation"}, writers
 
 
@@ -409,6 +415,86 @@ def test_bad_inputs_give_messages_not_tracebacks(blender):
     assert not data["bad_interpreter_left_scene"]
     assert "PyTorch" in data["check_python"]
     assert "voxelised" in data["voxel_plain_box"]
+
+
+def test_undo_mid_job_never_lets_a_job_write_another_object(blender):
+    data = blender.run("undo_mid_job", timeout=240)
+    # One Ctrl-Z after the job finished goes back to its first level: marked interrupted.
+    assert data["undone_to_first_level"] and data["after_undo_status"] == "interrupted", data
+    assert data["after_undo_running_jobs"] == 0
+    # Ctrl-Z mid-job brings back an older result under the job's object name: the job stops
+    # and the restored object keeps its own faces.
+    assert data["restored_name"] == data["job_object_name"], data
+    assert data["restored_faces_after"] == data["restored_faces_before"] > 0, data
+    assert data["restored_status"] == "done" and not data["restored_has_job_uid"], data
+    assert data["job_status"] == "cancelled" and "undone" in data["job_message"], data
+
+
+def test_rename_delete_and_save_mid_job(blender):
+    data = blender.run("rename_delete_save_mid_job", timeout=240)
+    # Renamed mid-job: the job keeps streaming into the renamed object, to the end.
+    assert data["renamed"]["status"] == "done" and data["renamed"]["level"] == 2, data
+    assert data["renamed"]["levels_after_rename"] >= 1, data
+    assert data["renamed"]["objects"] == ["Renamed", "Src"], data
+    # Deleted mid-job: the job stops and its mesh goes too (no orphan).
+    assert data["deleted"]["job_status"] == "cancelled", data
+    assert data["deleted"]["orphan_meshes"] == [] and data["deleted"]["objects"] == ["Gone"]
+    # Saved mid-job and opened again: the partial result says it was interrupted, and the
+    # panel no longer shows the previous file's message.
+    assert data["saved"]["status_in_file"] == "interrupted", data
+    assert data["saved"]["panel_after_load"] == ["", ""], data
+
+
+def test_sparse_and_degenerate_inputs_warn_with_what_to_do(blender):
+    data = blender.run("input_warnings", timeout=240)
+    assert "only one point" in data["one_vertex"]["problem"], data
+    assert "only one point" in data["one_vertex"]["poll"]
+    assert "NaN" in data["nan"]["problem"] and "NaN" in " ".join(data["nan"]["labels"])
+    assert "NaN" in data["nan"]["poll"]
+    eight = data["eight_vertices"]
+    assert eight["text"] == "Mesh: 8 vertices → 8 points" and eight["problem"] is None
+    assert eight["warning"].startswith("Only 8 points: too few"), data
+    assert "Surface Points" in eight["warning"]
+    assert any(label.startswith("Only 8 points") for label in eight["labels"]), eight
+    # The default cube (8 vertices, 6 faces) under Auto: points sampled on its faces.
+    assert data["cube"]["text"] == "Mesh: 6 faces → 10,000 points sampled on the faces", data
+    assert data["cube"]["warning"] is None
+    assert "1e+30" in data["far"]["warning"] and data["far"]["problem"] is None, data
+    assert data["modifier_count"] == "Mesh: 16 vertices (with modifiers) → 16 points", data
+    edit = data["edit_mode"]  # vertices added in Edit Mode count before leaving it
+    assert edit["text"] == f"Mesh: {edit['bmesh_vertices']:,} vertices → " \
+        f"{edit['bmesh_vertices']:,} points" and edit["bmesh_vertices"] > 8, data
+    # Backend notes reach the panel; the result is the selected, active object.
+    assert "Backend: subsampled 4000 points to the model's 3000" in data["notes_panel"], data
+    assert data["result_active"] and data["result_selected"] and not data["source_selected"]
+    # A mesh over MAIN_THREAD_FACES is sampled on the job's thread, not in execute().
+    assert data["large"]["deferred"] and data["large"]["closed"], data
+
+
+def test_backend_install_connection_and_stop_problems(blender):
+    data = blender.run("backend_problems", timeout=120)
+    assert data["half_made"][0] == "" and "incomplete" in data["half_made"][1], data
+    assert "incomplete" in data["half_made_poll"], data
+    assert data["complete"] == [data["venv_python"], "the installed backend environment"]
+    assert data["http_404"].startswith("The "), data
+    assert "HTTP 404 (Not Found) with no message" in data["http_404"], data
+    assert "(http)" not in data["http_404"]
+    assert "Online access is disabled" in data["offline_remote_poll"], data
+    assert data["offline_loopback_problem"] is None
+    assert "Online access is disabled" in data["offline_ensure"], data
+    # Stopping a hung (SIGSTOPped) backend returns at once; it is killed in the background.
+    assert data["hung_alive_after_stop"] and data["hung_state"] == "stopped", data
+    assert data["hung_exit"] == -9, data
+
+
+def test_the_timer_callback_applies_redraws_and_pushes_undo(blender):
+    data = blender.run("timer_path", timeout=180)
+    assert data["intervals"]["busy"] == data["busy_interval"], data
+    assert data["intervals"]["idle"] == data["idle_interval"], data
+    assert data["redraws"] >= data["levels"] >= 2, data
+    assert data["closed"] and data["status"] == "done"
+    assert data["after_undo"] == data["objects_before"], data  # the undo step the timer pushed
+    assert data["stale_marked"] == "interrupted", data  # a result with no job, at redraw
 
 
 def test_remote_backend_with_token(blender):
@@ -510,7 +596,7 @@ def worker_main(zip_path, model_dir):
                                                          "description": cls.bl_description}
         reply(True, {"module": addon.__name__, "enabled": ADDON in
                      bpy.context.preferences.addons, "has_pump": callable(addon.pump),
-                     "timer_registered": bpy.app.timers.is_registered(addon._timer),
+                     "timer_registered": bpy.app.timers.is_registered(addon.timer_step),
                      "user_dir": bpy.utils.extension_path_user(ADDON, create=True),
                      "user_resources": os.environ["BLENDER_USER_RESOURCES"],
                      "operators": operators, "torch_imported": "torch" in sys.modules})
@@ -1074,6 +1160,287 @@ def scenario_bad_inputs():
     return out
 
 
+def start_job(name, model="tiny_pointcloud", preset="STANDARD", source=None):
+    """A streaming reconstruction of a new cloud object ``name`` (or of ``source``);
+    returns (source, job) once the first level is in the scene."""
+    settings = bpy.context.scene.onet
+    settings.model_name, settings.preset = model, preset
+    if source is None:
+        source = make_object(name, sphere_points(3000, 1.0, 3))
+    activate(source)
+    bpy.ops.onet.reconstruct()
+    job = addon.jobs.running()[0]
+    deadline = time.monotonic() + 120
+    while job.updates < 1:
+        addon.pump()
+        assert not job.finished, job.message
+        assert time.monotonic() < deadline, "no first level in time"
+        time.sleep(0.01)
+    return source, job
+
+
+def scenario_undo_mid_job():
+    fresh_scene()
+    out = {}
+    bpy.ops.ed.undo_push(message="empty")
+    _, job = start_job("Src")
+    bpy.ops.ed.undo_push(message="mid-job")  # e.g. the artist moved something
+    pump_until_idle()
+    assert job.status.value == "done", job.message
+    bpy.ops.ed.undo()  # back to the step pushed mid-job: the result at its first level
+    ob = bpy.data.objects.get("Src ONet")
+    out["undone_to_first_level"] = ob is not None and ob["onet_level"] == 0
+    out["after_undo_status"] = ob.get("onet_status") if ob is not None else None
+    out["after_undo_running_jobs"] = len(addon.jobs.running())
+    # An older result, deleted; a new job makes an object of the same name; Ctrl-Z.
+    settings = fresh_scene()
+    old_source = make_object("Old", sphere_points(500, 1.0, 4))
+    old, _ = reconstruct(old_source, "analytic:box", "PREVIEW", settings)
+    old_name = old.name
+    bpy.ops.ed.undo_push(message="old result")
+    addon.result_mesh.remove_object(old_name)
+    bpy.ops.ed.undo_push(message="delete old result")
+    _, job = start_job("", "paper_pointcloud", "HIGH", source=bpy.data.objects["Old"])
+    out["job_object_name"] = job.result_name
+    bpy.ops.ed.undo()
+    restored = bpy.data.objects.get(old_name)
+    if restored is None:  # this Blender went back to the delete: undo once more
+        bpy.ops.ed.undo()
+        restored = bpy.data.objects[old_name]
+    out["restored_name"] = restored.name
+    out["restored_faces_before"] = len(restored.data.polygons)
+    pump_until_idle(timeout=120)
+    restored = bpy.data.objects[old_name]
+    out["restored_faces_after"] = len(restored.data.polygons)
+    out["restored_status"] = restored.get("onet_status")
+    out["restored_has_job_uid"] = restored.get("onet_job") == job.uid
+    out["job_status"], out["job_message"] = job.status.value, job.message
+    return out
+
+
+def scenario_rename_delete_save_mid_job():
+    fresh_scene()
+    out = {}
+    _, job = start_job("Src")
+    ob = bpy.data.objects[job.result_name]
+    ob.name = "Renamed"
+    updates = job.updates
+    pump_until_idle()
+    renamed = bpy.data.objects.get("Renamed")
+    out["renamed"] = {"status": renamed.get("onet_status") if renamed else job.message,
+                      "level": renamed.get("onet_level") if renamed else None,
+                      "levels_after_rename": job.updates - updates,
+                      "objects": sorted(bpy.data.objects.keys())}
+    fresh_scene()
+    _, job = start_job("Gone")
+    mesh_name = bpy.data.objects[job.result_name].data.name
+    bpy.data.objects.remove(bpy.data.objects[job.result_name])  # the artist deletes it
+    pump_until_idle()
+    out["deleted"] = {"job_status": job.status.value,
+                      "orphan_meshes": [m.name for m in bpy.data.meshes
+                                        if m.users == 0 and m.name == mesh_name],
+                      "objects": sorted(bpy.data.objects.keys())}
+    fresh_scene()
+    _, job = start_job("Saved", model="paper_pointcloud", preset="HIGH")
+    path = os.path.join(tempfile.mkdtemp(), "mid-job.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=path, copy=True)
+    name = job.result_name
+    bpy.ops.onet.cancel()
+    addon.status.panel.show_error("An error of the previous file")
+    bpy.ops.wm.open_mainfile(filepath=path)
+    ob = bpy.data.objects.get(name)
+    out["saved"] = {"status_in_file": ob.get("onet_status") if ob is not None else None,
+                    "panel_after_load": [addon.status.panel.last_error,
+                                         addon.status.panel.last_result]}
+    return out
+
+
+def scenario_input_warnings():
+    settings = fresh_scene()
+    out = {}
+
+    def check(name, vertices, faces=()):
+        make_object(name, vertices, faces)
+        description = addon.scene_input.describe(bpy.context, settings)
+        labels = draw(addon.ui.ONET_PT_reconstruct)["labels"]
+        return {"problem": description.problem, "warning": description.warning,
+                "text": description.text, "labels": labels,
+                "poll": poll_message(bpy.ops.onet.reconstruct) if description.problem else ""}
+
+    out["one_vertex"] = check("One", [(1, 2, 3)])
+    nan = box_vertices((1, 1, 1))
+    nan[2] = np.nan
+    out["nan"] = check("Nan", nan)
+    out["eight_vertices"] = check("Eight", box_vertices((1, 1, 1)))
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4),
+             (1, 5, 7, 3)]
+    mesh = bpy.data.meshes.new("Cube")
+    mesh.from_pydata(box_vertices((2, 2, 2)).tolist(), [], quads)
+    cube = bpy.data.objects.new("Cube", mesh)
+    bpy.context.scene.collection.objects.link(cube)
+    activate(cube)
+    description = addon.scene_input.describe(bpy.context, settings)
+    out["cube"] = {"text": description.text, "warning": description.warning}
+    far = np.concatenate([sphere_points(500, 1.0, 5), [(1e30, 0, 0)]])
+    out["far"] = check("Far", far)
+    array = make_object("Arrayed", box_vertices((1, 1, 1)))
+    array.modifiers.new("Array", "ARRAY")
+    bpy.context.view_layer.update()
+    out["modifier_count"] = addon.scene_input.describe(bpy.context, settings).text
+    import bmesh
+
+    edited = make_object("Edited", box_vertices((1, 1, 1)), [(0, 1, 3), (0, 3, 2)])
+    bpy.ops.object.mode_set(mode="EDIT")
+    editing = bmesh.from_edit_mesh(edited.data)
+    bmesh.ops.subdivide_edges(editing, edges=editing.edges[:], cuts=3)
+    bmesh.update_edit_mesh(edited.data)
+    settings.mesh_mode = "VERTICES"
+    out["edit_mode"] = {"text": addon.scene_input.describe(bpy.context, settings).text,
+                        "bmesh_vertices": len(editing.verts)}
+    bpy.ops.object.mode_set(mode="OBJECT")
+    settings.mesh_mode = "AUTO"
+    source = make_object("Dense", sphere_points(4000, 1.0, 6))
+    result, _ = reconstruct(source, "pointcloud_onet_small", "PREVIEW", settings)
+    out["notes_panel"] = addon.status.panel.last_result
+    out["result_active"] = bpy.context.view_layer.objects.active == result
+    out["result_selected"] = result.select_get()
+    out["source_selected"] = source.select_get()
+    # A large mesh (over MAIN_THREAD_FACES faces) as surface points.
+    bpy.ops.mesh.primitive_grid_add(x_subdivisions=470, y_subdivisions=470, size=2)
+    grid = bpy.context.active_object
+    settings.mesh_mode, settings.surface_points = "SURFACE", 3000
+    data = addon.scene_input.read(bpy.context, settings)
+    deferred = data.prepare is not None and not data.arrays
+    result, _ = reconstruct(grid, "analytic:box", "PREVIEW", settings)
+    out["large"] = {"deferred": deferred, "closed": is_closed(result),
+                    "faces": len(grid.data.polygons)}
+    settings.mesh_mode = "AUTO"
+    return out
+
+
+def scenario_backend_problems():
+    import http.server
+    import shutil
+    import signal
+
+    fresh_scene()
+    out = {}
+    folder = addon.prefs.user_dir()
+    venv_python = addon.interpreters.venv_python(folder)
+    saved = os.environ.pop(addon.interpreters.ENV_PYTHON)
+    has_torch = addon.interpreters._blender_has_torch
+    addon.interpreters._blender_has_torch = False  # as in a Blender without PyTorch
+    try:
+        os.makedirs(os.path.dirname(venv_python), exist_ok=True)
+        os.symlink(sys.executable, venv_python)  # a venv whose install stopped half-way
+        out["half_made"] = list(addon.interpreters.resolve_python("", folder))
+        make_object("Fine", sphere_points(500, 1.0, 2))
+        out["half_made_poll"] = poll_message(bpy.ops.onet.reconstruct)
+        open(os.path.join(folder, addon.interpreters.VENV_NAME,
+                          addon.interpreters.COMPLETE_STAMP), "w").close()
+        out["complete"] = list(addon.interpreters.resolve_python("", folder))
+        out["venv_python"] = venv_python
+    finally:
+        os.environ[addon.interpreters.ENV_PYTHON] = saved
+        addon.interpreters._blender_has_torch = has_torch
+        shutil.rmtree(os.path.join(folder, addon.interpreters.VENV_NAME))
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    settings = bpy.context.scene.onet
+    settings.model_name = "analytic:box"
+    try:
+        prefs.backend_mode, prefs.url = "REMOTE", f"http://127.0.0.1:{server.server_port}"
+        bpy.ops.onet.reconstruct()
+        pump_until_idle(timeout=60)
+        out["http_404"] = addon.status.panel.last_error
+        bpy.context.preferences.system.use_online_access = False
+        prefs.url = "http://192.0.2.1:8765"  # TEST-NET: not this machine
+        out["offline_remote_poll"] = poll_message(bpy.ops.onet.reconstruct)
+        out["offline_loopback_problem"] = addon.connection.remote_problem(
+            f"http://localhost:{server.server_port}", False)
+        try:
+            addon.connection.BACKEND.ensure(addon.prefs.settings_snapshot())
+            out["offline_ensure"] = "connected"
+        except RuntimeError as exc:
+            out["offline_ensure"] = str(exc)
+    finally:
+        bpy.context.preferences.system.use_online_access = True
+        prefs.backend_mode, prefs.url = "LOCAL", "http://127.0.0.1:8765"
+        server.shutdown()
+    # A hung backend (SIGSTOP: it cannot act on SIGTERM) is stopped without waiting.
+    backend = addon.connection.BACKEND
+    backend.start_async(addon.prefs.settings_snapshot())
+    wait_for_backend()
+    process = backend.server.process
+    os.kill(process.pid, signal.SIGSTOP)
+    backend.stop()
+    out["hung_alive_after_stop"] = process.poll() is None
+    out["hung_state"] = backend.state
+    try:
+        out["hung_exit"] = process.wait(timeout=addon.connection.STOP_GRACE_S + 10)
+    except subprocess.TimeoutExpired:
+        out["hung_exit"] = None
+        process.kill()
+    return out
+
+
+def scenario_timer_path():
+    """The GUI path: the timer's function drives a job (module mode never fires timers)."""
+    settings = fresh_scene()
+    source = make_object("Timed", sphere_points(3000, 1.0, 3))
+    settings.model_name, settings.preset = "tiny_pointcloud", "STANDARD"
+    before = sorted(bpy.data.objects.keys())
+    bpy.ops.ed.undo_push(message="before")
+    redraws = []
+    original = addon.session.redraw
+
+    def recording():
+        redraws.append(time.monotonic())
+        return original()
+
+    addon.session.redraw = recording
+    intervals = {}
+    try:
+        bpy.ops.onet.reconstruct()
+        job = addon.jobs.running()[0]
+        deadline = time.monotonic() + 120
+        while True:
+            interval = addon.timer_step()
+            if job.finished and interval == addon.IDLE_INTERVAL:
+                intervals["idle"] = interval
+                break
+            intervals["busy"] = interval
+            assert time.monotonic() < deadline, "the timer did not finish the job"
+            time.sleep(0.01)
+    finally:
+        addon.session.redraw = original
+    result = bpy.data.objects[job.result_name]
+    out = {"intervals": intervals, "busy_interval": addon.BUSY_INTERVAL,
+           "idle_interval": addon.IDLE_INTERVAL, "redraws": len(redraws),
+           "levels": job.updates, "closed": is_closed(result),
+           "status": result.get("onet_status")}
+    bpy.ops.ed.undo()
+    out["after_undo"] = sorted(bpy.data.objects.keys())
+    stale = make_object("Stale", sphere_points(10, 1.0, 1))
+    stale["onet_status"], stale["onet_job"] = "running", "a job of another session"
+    addon.session._checked_at[0] = 0.0  # as if the check interval had passed
+    addon.timer_step()
+    out["stale_marked"] = bpy.data.objects["Stale"].get("onet_status")
+    out["objects_before"] = before
+    return out
+
+
 def scenario_remote():
     """A backend started by someone else (python -m backend serve --token T), by URL."""
     settings = fresh_scene()
@@ -1297,7 +1664,7 @@ def scenario_presets_and_disable():
         bpy.ops.onet.backend_start()
         wait_for_backend()
     process = addon.connection.BACKEND.server.process
-    timer = addon._timer
+    timer = addon.timer_step
     addon_utils.disable(ADDON, default_set=True)
     try:
         process.wait(timeout=15)
