@@ -337,7 +337,7 @@ def models(args):
             if best is None or frame.seconds < best.seconds:
                 best = frame
         generator = Generator(model, card, device, settings)
-        code = generator.encode(prepare(scan, model, card).tensor)
+        code = generator.encode(prepare(scan, model, card).inputs)
         params = sum(p.numel() for p in model.parameters())
         print(f"{name:<34} {params / 1e6:>7.2f}M {best.seconds:>8.2f} "
               f"{code.encode_seconds:>9.3f} {best.evaluations:>9,} {len(best.faces):>8,}",

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import numpy as np
-import torch
 
 from . import meshing
 from ..errors import UserError
 from ..io.cards import DEFAULT_THRESHOLD
 from .mise import mise
 from .request import Settings
+from .runtime import lerp, runtime_for
 
 
 PAD_POINTS = 1024  # decoder chunks are padded to a multiple of this many points
@@ -43,65 +43,21 @@ class MeshFrame:
     final: bool
 
 
-def _float(c):
-    """A code c in float32: a tensor or a code with a ``float()`` method, or each volume of
-    a ConvONet dict."""
-    return {key: value.float() for key, value in c.items()} if isinstance(c, dict) else c.float()
-
-
 @dataclass
 class ShapeCode:
-    """A shape's conditioning: encoder output c (1, c_dim), ``{type: volume}`` for ConvONet
-    models or a ``PointFeatures`` for point-latent ones, and latent z (1, z_dim)."""
+    """A shape's conditioning, in the engine's arrays (torch tensors or numpy arrays):
+    encoder output c (1, c_dim), ``{type: volume}`` for ConvONet models or a
+    ``PointFeatures`` for point-latent ones, and latent z (1, z_dim)."""
 
     c: object
-    z: torch.Tensor
+    z: object
     encode_seconds: float = 0.0
 
     def lerp(self, other, t):
-        """Linear interpolation between two codes, t in [0, 1]. A code that is neither a
-        tensor nor a dict of them interpolates itself (``c.lerp``), or refuses with a
+        """Linear interpolation between two codes, t in [0, 1]. A code that is neither an
+        array nor a dict of them interpolates itself (``c.lerp``), or refuses with a
         UserError."""
-        if isinstance(self.c, dict):
-            c = {key: torch.lerp(value, other.c[key], t) for key, value in self.c.items()}
-        else:
-            c = self.c.lerp(other.c, t)
-        return ShapeCode(c, torch.lerp(self.z, other.z, t))
-
-
-def resolve_device(device="auto"):
-    """'auto' picks CUDA when present; asking for CUDA without one is a UserError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but PyTorch sees no CUDA GPU"
-                        f" (torch {torch.__version__}); use --device cpu or install a CUDA build")
-    if device not in ("cpu", "cuda"):
-        raise UserError(f"device must be auto, cpu or cuda (got {device!r})")
-    return torch.device(device)
-
-
-def cpu_has_bf16():
-    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_dtype(precision, device):
-    """Decoder matmul dtype. 'auto': bf16 where the hardware runs it natively, else fp32."""
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+        return ShapeCode(lerp(self.c, other.c, t), lerp(self.z, other.z, t))
 
 
 def logit(probability):
@@ -112,36 +68,39 @@ class Generator:
     """Runs a model's encoder once per input and its decoder over MISE's queries."""
 
     def __init__(self, model, card, device="cpu", settings=None):
+        """model: a torch module or a bundled-engine model (``runtime.runtime_for``
+        picks the engine); device: where a torch model runs (the bundled engine: CPU)."""
         self.settings = settings or Settings()
         self.settings.validate()
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.runtime = runtime_for(model, device, self.settings.precision)
+        self.runtime.check(self.settings)
+        self.device = self.runtime.device
+        self.model = self.runtime.prepare_model(model)
         threshold = self.settings.threshold
         if threshold is None:
             threshold = card.get("threshold", DEFAULT_THRESHOLD)
         self.threshold = float(threshold)
-        self.dtype = resolve_dtype(self.settings.precision, self.device)
 
-    @torch.no_grad()  # not inference_mode: refinement later differentiates through the code
+    @property
+    def precision_name(self) -> str:
+        """The decoder's arithmetic: float32, bfloat16, float16."""
+        return self.runtime.precision_name
+
     def encode(self, inputs, occupancies=None):
-        """inputs: the model's input batch of one, (1, ...) tensor. Returns a ShapeCode.
+        """inputs: the model's input batch of one, (1, ...) numpy array (None for the
+        unconditional model). Returns a ShapeCode.
 
-        The encoder runs in the decoder's precision (autocast), the code is kept in fp32.
         For a generative model, z is the prior's mean, or with ``occupancies`` (1, N) of the
         input points (1, N, 3) the mean of the posterior q(z | points, occupancies).
         """
         started = time.perf_counter()
-        inputs = inputs.to(self.device)
-        with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
-            c = _float(self.model.encode_inputs(inputs))
-        z = self.model.prior_z(1).to(self.device)
-        if occupancies is not None and getattr(self.model, "z_dim", 0):
-            z, _ = self.model.infer_z(inputs, occupancies.to(self.device).float(), c)
-        return ShapeCode(c, z.float(), time.perf_counter() - started)
+        c, z = self.runtime.encode(self.model, inputs, occupancies)
+        return ShapeCode(c, z, time.perf_counter() - started)
 
-    def decoder(self, code, dtype=None):
-        """Per-shape decoder: (N, 3) float32 tensor -> logits (N,) float32."""
-        return self.model.shape_decoder(code.c, code.z, dtype=dtype or self.dtype)
+    def decoder(self, code, exact=False):
+        """Per-shape decoder in the engine's arrays: (N, 3) float32 -> logits (N,); in fp32
+        when ``exact`` (normals, refinement)."""
+        return self.runtime.decoder(self.model, code.c, code.z, exact)
 
     def evaluator(self, decoder, timer, should_stop=None):
         """Batched numpy wrapper: points (M, 3) float32 -> logits (M,) float32."""
@@ -150,7 +109,7 @@ class Generator:
         def evaluate(points):
             out = np.empty(len(points), dtype=np.float32)
             start = time.perf_counter()
-            with torch.inference_mode():
+            with self.runtime.inference():
                 for i in range(0, len(points), batch):
                     if should_stop is not None and should_stop():
                         raise Cancelled()
@@ -162,8 +121,7 @@ class Generator:
                     padded = min(batch, -(-size // PAD_POINTS) * PAD_POINTS)
                     if padded > size:
                         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padded - size, 0)])
-                    logits = decoder(torch.from_numpy(chunk).to(self.device))
-                    out[i:i + size] = logits[:size].float().cpu().numpy()
+                    out[i:i + size] = self.runtime.run(decoder, chunk)[:size]
             timer[0] += time.perf_counter() - start
             if not np.isfinite(out).all():
                 raise UserError(f"the model returned NaN or Inf at {(~np.isfinite(out)).sum():,}"
@@ -217,12 +175,12 @@ class Generator:
         if len(faces) == 0:
             return vertices, faces, None
         if s.refine_steps or s.normals:
-            exact = self.decoder(code, torch.float32)
+            exact = self.decoder(code, exact=True)
         if s.refine_steps:
-            vertices = meshing.refine(exact, vertices, faces, self.threshold, s.refine_steps,
-                                      self.device, should_stop=should_stop)
+            vertices = self.runtime.refine(exact, vertices, faces, self.threshold,
+                                           s.refine_steps, should_stop=should_stop)
         if s.simplify:
             vertices, faces = meshing.simplify(vertices, faces, s.simplify)
-        normals = (meshing.gradient_normals(exact, vertices, self.device,
-                                            should_stop=should_stop) if s.normals else None)
+        normals = (self.runtime.normals(exact, vertices, should_stop=should_stop)
+                   if s.normals else None)
         return vertices, faces, normals

@@ -102,14 +102,21 @@ def resolve(name_or_path, extra_dirs=(), allow_paths=True):
     raise unknown
 
 
-def load(name_or_path, device="cpu", extra_dirs=(), allow_paths=True):
+def load(name_or_path, device="cpu", extra_dirs=(), allow_paths=True, engine="torch"):
     """Load a model by name or path (``resolve``). Returns (model in eval mode, card)."""
     key, _ = resolve(name_or_path, extra_dirs, allow_paths)
-    return load_resolved(key, device)
+    return load_resolved(key, device, engine)
 
 
-def load_resolved(key, device="cpu"):
-    """Load a model by the key ``resolve`` returned: (model in eval mode, card)."""
+def load_resolved(key, device="cpu", engine="torch"):
+    """Load a model by the key ``resolve`` returned: (model in eval mode, card), a PyTorch
+    module for ``engine`` "torch", a ``models.numpy_engine`` model for "bundled"."""
+    if engine == "bundled":
+        if key.startswith(ANALYTIC_PREFIX):
+            raise UserError(f"{key} is a PyTorch test shape: use --engine torch")
+        from ..models import numpy_engine
+
+        return numpy_engine.load_model(Path(key))
     from ..models.analytic import AnalyticModel, analytic_card
 
     if key.startswith(ANALYTIC_PREFIX):
