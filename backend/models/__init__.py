@@ -9,9 +9,12 @@ where PyTorch is not installed.
 
 
 import importlib
+import importlib.util
 
 
 def __getattr__(name):
     if name.startswith("__"):  # import machinery probing (__path__ etc.): not the registry's
         raise AttributeError(name)
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a submodule
+        return importlib.import_module(f".{name}", __name__)
     return getattr(importlib.import_module(".registry", __name__), name)
