@@ -39,7 +39,9 @@ def blender_python_has_torch():
 
 def resolve_python(preference, user_dir):
     """(interpreter, where it came from) in order: preference, $ONET_BACKEND_PYTHON, the
-    installed backend environment, Blender's own Python if it has torch; ("", reason)."""
+    installed backend environment, Blender's own Python. The backend picks its engine
+    (``--engine auto``): PyTorch where the interpreter has it, else the bundled numpy
+    engine on the CPU, which needs nothing beyond the numpy Blender ships."""
     if preference:
         return os.path.abspath(os.path.expanduser(preference)), "the add-on preferences"
     if os.environ.get(ENV_PYTHON):
@@ -49,8 +51,8 @@ def resolve_python(preference, user_dir):
         return installed, "the installed backend environment"
     if blender_python_has_torch():
         return sys.executable, "Blender's own Python (it has PyTorch)"
-    return "", ("no Python with PyTorch found: set one in the add-on preferences, set"
-                f" ${ENV_PYTHON}, or press \"Install backend environment\"")
+    return sys.executable, ("Blender's own Python: the bundled engine, CPU only (\"Install"
+                            " backend environment\" adds PyTorch for a GPU)")
 
 
 def child_env():
@@ -73,12 +75,18 @@ CHECK_SCRIPT = (
     "        out['gpu'] = torch.cuda.get_device_name(0)\n"
     "except Exception as exc:\n"
     "    out['error'] = f'{type(exc).__name__}: {exc}'\n"
+    "try:\n"
+    "    import numpy\n"
+    "    out['numpy'] = numpy.__version__\n"
+    "except Exception:\n"
+    "    pass\n"
     "print(json.dumps(out))\n"
 )
 
 
 def check_python(python, timeout=120.0):
-    """Run the interpreter: a one-line summary of its torch and CUDA (or why it failed)."""
+    """Run the interpreter: a one-line summary of its torch and CUDA, or of the numpy the
+    bundled engine runs on when it has no torch (or why it cannot run the backend)."""
     if not python:
         return False, "No interpreter chosen."
     try:
@@ -97,7 +105,11 @@ def check_python(python, timeout=120.0):
     except (ValueError, IndexError):
         lines = result.stderr.strip().splitlines()
         return False, f"{python} failed: {lines[-1] if lines else 'no output'}"
+    if "error" in info and "numpy" in info:
+        return True, (f"Python {info['python']}, numpy {info['numpy']}, no PyTorch: the "
+                      "bundled engine (CPU)")
     if "error" in info:
-        return False, f"Python {info['python']}, but PyTorch cannot be imported ({info['error']})"
+        return False, (f"Python {info['python']}, but neither PyTorch nor numpy can be "
+                       f"imported ({info['error']})")
     cuda = f"CUDA available ({info['gpu']})" if info.get("cuda") else "no CUDA (CPU only)"
     return True, f"Python {info['python']}, PyTorch {info['torch']}, {cuda}"

@@ -58,8 +58,10 @@ class ONET_AP_preferences(bpy.types.AddonPreferences):
                 " example on a GPU machine")])
     python_path: StringProperty(
         name="Python", subtype="FILE_PATH",
-        description="Interpreter with PyTorch that runs the backend. Empty: $ONET_BACKEND_PYTHON,"
-        " else the installed backend environment, else Blender's own Python if it has PyTorch")
+        description="Interpreter that runs the backend (one with PyTorch for a GPU). Empty:"
+        " $ONET_BACKEND_PYTHON,"
+        " else the installed backend environment, else Blender's own Python (the bundled engine,"
+        " CPU; no PyTorch needed)")
     device: EnumProperty(
         name="Device", default="AUTO",
         items=[("AUTO", "Auto", "The GPU when PyTorch sees one, else the CPU"),

@@ -194,3 +194,17 @@ def test_resize_image_follows_pillow():
         expected = np.asarray(Image.fromarray(image).resize((224, 224), Image.BILINEAR))
         difference = np.abs(resize_image(image, 224).astype(int) - expected)
         assert difference.max() <= 1 and (difference > 0).mean() < 0.01
+
+
+def test_connected_components_equal_scipy():
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(6)
+    for n, e in [(1, 0), (50, 10), (2000, 1500), (2000, 4000)]:
+        edges = rng.integers(0, n, (e, 2))
+        graph = coo_matrix((np.ones(e, np.int8), tuple(edges.T)), shape=(n, n))
+        expected = connected_components(graph, directed=False)
+        count, labels = meshing.connected_components(n, edges)
+        assert count == expected[0]
+        np.testing.assert_array_equal(labels, expected[1])

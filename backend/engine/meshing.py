@@ -8,7 +8,7 @@ import logging
 
 import numpy as np
 
-from ..errors import Cancelled
+from ..errors import Cancelled, UserError
 from .mise import lattice_to_unit
 
 logger = logging.getLogger(__name__)
@@ -136,18 +136,36 @@ def fill_enclosed(values, threshold):
     return filled
 
 
+def connected_components(n, edges):
+    """(count, labels (n,) int64 in [0, count)) of the graph of n nodes and edges (E, 2),
+    in numpy alone: every edge hooks the larger of its two roots under the smaller, then
+    pointers jump to their roots, until no edge joins two roots. Labels are numbered in
+    the order of each component's smallest node (as SciPy's ``connected_components``)."""
+    parent = np.arange(n)
+    edges = np.asarray(edges, np.int64).reshape(-1, 2)
+    while True:
+        a, b = parent[edges[:, 0]], parent[edges[:, 1]]
+        split = a != b
+        if not split.any():
+            break
+        a, b = a[split], b[split]
+        np.minimum.at(parent, np.maximum(a, b), np.minimum(a, b))
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+    roots, labels = np.unique(parent, return_inverse=True)
+    return len(roots), labels.reshape(-1)
+
+
 def shells(vertices, faces):
     """The connected pieces of a mesh (faces sharing vertices): (labels (V,) int, the piece
     of each vertex; volumes (S,) float64, each piece's signed volume, negative for the shell
     of a void (closed pieces oriented counter-clockwise from outside); vertices no face uses
     are pieces of volume 0)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n = len(vertices)
     edges = np.concatenate([faces[:, :2], faces[:, 1:]])
-    graph = coo_matrix((np.ones(len(edges), np.int8), tuple(edges.T)), shape=(n, n))
-    count, labels = connected_components(graph, directed=False)
+    count, labels = connected_components(len(vertices), edges)
     corners = np.asarray(vertices, np.float64)[faces]
     # Each face's signed volume against the origin, summed per piece.
     volume = np.einsum("ij,ij->i", corners[:, 0], np.cross(corners[:, 1], corners[:, 2])) / 6
@@ -235,7 +253,12 @@ def gradient_normals(decoder, vertices, device="cpu", batch_points=65536, should
 
 def simplify(vertices, faces, face_count):
     """Quadric edge-collapse decimation to about ``face_count`` faces (fast-simplification)."""
-    import trimesh
+    try:
+        import trimesh
+    except ImportError:
+        raise UserError("simplify needs trimesh and fast-simplification, which this Python "
+                        "lacks (the bundled engine in Blender's Python has neither): use "
+                        "Blender's Decimate modifier, or a backend environment") from None
 
     if face_count >= len(faces):
         return vertices, faces
