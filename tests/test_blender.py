@@ -297,14 +297,14 @@ def test_reconstruct_mesh_vertices_streams_in_the_source_frame(blender):
     assert data["surface_closed"]
 
 
-@pytest.mark.skipif(find_spec("torch") is not None,
-                    reason="this Blender's Python has PyTorch, so the add-on runs the torch "
-                           "engine; the bpy 5.1+ venvs (bash scripts/test_blender.sh 5.2.3) "
-                           "have none")
-def test_bundled_engine_in_blenders_own_python(bundled_blender):
+def test_bundled_engine_in_blenders_own_python(request):
     """Nothing configured, no PyTorch in Blender's Python: the add-on launches the backend
     with Blender's own interpreter, which picks the bundled engine, and the chair scan comes
     back as a closed mesh."""
+    if find_spec("torch") is not None:
+        pytest.skip("this Blender's Python has PyTorch, so the add-on runs the torch engine;"
+                    " the bpy 5.1+ venvs (bash scripts/test_blender.sh 5.2.3) have none")
+    bundled_blender = request.getfixturevalue("bundled_blender")
     data = bundled_blender.run("bundled_engine", timeout=300)
     assert data["python"] == data["executable"] and "bundled engine" in data["source"]
     assert not data["blender_has_torch"] and data["engine"] == "bundled", data

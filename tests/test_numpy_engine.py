@@ -24,7 +24,7 @@ from backend.models import numpy_engine
 from backend.models.numpy_engine.safetensors import read_safetensors
 
 BUNDLED = ["pointcloud_convonet_3plane", "voxels_convonet_3plane", "pointcloud_onet_small",
-           "image_onet_small", "unconditional_onet_small"]
+           "image_onet_small", "unconditional_onet_small", "pointcloud_poco"]
 
 
 def model_input(kind, rng):

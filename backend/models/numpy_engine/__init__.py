@@ -5,7 +5,7 @@ and builds the numpy twin of the card's architecture (``ARCHITECTURES``). Each m
 what ``engine.generation.Generator`` needs: ``encode_inputs(inputs (1, ...)) -> c``,
 ``shape_decoder(c, z) -> f(points (N, 3) float32) -> logits (N,) float32``, ``prior_z``,
 ``infer_z``, ``z_dim``, ``input_kind``, ``local_features``, ``config``. Official ``.pt``
-checkpoints, grid ConvONets and point-latent (poco) models stay on the torch engine.
+checkpoints and grid ConvONets stay on the torch engine.
 """
 
 import logging
@@ -16,11 +16,12 @@ from ...io.cards import read_card
 from .base import NumpyModel, Weights
 from .convonet import ConvONet
 from .onet import OccupancyNetwork
+from .poco import PointLatentNetwork
 from .safetensors import read_safetensors
 
 logger = logging.getLogger(__name__)
 
-ARCHITECTURES = {"onet": OccupancyNetwork, "convonet": ConvONet}
+ARCHITECTURES = {"onet": OccupancyNetwork, "convonet": ConvONet, "poco": PointLatentNetwork}
 
 __all__ = ["ARCHITECTURES", "NumpyModel", "load_model"]
 
