@@ -4,7 +4,9 @@ torch engine.
 
 The child runs ``python -S`` (no site-packages) with only numpy on its path, so ``import
 torch`` (and SciPy, PyMCubes, trimesh, Pillow, safetensors) really fails there; the server
-is launched and driven exactly as the add-on does (``service.client.launch``).
+is launched and driven exactly as the add-on does (``service.client.launch``). It runs with
+this interpreter and, where scripts/test_blender.sh made them, with the bpy 5.1+ venvs'
+Python 3.13 and numpy 2.
 """
 
 import os
@@ -27,17 +29,27 @@ CHAIR = ROOT / "backend/samples/chair_scan.ply"
 MISSING = ("torch", "scipy", "mcubes", "trimesh", "PIL", "safetensors")
 
 
-@pytest.fixture(scope="module")
-def numpy_only(tmp_path_factory):
-    """(python wrapper, env) of an interpreter that sees the stdlib, numpy and the repo."""
-    import numpy
+def interpreters():
+    """This Python (3.11, numpy 1.26 as Blender 4.2-5.0) and those of the bpy 5.1+ venvs
+    that scripts/test_blender.sh made (3.13, numpy 2 as Blender 5.1+)."""
+    found = [sys.executable]
+    found += sorted(str(p) for p in ROOT.glob(".venv-bpy-5.[1-9]*/bin/python"))
+    return found
 
+
+@pytest.fixture(scope="module", params=interpreters())
+def numpy_only(request, tmp_path_factory):
+    """(python wrapper, env) of an interpreter that sees the stdlib, numpy and the repo."""
+    base = request.param
+    numpy_dir = subprocess.run([base, "-c", "import numpy, os; print(os.path.dirname("
+                                "numpy.__file__))"], capture_output=True, text=True,
+                               check=True).stdout.strip()
     folder = tmp_path_factory.mktemp("numpy_only")
     site = folder / "site"
     site.mkdir()
-    (site / "numpy").symlink_to(Path(numpy.__file__).parent)
+    (site / "numpy").symlink_to(numpy_dir)
     python = folder / "python"
-    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    python.write_text(f'#!/bin/sh\nexec "{base}" -S "$@"\n')
     python.chmod(0o755)
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
     env["PYTHONPATH"] = str(site)
