@@ -208,3 +208,27 @@ def test_connected_components_equal_scipy():
         count, labels = meshing.connected_components(n, edges)
         assert count == expected[0]
         np.testing.assert_array_equal(labels, expected[1])
+
+
+def test_numpy_ply_reader_and_writer_agree_with_trimesh(tmp_path):
+    import trimesh
+
+    from backend.io.inputs import read_ply_vertices_numpy
+    from backend.io.meshes import write_ply_numpy
+
+    rng = np.random.default_rng(7)
+    vertices = rng.random((50, 3)).astype(np.float32)
+    faces = rng.integers(0, 50, (80, 3)).astype(np.int32)
+    normals = rng.random((50, 3)).astype(np.float32)
+    write_ply_numpy(tmp_path / "m.ply", vertices, faces, normals)
+    mesh = trimesh.load(tmp_path / "m.ply", process=False)
+    np.testing.assert_array_equal(mesh.faces, faces)
+    np.testing.assert_allclose(mesh.vertices, vertices)
+    np.testing.assert_allclose(mesh.vertex_normals, normals, atol=1e-6)
+    for encoding in ("binary", "ascii"):
+        path = tmp_path / f"{encoding}.ply"
+        mesh.export(path, encoding=encoding)
+        np.testing.assert_allclose(read_ply_vertices_numpy(path), vertices, atol=1e-6)
+    chair = zoo.BUNDLED_DIR.parent / "samples" / "chair_scan.ply"
+    np.testing.assert_array_equal(read_ply_vertices_numpy(chair),
+                                  trimesh.load(chair, process=False).vertices)

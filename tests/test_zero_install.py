@@ -9,6 +9,7 @@ this interpreter and, where scripts/test_blender.sh made them, with the bpy 5.1+
 Python 3.13 and numpy 2.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -142,3 +143,18 @@ def test_image_with_the_bundled_default(server):
     # Against fp32: the ResNet under the torch engine's bf16 autocast moves the code itself
     # (IoU about 0.98 to its own fp32 mesh), which is no property of the bundled engine.
     assert iou(mesh, torch_mesh(ImageInput(rgba), mise, "fp32")) > 0.995
+
+
+def test_cli_reconstructs_the_chair_file_to_a_ply(numpy_only, tmp_path):
+    """``python -m backend reconstruct chair.ply -o out.ply`` without PyTorch or trimesh."""
+    import trimesh
+
+    python, env = numpy_only
+    result = subprocess.run([python, "-m", "backend", "reconstruct", str(CHAIR), "-o",
+                             str(tmp_path / "chair.ply"), "--resolution0", "16", "--json"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["engine"] == "bundled" and summary["model"] == "pointcloud_convonet_3plane"
+    mesh = trimesh.load(tmp_path / "chair.ply", process=False)
+    assert len(mesh.faces) == summary["faces"] > 5000 and mesh.is_watertight
