@@ -55,6 +55,18 @@ def resolve_python(preference, user_dir):
                             " backend environment\" adds PyTorch for a GPU)")
 
 
+def decodes_image_files(settings):
+    """Whether the backend these ConnectionSettings describe can decode PNG/JPEG bytes: not
+    when it is Blender's own Python without Pillow (the bundled engine), which gets pixels
+    decoded by Blender instead."""
+    if settings.mode == "REMOTE" or settings.python != sys.executable:
+        return True
+    try:
+        return importlib.util.find_spec("PIL") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def child_env():
     """Environment of the child: Blender's Python variables would break another interpreter."""
     env = dict(os.environ)

@@ -311,6 +311,7 @@ def test_bundled_engine_in_blenders_own_python(request):
     assert data["status"].startswith("Running locally: bundled engine on cpu"), data
     assert data["levels_seen"][-1] == 2 and data["closed"] and data["faces"] > 10_000, data
     assert data["onet_status"] == "done"
+    assert data["image_file_closed"] and data["image_file_status"] == "done", data
 
 
 def test_tiled_scene_with_the_bundled_convonet(blender):
@@ -775,7 +776,18 @@ def scenario_bundled_engine():
     wait_for_backend()
     source = make_object("Chair", read_sample_points("chair_scan.ply"))
     result, levels = reconstruct(source, "pointcloud_convonet_3plane")
+    # An image file: without Pillow in Blender's Python, Blender decodes it for the backend.
+    image = disc_image("Disc")
+    path = os.path.join(tempfile.mkdtemp(), "disc.png")
+    image.filepath_raw, image.file_format = path, "PNG"
+    image.save()
+    settings = bpy.context.scene.onet
+    settings.source, settings.image_path = "FILE", path
+    activate(None)
+    from_file, _ = reconstruct(None, "image_onet_small", "PREVIEW")
     return {"python": snapshot.python, "source": snapshot.python_source,
+            "image_file_closed": is_closed(from_file),
+            "image_file_status": from_file["onet_status"],
             "executable": sys.executable,
             "blender_has_torch": addon.interpreters.blender_python_has_torch(),
             "engine": addon.connection.BACKEND.health.get("engine"),

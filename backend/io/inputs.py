@@ -402,8 +402,13 @@ def decode_image(file, source: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.nd
     """Decode a PNG/JPEG (a path or a binary file object) to (H, W, 4) uint8 RGBA, upright
     (EXIF rotation applied), refusing more than ``max_pixels`` pixels before decoding.
     ``source`` names the file or request field in messages."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
+    try:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+    except ImportError:
+        raise UserError(f"{source}: decoding PNG/JPEG files needs Pillow, which this Python "
+                        "lacks (the bundled engine in Blender's Python): send decoded pixels "
+                        "(the wire's 'image' buffer, as the add-on does), or use a Python "
+                        "with Pillow") from None
     try:
         # open() reads only the header, so the size check happens before any decoding.
         with Image.open(file) as image:
