@@ -1,8 +1,8 @@
 """ONet Reconstruct: closed meshes from point clouds, voxels and images, in Blender.
 
 The networks run in a separate backend process (``python -m backend serve``, bundled in
-this extension's ``backend`` folder, launched with an interpreter that has PyTorch) or on a
-remote machine; this add-on only reads the scene, talks HTTP and writes meshes (stdlib +
+this extension's ``backend`` folder, launched with Blender's own Python, which runs the
+bundled numpy engine, or with one that has PyTorch for a GPU) or on a remote machine; this add-on only reads the scene, talks HTTP and writes meshes (stdlib +
 Blender's numpy). ``pump()`` is the main-thread step that applies what arrived: a
 ``bpy.app.timers`` timer calls it in the GUI; scripts and tests call it directly.
 

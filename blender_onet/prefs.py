@@ -115,7 +115,7 @@ class ONET_AP_preferences(bpy.types.AddonPreferences):
 
     def _draw_install(self, layout):
         box = layout.box()
-        box.label(text="Backend environment (a venv with PyTorch in the extension's folder)")
+        box.label(text="Optional, for a GPU: a venv with PyTorch in the extension's folder")
         row = box.row()
         row.prop(self, "torch_variant")
         row.operator("onet.install_backend", icon="IMPORT")
