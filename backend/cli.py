@@ -34,6 +34,17 @@ def add_model_options(parser):
     parser.add_argument("--model", help="bundled model name, our .safetensors, an official .pt,"
                         " or analytic:sphere|box|boxes_rods (default: the bundled model for"
                         " the input's kind)")
+    add_engine_options(parser)
+
+
+def add_engine_options(parser):
+    """``--engine`` and ``--device``: the CLI's and the server's (one name each)."""
+    from .engine.runtime import ENGINES
+
+    parser.add_argument("--engine", default="auto", choices=ENGINES,
+                        help="torch: PyTorch (GPU, official .pt checkpoints); bundled: numpy "
+                             "alone (the bundled models on the CPU, no PyTorch needed); auto "
+                             "(default): torch when it can be imported, else bundled")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
 
@@ -162,14 +173,16 @@ def request_from_args(args, inp) -> ReconstructRequest:
     return ReconstructRequest(inp, args.model, settings_from_args(args), tiling)
 
 
-def load_model(name, kind, device_name):
-    """(name, model, card, device) for a model name (None: the default for ``kind``)."""
-    from .engine.generation import resolve_device
+def load_model(name, kind, device_name, engine_name="auto"):
+    """(name, model, card, device) for a model name (None: the default for ``kind``) on the
+    engine ``engine_name`` (``runtime.resolve_engine``)."""
+    from .engine.runtime import resolve_device, resolve_engine
     from .io import zoo
 
-    device = resolve_device(device_name)
+    engine = resolve_engine(engine_name, device_name)
+    device = resolve_device(device_name, engine)
     name = name or zoo.default_model_name(kind)
-    model, card = zoo.load(name, device)
+    model, card = zoo.load(name, device, engine=engine)
     return name, model, card, device
 
 
@@ -183,7 +196,8 @@ def run_reconstruct(args):
     if args.render:
         check_output(args.render, (".png",))
     request = request_from_args(args, read_input(args.input))
-    name, model, card, device = load_model(request.model, request.kind, args.device)
+    name, model, card, device = load_model(request.model, request.kind, args.device,
+                                           args.engine)
     request.validate(model, LIMITS)
     progress = not args.quiet and not args.json
     for event in pipeline.reconstruct(request, model, card, device):
@@ -209,7 +223,8 @@ def run_reconstruct(args):
         print(f"{summary['output']}: {summary['vertices']:,} vertices, {summary['faces']:,}"
               f" faces, {summary['evaluations']:,} network evaluations"
               f" ({100 * summary['dense_fraction']:.1f}% of {summary['lattice']}),"
-              f" {summary['seconds']:.2f} s [{name}, {summary['precision']}, {device}]")
+              f" {summary['seconds']:.2f} s [{name}, {summary['engine']}, {summary['precision']},"
+              f" {device}]")
     if len(frame.faces) == 0:
         print("warning: the surface is empty at this threshold; try a lower --threshold",
               file=sys.stderr)
@@ -310,10 +325,10 @@ def run_occupancy(args):
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read query points {args.points}: {exc}")
     queries = validate_points(queries, args.points)
-    _, model, card, device = load_model(args.model, inp.kind, args.device)
+    _, model, card, device = load_model(args.model, inp.kind, args.device, args.engine)
     generator = Generator(model, card, device, Settings(precision=args.precision))
     prepared = pipeline.prepare(inp, model, card)
-    logits = generator.logits(generator.encode(prepared.tensor), queries)
+    logits = generator.logits(generator.encode(prepared.inputs), queries)
     np.save(args.output, logits)
     print(f"{args.output}: {len(logits):,} logits (threshold {generator.threshold} ="
           f" logit {np.log(generator.threshold / (1 - generator.threshold)):.4f})")

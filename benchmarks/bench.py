@@ -1,4 +1,5 @@
-"""Benchmarks that print numbers: ``python -m benchmarks [engine|serve|models|voids|scene|slerp]``.
+"""Benchmarks that print numbers: ``python -m benchmarks [engine|serve|models|voids|scene|
+slerp|engines]``.
 
 engine: the paper-size point-cloud ONet (10.4M parameters) on this machine, side by side:
   - dense: every point of the (R + 1)^3 lattice through the decoder,
@@ -27,17 +28,27 @@ slerp: midpoints of pairs of prior samples of the bundled generative model (or -
 lerp against slerp of z: the norm (a draw of N(0, I) has norm about sqrt(z_dim)), the share
 of prior draws with a smaller norm, and on a dense 33^3 lattice the occupied volume and the
 IoU with the prior mean's shape (z = 0) and with the nearer end.
+
+engines: time per mesh of the bundled default point-cloud model on the chair sample at
+32->128 with the torch engine (fp32 and its default precision) and the bundled numpy
+engine, each in a fresh process with the same thread count for PyTorch and for numpy's
+BLAS (--threads, default all cores), best of --repeats; and the IoU of each mesh to the
+torch fp32 one.
 """
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from backend.engine.generation import Generator, cpu_has_bf16, logit, resolve_device
+from backend.engine.generation import Generator, logit
+from backend.engine.runtime import cpu_has_bf16, resolve_device
 from backend.engine.request import ReconstructRequest, Settings
 from backend.engine.mise import dense_lattice, lattice_to_unit, mise
 from backend.models import PAPER_CONFIGS, build_model
@@ -342,7 +353,7 @@ def models(args):
             if best is None or frame.seconds < best.seconds:
                 best = frame
         generator = Generator(model, card, device, settings)
-        code = generator.encode(prepare(scan, model, card).tensor)
+        code = generator.encode(prepare(scan, model, card).inputs)
         params = sum(p.numel() for p in model.parameters())
         print(f"{name:<34} {params / 1e6:>7.2f}M {best.seconds:>8.2f} "
               f"{code.encode_seconds:>9.3f} {best.evaluations:>9,} {len(best.faces):>8,}",
@@ -489,11 +500,80 @@ def slerp_midpoints(args):
               f"{nearer:>8.3f}")
 
 
+ENGINE_RUNS = (("torch", "fp32"), ("torch", "auto"), ("bundled", "auto"))
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def engine_run(engine, precision, repeats):
+    """One engine's best time per mesh on the chair sample (run in a fresh process):
+    {seconds, network_seconds, faces, vertices, faces_array...} as JSON-ready lists."""
+    from backend.cli import load_model
+    from backend.io.inputs import read_input
+
+    scan = read_input(SAMPLES / "chair_scan.ply")
+    name, model, card, device = load_model(None, "pointcloud", "cpu", engine)
+    settings = Settings(32, 2, precision=precision, mesh_every_level=False)
+    final_frame(ReconstructRequest(scan, settings=settings), model, card, device)  # warm-up
+    best = None
+    for _ in range(repeats):
+        frame = final_frame(ReconstructRequest(scan, settings=settings), model, card, device)
+        if best is None or frame.seconds < best.seconds:
+            best = frame
+    return {"model": name, "seconds": best.seconds, "network_seconds": best.network_seconds,
+            "evaluations": best.evaluations, "torch_threads": torch.get_num_threads(),
+            "precision": Generator(model, card, device, settings).precision_name,
+            "vertices": best.vertices.tolist(), "faces": best.faces.tolist()}
+
+
+def engines(args):
+    """Time per mesh of the default point-cloud model, torch engine against bundled."""
+    from backend.engine.inside import contains
+
+    threads = args.threads or os.cpu_count()
+    env = dict(os.environ, **{name: str(threads) for name in THREAD_VARIABLES})
+    results = {}
+    for engine, precision in ENGINE_RUNS:
+        command = [sys.executable, "-m", "benchmarks", "engines", "--engine-run",
+                   f"{engine}:{precision}", "--repeats", str(args.repeats),
+                   "--threads", str(threads)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+        if done.returncode:
+            raise SystemExit(f"{engine}:{precision} failed:\n{done.stderr[-2000:]}")
+        results[engine, precision] = json.loads(done.stdout.strip().splitlines()[-1])
+    reference = results["torch", "fp32"]
+    mesh = [np.asarray(reference["vertices"]), np.asarray(reference["faces"])]
+    lo, hi = mesh[0].min(0), mesh[0].max(0)
+    probes = np.random.default_rng(0).uniform(lo - 0.05, hi + 0.05, (100_000, 3))
+    inside = contains(*mesh, probes, closed=True)
+    first = next(iter(results.values()))
+    print(f"time per mesh, {first['model']}, chair sample, 32->128, {threads} threads "
+          f"(torch.set_num_threads and {', '.join(THREAD_VARIABLES)}), best of "
+          f"{args.repeats} after a warm-up, each engine in its own process\n")
+    header = (f"{'engine':<8} {'precision':<9} {'seconds':>8} {'network s':>9} "
+              f"{'vs torch':>8} {'evals':>9} {'faces':>8} {'IoU to fp32':>11}")
+    print(header)
+    print("-" * len(header))
+    torch_default = results["torch", "auto"]["seconds"]
+    for (engine, _), run in results.items():
+        other = contains(np.asarray(run["vertices"]), np.asarray(run["faces"]), probes,
+                         closed=True)
+        iou = (inside & other).sum() / (inside | other).sum()
+        print(f"{engine:<8} {run['precision']:<9} {run['seconds']:>8.2f} "
+              f"{run['network_seconds']:>9.2f} {run['seconds'] / torch_default:>7.2f}x "
+              f"{run['evaluations']:>9,} {len(run['faces']):>8,} {iou:>11.4f}")
+    print("\nseconds: input preparation, encoder, MISE, void filling and marching cubes; "
+          "vs torch: against the torch engine's default precision.")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="?", default="engine",
-                        choices=["engine", "serve", "models", "voids", "scene", "slerp"])
+                        choices=["engine", "serve", "models", "voids", "scene", "slerp",
+                                 "engines"])
+    parser.add_argument("--engine-run", metavar="ENGINE:PRECISION",
+                        help=argparse.SUPPRESS)  # engines: one run, in the child process
     parser.add_argument("--model", nargs="+", help="models, voids, scene: model names or paths "
                         "(default: the bundled point-cloud models); slerp: one generative "
                         "model (default: the bundled one)")
@@ -506,6 +586,10 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     args = parser.parse_args(argv)
-    {"engine": engine, "serve": service, "models": models, "voids": voids,
+    if args.engine_run:
+        torch.set_num_threads(args.threads)
+        print(json.dumps(engine_run(*args.engine_run.split(":"), args.repeats)))
+        return
+    {"engines": engines, "engine": engine, "serve": service, "models": models, "voids": voids,
      "scene": scene, "slerp": slerp_midpoints}[args.which](args)
 

@@ -1,11 +1,12 @@
 """ONet Reconstruct: closed meshes from point clouds, voxels and images, in Blender.
 
 The networks run in a separate backend process (``python -m backend serve``, bundled in
-this extension's ``backend`` folder, launched with an interpreter that has PyTorch) or on a
-remote machine; this add-on only reads the scene, talks HTTP and writes meshes (stdlib +
-Blender's numpy). ``pump()`` is the main-thread step that applies what arrived: the
-``bpy.app.timers`` timer (``timer_step``, a plain function) calls it in the GUI; scripts and
-tests call either directly (timers never fire in module mode).
+this extension's ``backend`` folder, launched with Blender's own Python, which runs the
+bundled numpy engine, or with one that has PyTorch for a GPU) or on a remote machine; this
+add-on only reads the scene, talks HTTP and writes meshes (stdlib + Blender's numpy).
+``pump()`` is the main-thread step that applies what arrived: the ``bpy.app.timers`` timer
+(``timer_step``, a plain function) calls it in the GUI; scripts and tests call either
+directly (timers never fire in module mode).
 
 Modules (docs/design.md, "Blender add-on"): ``bundled`` (the one import of the bundled
 backend), ``interpreters`` (which Python runs the backend), ``installer`` (the backend

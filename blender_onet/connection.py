@@ -107,11 +107,12 @@ class Backend:
         if state == "running" and server is not None and server.process.poll() is not None:
             return f"Stopped: the backend {describe_exit(server.process.poll())}"
         if state == "running" and client is not None:
-            device = self.health.get("device", "?")
+            engine = (f"{self.health.get('engine', 'torch')} engine on"
+                      f" {self.health.get('device', '?')}")
             if server is not None:
-                return (f"Running locally on {device} (pid {server.process.pid},"
+                return (f"Running locally: {engine} (pid {server.process.pid},"
                         f" port {server.handshake['port']})")
-            return f"Connected to {client.host}:{client.port} ({device})"
+            return f"Connected to {client.host}:{client.port} ({engine})"
         if state == "starting":
             return "Starting…"
         if state == "error":

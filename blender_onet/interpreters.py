@@ -46,7 +46,9 @@ def blender_python_has_torch():
 
 def resolve_python(preference, user_dir):
     """(interpreter, where it came from) in order: preference, $ONET_BACKEND_PYTHON, the
-    installed backend environment, Blender's own Python if it has torch; ("", reason)."""
+    installed backend environment, Blender's own Python. The backend picks its engine
+    (``--engine auto``): PyTorch where the interpreter has it, else the bundled numpy
+    engine on the CPU, which needs nothing beyond the numpy Blender ships."""
     if preference:
         return os.path.abspath(os.path.expanduser(preference)), "the add-on preferences"
     if os.environ.get(ENV_PYTHON):
@@ -58,11 +60,25 @@ def resolve_python(preference, user_dir):
     if blender_python_has_torch():
         return sys.executable, "Blender's own Python (it has PyTorch)"
     if half_made:
-        return "", (f"the backend environment in {os.path.dirname(os.path.dirname(installed))}"
-                    " is incomplete (its install failed or was stopped): press \"Install"
-                    " backend environment\" again, or set a Python in the add-on preferences")
-    return "", ("no Python with PyTorch found: set one in the add-on preferences, set"
-                f" ${ENV_PYTHON}, or press \"Install backend environment\"")
+        return sys.executable, (f"Blender's own Python: the bundled engine, CPU only (the "
+                                f"backend environment in "
+                                f"{os.path.dirname(os.path.dirname(installed))} is incomplete:"
+                                " its install failed or was stopped; press \"Install backend"
+                                " environment\" again for PyTorch)")
+    return sys.executable, ("Blender's own Python: the bundled engine, CPU only (\"Install"
+                            " backend environment\" adds PyTorch for a GPU)")
+
+
+def decodes_image_files(settings):
+    """Whether the backend these ConnectionSettings describe can decode PNG/JPEG bytes: not
+    when it is Blender's own Python without Pillow (the bundled engine), which gets pixels
+    decoded by Blender instead."""
+    if settings.mode == "REMOTE" or settings.python != sys.executable:
+        return True
+    try:
+        return importlib.util.find_spec("PIL") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def child_env():
@@ -85,12 +101,18 @@ CHECK_SCRIPT = (
     "        out['gpu'] = torch.cuda.get_device_name(0)\n"
     "except Exception as exc:\n"
     "    out['error'] = f'{type(exc).__name__}: {exc}'\n"
+    "try:\n"
+    "    import numpy\n"
+    "    out['numpy'] = numpy.__version__\n"
+    "except Exception:\n"
+    "    pass\n"
     "print(json.dumps(out))\n"
 )
 
 
 def check_python(python, timeout=120.0):
-    """Run the interpreter: a one-line summary of its torch and CUDA (or why it failed)."""
+    """Run the interpreter: a one-line summary of its torch and CUDA, or of the numpy the
+    bundled engine runs on when it has no torch (or why it cannot run the backend)."""
     if not python:
         return False, "No interpreter chosen."
     try:
@@ -109,7 +131,11 @@ def check_python(python, timeout=120.0):
     except (ValueError, IndexError):
         lines = result.stderr.strip().splitlines()
         return False, f"{python} failed: {lines[-1] if lines else 'no output'}"
+    if "error" in info and "numpy" in info:
+        return True, (f"Python {info['python']}, numpy {info['numpy']}, no PyTorch: the "
+                      "bundled engine (CPU)")
     if "error" in info:
-        return False, f"Python {info['python']}, but PyTorch cannot be imported ({info['error']})"
+        return False, (f"Python {info['python']}, but neither PyTorch nor numpy can be "
+                       f"imported ({info['error']})")
     cuda = f"CUDA available ({info['gpu']})" if info.get("cuda") else "no CUDA (CPU only)"
     return True, f"Python {info['python']}, PyTorch {info['torch']}, {cuda}"

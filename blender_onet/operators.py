@@ -286,8 +286,9 @@ class ONET_OT_check_python(_Checked, bpy.types.Operator):
 class ONET_OT_install_backend(_Checked, bpy.types.Operator):
     bl_idname = "onet.install_backend"
     bl_label = "Install Backend Environment"
-    bl_description = ("Create a Python environment in the extension's user folder and install"
-                      " PyTorch and the backend's other pinned requirements (downloads)")
+    bl_description = ("Optional (GPU, official checkpoints): create a Python environment in"
+                      " the extension's user folder and install PyTorch and the backend's"
+                      " other pinned requirements (downloads)")
     bl_options = {"REGISTER"}
 
     def execute(self, context):

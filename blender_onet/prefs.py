@@ -57,8 +57,10 @@ class ONET_AP_preferences(bpy.types.AddonPreferences):
                 " example on a GPU machine")])
     python_path: StringProperty(
         name="Python", subtype="FILE_PATH",
-        description="Interpreter with PyTorch that runs the backend. Empty: $ONET_BACKEND_PYTHON,"
-        " else the installed backend environment, else Blender's own Python if it has PyTorch")
+        description="Interpreter that runs the backend (one with PyTorch for a GPU). Empty:"
+        " $ONET_BACKEND_PYTHON,"
+        " else the installed backend environment, else Blender's own Python (the bundled engine,"
+        " CPU; no PyTorch needed)")
     device: EnumProperty(
         name="Device", default="AUTO",
         items=[("AUTO", "Auto", "The GPU when PyTorch sees one, else the CPU"),
@@ -112,7 +114,7 @@ class ONET_AP_preferences(bpy.types.AddonPreferences):
 
     def _draw_install(self, layout):
         box = layout.box()
-        box.label(text="Backend environment (a venv with PyTorch in the extension's folder)")
+        box.label(text="Optional, for a GPU: a venv with PyTorch in the extension's folder")
         row = box.row()
         row.prop(self, "torch_variant")
         row.operator("onet.install_backend", icon="IMPORT")

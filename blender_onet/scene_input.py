@@ -20,7 +20,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from . import numeric
+from . import interpreters, numeric, prefs
 from .connection import BACKEND
 from .numeric import InputError
 
@@ -463,7 +463,8 @@ def _read_image(context, settings, description):
     arrays, temporary = {}, None
     try:
         if image is None:
-            if path.lower().endswith(IMAGE_FILE_TYPES) and settings.mask_image is None:
+            if (path.lower().endswith(IMAGE_FILE_TYPES) and settings.mask_image is None
+                    and interpreters.decodes_image_files(prefs.settings_snapshot(context))):
                 with open(path, "rb") as handle:
                     arrays["image_file"] = handle.read()
             else:  # other formats (and masks, which need the size): read with Blender

@@ -76,9 +76,13 @@ save_model(out / "paper_pointcloud.safetensors",
 class Worker:
     """The Blender subprocess; ``run(name)`` executes ``scenario_<name>`` there."""
 
-    def __init__(self, zip_path, model_dir, user_dir):
-        env = dict(os.environ, BLENDER_USER_RESOURCES=user_dir,
-                   ONET_BACKEND_PYTHON=BACKEND_PYTHON, PYTHONUNBUFFERED="1")
+    def __init__(self, zip_path, model_dir, user_dir, backend_python=BACKEND_PYTHON):
+        """backend_python: ONET_BACKEND_PYTHON for the add-on; None leaves it unset, so the
+        add-on falls back to Blender's own Python (the bundled engine)."""
+        env = dict(os.environ, BLENDER_USER_RESOURCES=user_dir, PYTHONUNBUFFERED="1")
+        env.pop("ONET_BACKEND_PYTHON", None)
+        if backend_python is not None:
+            env["ONET_BACKEND_PYTHON"] = backend_python
         self.log = []
         self.full_log = []  # everything Blender printed, for the final traceback check
         self.lines = queue.Queue()
@@ -154,6 +158,14 @@ if __name__ != "__main__":
     @pytest.fixture(scope="session")
     def blender(extension_zip, model_dir, tmp_path_factory):
         worker = Worker(extension_zip, model_dir, str(tmp_path_factory.mktemp("blender-user")))
+        yield worker
+        worker.close()
+
+    @pytest.fixture(scope="session")
+    def bundled_blender(extension_zip, model_dir, tmp_path_factory):
+        """A Blender whose add-on has no backend Python configured: only the installed zip."""
+        worker = Worker(extension_zip, model_dir, str(tmp_path_factory.mktemp("bundled-user")),
+                        backend_python=None)
         yield worker
         worker.close()
 
@@ -288,6 +300,23 @@ def test_reconstruct_mesh_vertices_streams_in_the_source_frame(blender):
     assert data["after_redo"] == data["objects_after"]
     assert data["surface_description"] == "Mesh: 12 faces → 5,000 points sampled on the faces"
     assert data["surface_closed"]
+
+
+def test_bundled_engine_in_blenders_own_python(request):
+    """Nothing configured, no PyTorch in Blender's Python: the add-on launches the backend
+    with Blender's own interpreter, which picks the bundled engine, and the chair scan comes
+    back as a closed mesh."""
+    if find_spec("torch") is not None:
+        pytest.skip("this Blender's Python has PyTorch, so the add-on runs the torch engine;"
+                    " the bpy 5.1+ venvs (bash scripts/test_blender.sh 5.2.3) have none")
+    bundled_blender = request.getfixturevalue("bundled_blender")
+    data = bundled_blender.run("bundled_engine", timeout=300)
+    assert data["python"] == data["executable"] and "bundled engine" in data["source"]
+    assert not data["blender_has_torch"] and data["engine"] == "bundled", data
+    assert data["status"].startswith("Running locally: bundled engine on cpu"), data
+    assert data["levels_seen"][-1] == 2 and data["closed"] and data["faces"] > 10_000, data
+    assert data["onet_status"] == "done"
+    assert data["image_file_closed"] and data["image_file_status"] == "done", data
 
 
 def test_tiled_scene_with_the_bundled_convonet(blender):
@@ -473,8 +502,10 @@ def test_sparse_and_degenerate_inputs_warn_with_what_to_do(blender):
 
 def test_backend_install_connection_and_stop_problems(blender):
     data = blender.run("backend_problems", timeout=120)
-    assert data["half_made"][0] == "" and "incomplete" in data["half_made"][1], data
-    assert "incomplete" in data["half_made_poll"], data
+    # A half-made venv is never picked: Blender's own Python (the bundled engine) runs,
+    # and the source says the environment is incomplete.
+    assert data["half_made"][0] not in ("", data["venv_python"]), data
+    assert "incomplete" in data["half_made"][1], data
     assert data["complete"] == [data["venv_python"], "the installed backend environment"]
     assert data["http_404"].startswith("The "), data
     assert "HTTP 404 (Not Found) with no message" in data["http_404"], data
@@ -544,7 +575,7 @@ def test_panels_draw_what_the_issue_asks_for(blender):
     # Threshold 0 is the model's own, as the backend lists it (no copy of 0.2 in the add-on).
     assert any(label.startswith("0: the model's own threshold, ") for label in idle["labels"])
     assert "fill_cavities" in idle["props"] and "tile_size" in idle["props"]
-    assert any(label.startswith("Running locally on cpu") for label in idle["labels"])
+    assert any(label.startswith("Running locally: torch engine on cpu") for label in idle["labels"])
     assert "onet.cancel" in running["operators"]
     assert any(p.startswith(("Level ", "Waiting", "Sending", "Starting"))
                for p in running["progress"]), running
@@ -826,6 +857,44 @@ def voxel_art(cells, size):
             vertices += [tuple((np.asarray(cell) + corner) * size) for corner in corners]
             faces += [(base, base + 1, base + 2), (base, base + 2, base + 3)]
     return np.asarray(vertices, np.float64), np.asarray(faces, np.int32)
+
+
+def read_sample_points(name):
+    """Vertices (N, 3) of a binary little-endian PLY sample shipped in the installed zip."""
+    path = os.path.join(os.path.dirname(addon.__file__), "backend", "samples", name)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    header, body = data.split(b"end_header\n", 1)
+    assert b"binary_little_endian" in header and header.count(b"property") == 3
+    count = int(header.split(b"element vertex ")[1].split()[0])
+    return np.frombuffer(body, "<f4", count * 3).reshape(count, 3)
+
+
+def scenario_bundled_engine():
+    fresh_scene()
+    snapshot = addon.prefs.settings_snapshot()
+    addon.connection.BACKEND.start_async(snapshot)
+    wait_for_backend()
+    source = make_object("Chair", read_sample_points("chair_scan.ply"))
+    result, levels = reconstruct(source, "pointcloud_convonet_3plane")
+    # An image file: without Pillow in Blender's Python, Blender decodes it for the backend.
+    image = disc_image("Disc")
+    path = os.path.join(tempfile.mkdtemp(), "disc.png")
+    image.filepath_raw, image.file_format = path, "PNG"
+    image.save()
+    settings = bpy.context.scene.onet
+    settings.source, settings.image_path = "FILE", path
+    activate(None)
+    from_file, _ = reconstruct(None, "image_onet_small", "PREVIEW")
+    return {"python": snapshot.python, "source": snapshot.python_source,
+            "image_file_closed": is_closed(from_file),
+            "image_file_status": from_file["onet_status"],
+            "executable": sys.executable,
+            "blender_has_torch": addon.interpreters.blender_python_has_torch(),
+            "engine": addon.connection.BACKEND.health.get("engine"),
+            "status": addon.connection.BACKEND.status_text(),
+            "levels_seen": [level for level, _, _ in levels], "closed": is_closed(result),
+            "faces": len(result.data.polygons), "onet_status": result["onet_status"]}
 
 
 def scenario_tiled_scene():
@@ -1334,8 +1403,6 @@ def scenario_backend_problems():
         os.makedirs(os.path.dirname(venv_python), exist_ok=True)
         os.symlink(sys.executable, venv_python)  # a venv whose install stopped half-way
         out["half_made"] = list(addon.interpreters.resolve_python("", folder))
-        make_object("Fine", sphere_points(500, 1.0, 2))
-        out["half_made_poll"] = poll_message(bpy.ops.onet.reconstruct)
         open(os.path.join(folder, addon.interpreters.VENV_NAME,
                           addon.interpreters.COMPLETE_STAMP), "w").close()
         out["complete"] = list(addon.interpreters.resolve_python("", folder))

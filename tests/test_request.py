@@ -108,5 +108,5 @@ def test_occupancy_gives_fp32_logits_by_default(tmp_path, run_cli):
     model, card = zoo.load("pointcloud_convonet_3plane", "cpu")
     generator = Generator(model, card, "cpu", Settings(precision="fp32"))
     prepared = pipeline.prepare(read_input(sample), model, card)
-    reference = generator.logits(generator.encode(prepared.tensor), queries)
+    reference = generator.logits(generator.encode(prepared.inputs), queries)
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), reference, atol=1e-4)

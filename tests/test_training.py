@@ -445,10 +445,10 @@ def test_sparse_clouds_are_resampled_as_in_training():
     points = np.random.default_rng(0).uniform(-1, 1, (300, 3))
     card = {"input_points": 3000, "sparse_inputs": {"resample_to": 3000, "jitter": 0.005}}
     prepared = prepare_points(points, card)
-    unit = prepared.tensor[0].numpy()
+    unit = prepared.inputs[0]
     assert unit.shape == (3000, 3) and "resampled 300 points" in prepared.notes[0]
     # Every point is a jittered copy of an input point (in unit-cube units).
     source = (points - prepared.center) / prepared.scale
     nearest = np.linalg.norm(unit[:, None] - source[None], axis=2).min(axis=1)
     assert nearest.max() < 0.005 * 6 and 0.004 < np.median(nearest) < 0.012
-    assert prepare_points(points, {"input_points": 3000}).tensor.shape == (1, 300, 3)
+    assert prepare_points(points, {"input_points": 3000}).inputs.shape == (1, 300, 3)

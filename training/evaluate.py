@@ -262,7 +262,7 @@ def evaluate(args: argparse.Namespace) -> None:
     import torch
     from tqdm import tqdm
 
-    from backend.engine.generation import resolve_device
+    from backend.engine.runtime import resolve_device
     from backend.engine.request import Settings
     from backend.io import zoo
 

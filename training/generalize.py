@@ -250,7 +250,7 @@ def benchmark(args: argparse.Namespace) -> None:
     """Run the benchmark and write the report (see the module docstring)."""
     from tqdm import tqdm
 
-    from backend.engine.generation import resolve_device
+    from backend.engine.runtime import resolve_device
 
     check_args(args)
     if args.poisson_depths:

@@ -12,19 +12,15 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import numpy as np
-import torch
 
 from . import meshing
-from ..errors import UserError
+from ..errors import Cancelled, UserError
 from ..io.cards import DEFAULT_THRESHOLD
 from .mise import mise
 from .request import Settings
-
+from .runtime import lerp, runtime_for
 
 PAD_POINTS = 1024  # decoder chunks are padded to a multiple of this many points
-
-
-from ..errors import Cancelled  # noqa: E402,F401  (generation.Cancelled, as before)
 
 
 @dataclass
@@ -43,93 +39,58 @@ class MeshFrame:
     final: bool
 
 
-def _float(c):
-    """A code c in float32: a tensor or a code with a ``float()`` method, or each volume of
-    a ConvONet dict."""
-    return {key: value.float() for key, value in c.items()} if isinstance(c, dict) else c.float()
-
-
 @dataclass
 class ShapeCode:
-    """A shape's conditioning: encoder output c (1, c_dim), ``{type: volume}`` for ConvONet
-    models or a ``PointFeatures`` for point-latent ones, and latent z (1, z_dim)."""
+    """A shape's conditioning, in the engine's arrays (torch tensors or numpy arrays):
+    encoder output c (1, c_dim), ``{type: volume}`` for ConvONet models or a
+    ``PointFeatures`` for point-latent ones, and latent z (1, z_dim)."""
 
     c: object
-    z: torch.Tensor
+    z: object
     encode_seconds: float = 0.0
 
     def blend(self, other, t):
-        """The code at t in [0, 1] between two codes: c linearly (a tensor, each volume of a
-        dict, or a code that interpolates itself with ``c.lerp`` or refuses with a
-        UserError), z spherically (``slerp``: the Gaussian prior's samples lie near a
-        shell, and lerp midpoints fall inside it). Exact at both ends."""
-        if isinstance(self.c, dict):
-            c = {key: torch.lerp(value, other.c[key], t) for key, value in self.c.items()}
-        else:
-            c = self.c.lerp(other.c, t)
-        return ShapeCode(c, slerp(self.z, other.z, t))
+        """The code at t in [0, 1] between two codes: c linearly (``runtime.lerp``: an
+        array, each volume of a dict, or a code that interpolates itself with ``c.lerp`` or
+        refuses with a UserError), z spherically (``slerp``: the Gaussian prior's samples
+        lie near a shell, and lerp midpoints fall inside it). Exact at both ends."""
+        return ShapeCode(lerp(self.c, other.c, t), slerp(self.z, other.z, t))
 
 
 SLERP_MIN_ANGLE = 1e-6  # radians: ends closer than this (or opposite) are lerped
 
 
 def slerp(a, b, t):
-    """Spherical linear interpolation of latent codes a, b ``(1, z_dim)`` at t in [0, 1]
-    (Shoemake 1985; White 2016 for generative models)::
+    """Spherical linear interpolation of latent codes a, b ``(1, z_dim)`` (numpy arrays or
+    torch tensors) at t in [0, 1] (Shoemake 1985; White 2016 for generative models)::
 
         slerp(a, b, t) = sin((1 - t) w) / sin w * a + sin(t w) / sin w * b,  cos w = a.b / |a||b|
 
     Two draws of N(0, I) in d dimensions have norms near sqrt(d) and are nearly orthogonal:
     their lerp midpoint has norm about sqrt(d / 2), a region the prior almost never draws
     (``python -m benchmarks slerp``); slerp keeps the norm. Computed in float64, returned
-    in a's dtype; t = 0 and t = 1 give a and b exactly. A zero end (the prior's mean, z_dim
-    0) or ends within ``SLERP_MIN_ANGLE`` of the same or opposite direction are lerped.
+    as a's kind, dtype and device; t = 0 and t = 1 give a and b exactly. A zero end (the
+    prior's mean, z_dim 0) or ends within ``SLERP_MIN_ANGLE`` of the same or opposite
+    direction are lerped.
     """
-    x, y = a.double().reshape(-1), b.double().reshape(-1)
-    norms = x.norm() * y.norm()
+    x, y = _float64(a), _float64(b)
+    norms = np.linalg.norm(x) * np.linalg.norm(y)
     if norms == 0:
-        return torch.lerp(a, b, t)
-    omega = torch.arccos(torch.clamp(x.dot(y) / norms, -1.0, 1.0))
+        return lerp(a, b, t)
+    omega = math.acos(float(np.clip(x.dot(y) / norms, -1.0, 1.0)))
     if omega < SLERP_MIN_ANGLE or math.pi - omega < SLERP_MIN_ANGLE:
-        return torch.lerp(a, b, t)
-    weight_a = torch.sin((1 - t) * omega) / torch.sin(omega)
-    weight_b = torch.sin(t * omega) / torch.sin(omega)
-    return (weight_a * x + weight_b * y).reshape(a.shape).to(a.dtype)
+        return lerp(a, b, t)
+    mixed = (math.sin((1 - t) * omega) * x + math.sin(t * omega) * y) / math.sin(omega)
+    if isinstance(a, np.ndarray):
+        return mixed.reshape(a.shape).astype(a.dtype)
+    return a.new_tensor(mixed).reshape(a.shape)
 
 
-def resolve_device(device="auto"):
-    """'auto' picks CUDA when present; asking for CUDA without one is a UserError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but PyTorch sees no CUDA GPU"
-                        f" (torch {torch.__version__}); use --device cpu or install a CUDA build")
-    if device not in ("cpu", "cuda"):
-        raise UserError(f"device must be auto, cpu or cuda (got {device!r})")
-    return torch.device(device)
-
-
-def cpu_has_bf16():
-    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_dtype(precision, device):
-    """Decoder matmul dtype. 'auto': bf16 where the hardware runs it natively, else fp32."""
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+def _float64(array) -> np.ndarray:
+    """A code as a flat float64 numpy vector (from a numpy array or a torch tensor)."""
+    if not isinstance(array, np.ndarray):
+        array = array.detach().double().cpu().numpy()
+    return np.asarray(array, np.float64).reshape(-1)
 
 
 def logit(probability):
@@ -140,46 +101,47 @@ class Generator:
     """Runs a model's encoder once per input and its decoder over MISE's queries."""
 
     def __init__(self, model, card, device="cpu", settings=None):
+        """model: a torch module or a bundled-engine model (``runtime.runtime_for``
+        picks the engine); device: where a torch model runs (the bundled engine: CPU)."""
         self.settings = settings or Settings()
         self.settings.validate()
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.runtime = runtime_for(model, device, self.settings.precision)
+        self.runtime.check(self.settings)
+        self.device = self.runtime.device
+        self.model = self.runtime.prepare_model(model)
         threshold = self.settings.threshold
         if threshold is None:
             threshold = card.get("threshold", DEFAULT_THRESHOLD)
         self.threshold = float(threshold)
-        self.dtype = resolve_dtype(self.settings.precision, self.device)
 
-    @torch.no_grad()  # not inference_mode: refinement later differentiates through the code
+    @property
+    def precision_name(self) -> str:
+        """The decoder's arithmetic: float32, bfloat16, float16."""
+        return self.runtime.precision_name
+
     def encode(self, inputs, occupancies=None):
-        """inputs: the model's input batch of one, (1, ...) tensor. Returns a ShapeCode.
+        """inputs: the model's input batch of one, (1, ...) numpy array (None for the
+        unconditional model). Returns a ShapeCode.
 
-        The encoder runs in the decoder's precision (autocast), the code is kept in fp32.
         For a generative model, z is the prior's mean, or with ``occupancies`` (1, N) of the
         input points (1, N, 3) the mean of the posterior q(z | points, occupancies).
         """
         started = time.perf_counter()
-        inputs = inputs.to(self.device)
-        with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
-            c = _float(self.model.encode_inputs(inputs))
-        z = self.model.prior_z(1).to(self.device)
-        if occupancies is not None and getattr(self.model, "z_dim", 0):
-            z, _ = self.model.infer_z(inputs, occupancies.to(self.device).float(), c)
-        return ShapeCode(c, z.float(), time.perf_counter() - started)
+        c, z = self.runtime.encode(self.model, inputs, occupancies)
+        return ShapeCode(c, z, time.perf_counter() - started)
 
-    @torch.no_grad()
     def sample(self, seed):
         """A ShapeCode drawn from a generative model's prior: z ~ N(0, I) ``(1, z_dim)``
-        from ``seed`` by a CPU generator (the same z on every device), c the model's empty
-        code ``(1, 0)``."""
-        generator = torch.Generator().manual_seed(int(seed))
-        z = torch.randn(1, self.model.z_dim, generator=generator)
-        c = _float(self.model.encode_inputs(None))
-        return ShapeCode(c, z.to(self.device))
+        from ``seed`` by numpy's generator (the same z on every engine and device), c the
+        model's empty code ``(1, 0)``."""
+        c, mean = self.runtime.encode(self.model, None)
+        z = np.random.default_rng(int(seed)).standard_normal(mean.shape).astype(np.float32)
+        return ShapeCode(c, z if isinstance(mean, np.ndarray) else mean.new_tensor(z))
 
-    def decoder(self, code, dtype=None):
-        """Per-shape decoder: (N, 3) float32 tensor -> logits (N,) float32."""
-        return self.model.shape_decoder(code.c, code.z, dtype=dtype or self.dtype)
+    def decoder(self, code, exact=False):
+        """Per-shape decoder in the engine's arrays: (N, 3) float32 -> logits (N,); in fp32
+        when ``exact`` (normals, refinement)."""
+        return self.runtime.decoder(self.model, code.c, code.z, exact)
 
     def evaluator(self, decoder, timer, should_stop=None):
         """Batched numpy wrapper: points (M, 3) float32 -> logits (M,) float32."""
@@ -188,7 +150,7 @@ class Generator:
         def evaluate(points):
             out = np.empty(len(points), dtype=np.float32)
             start = time.perf_counter()
-            with torch.inference_mode():
+            with self.runtime.inference():
                 for i in range(0, len(points), batch):
                     if should_stop is not None and should_stop():
                         raise Cancelled()
@@ -200,8 +162,7 @@ class Generator:
                     padded = min(batch, -(-size // PAD_POINTS) * PAD_POINTS)
                     if padded > size:
                         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padded - size, 0)])
-                    logits = decoder(torch.from_numpy(chunk).to(self.device))
-                    out[i:i + size] = logits[:size].float().cpu().numpy()
+                    out[i:i + size] = self.runtime.run(decoder, chunk)[:size]
             timer[0] += time.perf_counter() - start
             if not np.isfinite(out).all():
                 raise UserError(f"the model returned NaN or Inf at {(~np.isfinite(out)).sum():,}"
@@ -255,12 +216,12 @@ class Generator:
         if len(faces) == 0:
             return vertices, faces, None
         if s.refine_steps or s.normals:
-            exact = self.decoder(code, torch.float32)
+            exact = self.decoder(code, exact=True)
         if s.refine_steps:
-            vertices = meshing.refine(exact, vertices, faces, self.threshold, s.refine_steps,
-                                      self.device, should_stop=should_stop)
+            vertices = self.runtime.refine(exact, vertices, faces, self.threshold,
+                                           s.refine_steps, should_stop=should_stop)
         if s.simplify:
             vertices, faces = meshing.simplify(vertices, faces, s.simplify)
-        normals = (meshing.gradient_normals(exact, vertices, self.device,
-                                            should_stop=should_stop) if s.normals else None)
+        normals = (self.runtime.normals(exact, vertices, should_stop=should_stop)
+                   if s.normals else None)
         return vertices, faces, normals

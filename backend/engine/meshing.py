@@ -4,11 +4,14 @@ All vertex coordinates here are in the unit cube of the network (docs/design.md,
 input's normalisation is the caller's job.
 """
 
-import numpy as np
-import torch
+import logging
 
-from ..errors import Cancelled
+import numpy as np
+
+from ..errors import Cancelled, UserError
 from .mise import lattice_to_unit
+
+logger = logging.getLogger(__name__)
 
 
 def check_stop(should_stop):
@@ -67,14 +70,51 @@ def block_marching_cubes(values, threshold, closed):
     Open sides leave the surface open along them; a neighbour sharing that face plane computes
     the very same vertices there (same values, same arithmetic), so the pieces join exactly.
     """
-    import mcubes
-
     if not (values >= threshold).any():
         return np.zeros((0, 3)), np.zeros((0, 3), np.int32)
     pad = [(int(low), int(high)) for low, high in closed]
     padded = np.pad(values, pad, mode="constant", constant_values=outside_value(threshold))
-    vertices, faces = mcubes.marching_cubes(padded, float(threshold))
+    vertices, faces = _marching_cubes()(padded, float(threshold))
     return vertices - np.array([low for low, _ in pad]), faces.astype(np.int32)
+
+
+def _marching_cubes():
+    """PyMCubes' ``marching_cubes`` where it is installed, else the numpy one that gives the
+    same triangles (``marching``: Blender 5.1+'s Python 3.13 has no PyMCubes wheel)."""
+    try:
+        import mcubes
+    except ImportError:
+        from .marching import marching_cubes
+
+        return marching_cubes
+    return mcubes.marching_cubes
+
+
+def exterior(outside):
+    """The points of the bool lattice ``outside`` (X, Y, Z) connected through faces to its
+    border, as a bool lattice (numpy alone: each pass spreads reachability along whole
+    runs of outside points on one axis, until three passes in a row change nothing)."""
+    reach = np.zeros_like(outside)
+    for axis in range(3):
+        border = [slice(None)] * 3
+        for end in (0, -1):
+            border[axis] = end
+            reach[tuple(border)] = outside[tuple(border)]
+    unchanged = 0
+    axis = 0
+    while unchanged < 3:
+        along = np.moveaxis(outside, axis, -1)
+        starts = along.copy()
+        starts[..., 1:] &= ~along[..., :-1]
+        runs = np.cumsum(starts.ravel()).reshape(along.shape) * along  # run id, 0 = inside
+        reached = np.zeros(int(runs.max()) + 1, bool)
+        reached[runs[np.moveaxis(reach, axis, -1)]] = True
+        reached[0] = False
+        spread = np.moveaxis(reached[runs], -1, axis)
+        unchanged = unchanged + 1 if np.array_equal(spread, reach) else 1
+        reach = spread
+        axis = (axis + 1) % 3
+    return reach
 
 
 def fill_enclosed(values, threshold):
@@ -87,18 +127,8 @@ def fill_enclosed(values, threshold):
     clear of the iso-level), so marching cubes meshes neither the void nor anything floating
     in it. Open pockets (a mug's inside) reach the border and stay.
     """
-    from scipy import ndimage
-
     outside = values < threshold
-    labels, count = ndimage.label(outside)
-    if count <= 1:
-        return values
-    border = np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(),
-                             labels[:, :, [0, -1]].ravel()])
-    exterior = np.zeros(count + 1, bool)
-    exterior[border] = True
-    exterior[0] = True  # label 0: the inside
-    enclosed = ~exterior[labels]
+    enclosed = outside & ~exterior(outside)
     if not enclosed.any():
         return values
     filled = values.copy()
@@ -106,18 +136,36 @@ def fill_enclosed(values, threshold):
     return filled
 
 
+def connected_components(n, edges):
+    """(count, labels (n,) int64 in [0, count)) of the graph of n nodes and edges (E, 2),
+    in numpy alone: every edge hooks the larger of its two roots under the smaller, then
+    pointers jump to their roots, until no edge joins two roots. Labels are numbered in
+    the order of each component's smallest node (as SciPy's ``connected_components``)."""
+    parent = np.arange(n)
+    edges = np.asarray(edges, np.int64).reshape(-1, 2)
+    while True:
+        a, b = parent[edges[:, 0]], parent[edges[:, 1]]
+        split = a != b
+        if not split.any():
+            break
+        a, b = a[split], b[split]
+        np.minimum.at(parent, np.maximum(a, b), np.minimum(a, b))
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+    roots, labels = np.unique(parent, return_inverse=True)
+    return len(roots), labels.reshape(-1)
+
+
 def shells(vertices, faces):
     """The connected pieces of a mesh (faces sharing vertices): (labels (V,) int, the piece
     of each vertex; volumes (S,) float64, each piece's signed volume, negative for the shell
     of a void (closed pieces oriented counter-clockwise from outside); vertices no face uses
     are pieces of volume 0)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n = len(vertices)
     edges = np.concatenate([faces[:, :2], faces[:, 1:]])
-    graph = coo_matrix((np.ones(len(edges), np.int8), tuple(edges.T)), shape=(n, n))
-    count, labels = connected_components(graph, directed=False)
+    count, labels = connected_components(len(vertices), edges)
     corners = np.asarray(vertices, np.float64)[faces]
     # Each face's signed volume against the origin, summed per piece.
     volume = np.einsum("ij,ij->i", corners[:, 0], np.cross(corners[:, 1], corners[:, 2])) / 6
@@ -189,6 +237,8 @@ def gradient_normals(decoder, vertices, device="cpu", batch_points=65536, should
     inwards, so the outward normal is minus the normalised gradient. should_stop is
     polled at every batch (raises ``Cancelled``).
     """
+    import torch
+
     normals = np.empty_like(vertices, dtype=np.float32)
     for start in range(0, len(vertices), batch_points):
         check_stop(should_stop)
@@ -203,7 +253,12 @@ def gradient_normals(decoder, vertices, device="cpu", batch_points=65536, should
 
 def simplify(vertices, faces, face_count):
     """Quadric edge-collapse decimation to about ``face_count`` faces (fast-simplification)."""
-    import trimesh
+    try:
+        import trimesh
+    except ImportError:
+        raise UserError("simplify needs trimesh and fast-simplification, which this Python "
+                        "lacks (the bundled engine in Blender's Python has neither): use "
+                        "Blender's Decimate modifier, or a backend environment") from None
 
     if face_count >= len(faces):
         return vertices, faces
@@ -223,6 +278,8 @@ def refine(decoder, vertices, faces, threshold, steps=30, device="cpu", lr=1e-4,
     decoder: differentiable (N, 3) -> logits (N,). Returns new vertices (V, 3) float32.
     should_stop is polled at every step (raises ``Cancelled``).
     """
+    import torch
+
     generator = np.random.default_rng(seed)
     v = torch.nn.Parameter(torch.from_numpy(vertices).to(device, torch.float32).clone())
     face_index = torch.from_numpy(faces.astype(np.int64)).to(device)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, List, Optional, Union
 
 import numpy as np
-import torch
 
 from . import transforms
 from ..errors import UserError
@@ -32,14 +31,15 @@ IMAGE_SIZE = 224  # the ONet image encoder's input size
 
 @dataclass
 class Prepared:
-    """A model's input batch of one and where its unit cube sits in the input's coordinates:
-    ``world = center + unit * scale`` (center (3,) float64, scale in the input's units)."""
+    """A model's input batch of one (numpy; each engine converts it) and where its unit cube
+    sits in the input's coordinates: ``world = center + unit * scale`` (center (3,)
+    float64, scale in the input's units)."""
 
-    tensor: Optional[torch.Tensor]
+    inputs: Optional[np.ndarray]
     center: np.ndarray
     scale: float
     notes: List[str] = field(default_factory=list)
-    occupancies: Optional[torch.Tensor] = None  # (1, N) float 0/1 labels of the points
+    occupancies: Optional[np.ndarray] = None  # (1, N) float32 0/1 labels of the points
 
     def to_world(self, vertices):
         """Unit-cube vertices (V, 3) -> the input's coordinates, (V, 3) float32."""
@@ -47,7 +47,7 @@ class Prepared:
 
 
 def prepare(inp, model, card, seed=0, occupancies=None) -> Prepared:
-    """Turn a PointCloudInput / VoxelInput / ImageInput into the model's input tensor.
+    """Turn a PointCloudInput / VoxelInput / ImageInput into the model's input array.
 
     occupancies: (N,) bool labels of a cloud's points (generative models), kept in step
     with the points through any subsampling (``Prepared.occupancies``).
@@ -85,35 +85,32 @@ def prepare_points(points, card, seed=0, occupancies=None):
             raise UserError(f"a cloud of {len(unit)} points with occupancies cannot be "
                             f"resampled to this model's {sparse['resample_to']}; send more")
         unit = transforms.resample_sparse(unit, sparse, rng)
-    labels = (None if occupancies is None
-              else torch.from_numpy(np.asarray(occupancies, np.float32))[None])
-    return Prepared(torch.from_numpy(unit)[None], center, scale, notes, labels)
+    labels = None if occupancies is None else np.asarray(occupancies, np.float32)[None]
+    return Prepared(np.ascontiguousarray(unit, np.float32)[None], center, scale, notes, labels)
 
 
 def prepare_voxels(occupancy, translate, scale):
-    """(n, n, n) bool grid -> (1, 32, 32, 32) float tensor; meshes go back to the grid's frame."""
+    """(n, n, n) bool grid -> (1, 32, 32, 32) float32; meshes go back to the grid's frame."""
     notes = []
     if occupancy.shape[0] != 32:
         notes.append(f"resampled the {occupancy.shape[0]}^3 grid to 32^3")
         occupancy = transforms.resample_voxels(occupancy, 32)
     center, size = transforms.voxel_world_transform(translate, scale)
-    return Prepared(torch.from_numpy(occupancy.astype(np.float32))[None], center, size, notes)
+    return Prepared(occupancy.astype(np.float32)[None], center, size, notes)
 
 
 def prepare_image(rgba):
-    """(H, W, 4) uint8 -> (1, 3, 224, 224) float in [0, 1], composited over white.
+    """(H, W, 4) uint8 -> (1, 3, 224, 224) float32 in [0, 1], composited over white and
+    resampled as Pillow's bilinear resize (``transforms.resize_image``).
 
     Images carry no coordinates: the mesh stays in the unit cube.
     """
-    from PIL import Image
-
     rgb = rgba[..., :3].astype(np.float32) / 255.0
     alpha = rgba[..., 3:].astype(np.float32) / 255.0
     composite = (rgb * alpha + (1.0 - alpha)) * 255.0
-    image = Image.fromarray(composite.round().astype(np.uint8))
-    image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
-    array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return Prepared(torch.from_numpy(np.ascontiguousarray(array))[None], np.zeros(3), 1.0)
+    image = transforms.resize_image(composite.round().astype(np.uint8), IMAGE_SIZE)
+    array = image.astype(np.float32).transpose(2, 0, 1) / 255.0
+    return Prepared(np.ascontiguousarray(array)[None], np.zeros(3), 1.0)
 
 
 def to_world(frame: MeshFrame, prepared: Prepared) -> MeshFrame:
@@ -151,7 +148,7 @@ def source_code(request: ReconstructRequest, generator: Generator, model,
     if isinstance(request.source, Sample):
         return generator.sample(request.source.seed), Prepared(None, np.zeros(3), 1.0)
     prepared = prepare(request.source, model, card, request.seed, request.occupancies)
-    return generator.encode(prepared.tensor, prepared.occupancies), prepared
+    return generator.encode(prepared.inputs, prepared.occupancies), prepared
 
 
 def reconstruct(request: ReconstructRequest, model, card, device="cpu",
@@ -174,7 +171,8 @@ def reconstruct(request: ReconstructRequest, model, card, device="cpu",
         "evaluations": frame.evaluations, "resolution": frame.resolution,
         "lattice": f"{frame.resolution + 1}^3",
         "dense_fraction": round(frame.evaluations / lattice, 4),
-        "threshold": generator.threshold, "precision": precision_name(generator),
+        "threshold": generator.threshold, "precision": generator.precision_name,
+        "engine": generator.runtime.name,
         "seconds": round(time.perf_counter() - started, 4), "notes": prepared.notes,
         **sampled})
 
@@ -203,13 +201,9 @@ def _tiled(request, generator, card, started, should_stop) -> Iterator[Frame]:
         "evaluations": result.evaluations, "resolution": grid.cells,
         "lattice": "x".join(map(str, grid.shape)),
         "dense_fraction": round(result.evaluations / int(np.prod(grid.shape)), 4),
-        "threshold": generator.threshold, "precision": precision_name(generator),
+        "threshold": generator.threshold, "precision": generator.precision_name,
+        "engine": generator.runtime.name,
         "seconds": round(seconds, 4), "notes": [],
         "tiles": list(grid.counts), "tiles_run": result.tiles_run,
         "most_tile_points": result.most_tile_points,
         "lattice_mb": round(grid.lattice_bytes / 2**20, 1)})
-
-
-def precision_name(generator: Generator) -> str:
-    """The decoder's arithmetic as the CLI names it: float32, bfloat16, float16."""
-    return str(generator.dtype).replace("torch.", "")

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Callable, Generator, Optional
 
 import numpy as np
-import torch
 
 from . import meshing
 from .generation import Cancelled, logit
@@ -156,7 +155,7 @@ def reconstruct_tiled(generator, card: dict, points: np.ndarray, crop_size: floa
         if len(unit) and sparse_inputs and len(unit) < sparse_inputs["resample_to"]:
             unit = resample_sparse(unit, sparse_inputs, rng)
         if len(unit):
-            code = generator.encode(torch.from_numpy(unit)[None])
+            code = generator.encode(unit[None])
             evaluate = generator.evaluator(generator.decoder(code), timer, should_stop)
             for state in mise(lambda q: evaluate(q * to_model), settings.resolution0,
                               settings.upsampling_steps, threshold):

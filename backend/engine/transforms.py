@@ -72,3 +72,29 @@ def resample_sparse(unit, sparse, rng):
     Returns (resample_to, 3) float32."""
     unit = unit[rng.integers(len(unit), size=sparse["resample_to"])]
     return (unit + sparse["jitter"] * rng.standard_normal(unit.shape)).astype(np.float32)
+
+
+def _bilinear_weights(source: int, target: int) -> np.ndarray:
+    """Pillow's BILINEAR resampling along one axis as a (target, source) float64 matrix:
+    a triangle filter widened by the scale when shrinking (antialiasing), each row
+    normalised to sum 1."""
+    scale = source / target
+    support = max(scale, 1.0)
+    centers = (np.arange(target) + 0.5) * scale
+    lo = np.maximum(np.floor(centers - support + 0.5), 0).astype(int)
+    hi = np.minimum(np.floor(centers + support + 0.5), source).astype(int)
+    j = np.arange(source)
+    weights = np.clip(1.0 - np.abs((j[None] - centers[:, None] + 0.5) / support), 0, None)
+    weights[(j[None] < lo[:, None]) | (j[None] >= hi[:, None])] = 0.0
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def resize_image(rgb: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8, resampled as Pillow's
+    ``Image.resize((size, size), Image.BILINEAR)`` does: horizontal pass, then vertical,
+    each rounded to 8 bits (within one level of Pillow's fixed-point arithmetic)."""
+    h, w = rgb.shape[:2]
+    rows = np.einsum("xw,hwc->hxc", _bilinear_weights(w, size), rgb.astype(np.float64))
+    rows = np.clip(np.round(rows), 0, 255)
+    out = np.einsum("yh,hxc->yxc", _bilinear_weights(h, size), rows)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)

@@ -256,10 +256,14 @@ def _numpy_load_error(path: Path, exc: Exception, saver: str) -> UserError:
 
 
 def _read_ply_vertices(path: Path) -> np.ndarray:
-    """Vertices (N, 3) of a PLY point cloud or mesh, via trimesh."""
-    import trimesh
-
+    """Vertices (N, 3) of a PLY point cloud or mesh, via trimesh (or, where trimesh is not
+    installed, as Blender's Python, ``read_ply_vertices_numpy``)."""
     _check_ascii_ply_rows(path)
+    try:
+        import trimesh
+    except ImportError:
+        return read_ply_vertices_numpy(path)
+
     try:
         loaded = trimesh.load(path, file_type="ply", process=False)
     # trimesh's parsers raise many exception types on malformed files; all mean "unreadable".
@@ -271,6 +275,52 @@ def _read_ply_vertices(path: Path) -> np.ndarray:
     if vertices.size == 0:
         raise UserError(f"{path}: has no vertices; a point cloud needs at least 2 points")
     return vertices
+
+
+PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2",
+             "int16": "i2", "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4",
+             "uint": "u4", "uint32": "u4", "float": "f4", "float32": "f4", "double": "f8",
+             "float64": "f8"}
+
+
+def read_ply_vertices_numpy(path: Path) -> np.ndarray:
+    """Vertices (N, 3) float64 of a PLY file whose first element is ``vertex`` with scalar
+    properties x, y, z among others (ASCII or binary, either byte order), in numpy alone.
+    UserError for anything else, naming trimesh as the reader that takes more."""
+    data = path.read_bytes()
+    end = data.find(b"end_header")
+    newline = data.find(b"\n", end)
+    if not data.startswith(b"ply") or end < 0 or newline < 0:
+        raise UserError(f"{path}: not a PLY file (no 'ply' ... 'end_header' header)")
+    lines = [line.split() for line in data[:end].decode("latin-1").splitlines()]
+    formats = [words[1] for words in lines if words[:1] == ["format"] and len(words) > 1]
+    elements = [i for i, words in enumerate(lines) if words[:1] == ["element"]]
+    more = ("; install trimesh (pip install trimesh) to read other PLY layouts, or save the "
+            "cloud as .npy or .xyz")
+    if not formats or not elements or lines[elements[0]][1:2] != ["vertex"]:
+        raise UserError(f"{path}: the numpy PLY reader takes files whose first element is "
+                        f"'vertex'" + more)
+    count = int(lines[elements[0]][2])
+    stop = elements[1] if len(elements) > 1 else len(lines)
+    properties = [words for words in lines[elements[0] + 1:stop] if words[:1] == ["property"]]
+    if any(len(p) != 3 or p[1] not in PLY_TYPES for p in properties):
+        raise UserError(f"{path}: its vertices have list or unknown properties" + more)
+    names = [p[2] for p in properties]
+    if not {"x", "y", "z"} <= set(names):
+        raise UserError(f"{path}: its vertices have no x, y, z properties")
+    body = data[newline + 1:]
+    if formats[0] == "ascii":
+        rows = body.decode("latin-1").split("\n")[:count]
+        table = np.array([row.split()[:len(names)] for row in rows], np.float64)
+    else:
+        order = "<" if formats[0] == "binary_little_endian" else ">"
+        dtype = np.dtype([(name, order + PLY_TYPES[p[1]]) for name, p in zip(names, properties)])
+        if len(body) < count * dtype.itemsize:
+            raise UserError(f"{path}: the file is truncated ({count:,} vertices declared); "
+                            "re-export it")
+        records = np.frombuffer(body, dtype, count)
+        table = np.stack([records[name].astype(np.float64) for name in names], axis=1)
+    return table[:, [names.index(axis) for axis in "xyz"]]
 
 
 def _check_ascii_ply_rows(path: Path) -> None:
@@ -353,8 +403,13 @@ def decode_image(file, source: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.nd
     """Decode a PNG/JPEG (a path or a binary file object) to (H, W, 4) uint8 RGBA, upright
     (EXIF rotation applied), refusing more than ``max_pixels`` pixels before decoding.
     ``source`` names the file or request field in messages."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
+    try:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+    except ImportError:
+        raise UserError(f"{source}: decoding PNG/JPEG files needs Pillow, which this Python "
+                        "lacks (the bundled engine in Blender's Python): send decoded pixels "
+                        "(the wire's 'image' buffer, as the add-on does), or use a Python "
+                        "with Pillow") from None
     try:
         # open() reads only the header, so the size check happens before any decoding.
         with Image.open(file) as image:

@@ -31,8 +31,6 @@ def write_mesh(
     Raises ``UserError`` for an unsupported extension or a directory that is missing or
     not writable.
     """
-    import trimesh
-
     path = Path(path)
     if path.suffix.lower() not in WRITE_EXTENSIONS:
         raise UserError(f"{path}: cannot write mesh type '{path.suffix}'; "
@@ -40,6 +38,13 @@ def write_mesh(
     if not path.parent.is_dir():
         raise UserError(f"{path}: directory {path.parent} does not exist; "
                         "create it or choose another output path")
+    try:
+        import trimesh
+    except ImportError:  # Blender's Python: PLY in numpy, everything else needs trimesh
+        if path.suffix.lower() != ".ply":
+            raise UserError(f"{path}: writing {path.suffix} needs trimesh, which this Python "
+                            "lacks; write .ply, or install trimesh") from None
+        return write_ply_numpy(path, vertices, faces, vertex_normals)
     if vertex_normals is not None:
         vertex_normals = np.asarray(vertex_normals, dtype=np.float64)
     mesh = trimesh.Trimesh(
@@ -50,6 +55,34 @@ def write_mesh(
     )
     try:
         mesh.export(path)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be written ({exc.strerror}); "
+                        "choose a writable location") from exc
+
+
+def write_ply_numpy(path: Path, vertices: np.ndarray, faces: np.ndarray,
+                    vertex_normals: np.ndarray | None = None) -> None:
+    """A binary little-endian PLY of the mesh in numpy alone: float32 x y z (nx ny nz),
+    faces as a uchar count and int32 indices."""
+    columns = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if vertex_normals is not None:
+        columns += [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
+    table = np.empty(len(vertices), columns)
+    for i, axis in enumerate("xyz"):
+        table[axis] = np.asarray(vertices)[:, i]
+        if vertex_normals is not None:
+            table["n" + axis] = np.asarray(vertex_normals)[:, i]
+    face_table = np.empty(len(faces), [("n", "u1"), ("v", "<i4", (3,))])
+    face_table["n"], face_table["v"] = 3, faces
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(vertices)}",
+              *[f"property float {name}" for name, _ in columns],
+              f"element face {len(faces)}", "property list uchar int vertex_indices",
+              "end_header"]
+    try:
+        with open(path, "wb") as f:
+            f.write(("\n".join(header) + "\n").encode())
+            f.write(table.tobytes())
+            f.write(face_table.tobytes())
     except OSError as exc:
         raise UserError(f"{path}: cannot be written ({exc.strerror}); "
                         "choose a writable location") from exc

@@ -11,6 +11,7 @@ unknown name, so no file outside them can be read or even probed.
 import logging
 from pathlib import Path
 
+from ..engine.runtime import torch_importable
 from ..errors import UserError
 from .cards import read_card
 from .inputs import KIND_NAMES
@@ -22,10 +23,13 @@ ANALYTIC_PREFIX = "analytic:"
 
 
 def catalogue(extra_dirs=()):
-    """All named models: {name: card} with 'path' added; analytic shapes included."""
-    from ..models.analytic import SHAPES, analytic_card
+    """All named models: {name: card} with 'path' added; analytic shapes included where
+    PyTorch is (they are torch modules)."""
+    models = {}
+    if torch_importable():
+        from ..models.analytic import SHAPES, analytic_card
 
-    models = {f"{ANALYTIC_PREFIX}{shape}": analytic_card(shape) for shape in SHAPES}
+        models = {f"{ANALYTIC_PREFIX}{shape}": analytic_card(shape) for shape in SHAPES}
     for folder in (BUNDLED_DIR, *map(Path, extra_dirs)):
         for weights in sorted(Path(folder).glob("*.safetensors")):
             try:
@@ -63,10 +67,13 @@ def resolve(name_or_path, extra_dirs=(), allow_paths=True):
     allow_paths: any file path is accepted (the CLI); otherwise only files inside the
     bundled folder and ``extra_dirs``. UserError for anything else, with one message for
     missing and existing files alike."""
-    from ..models.analytic import SHAPES
-
     name = str(name_or_path)
     if name.startswith(ANALYTIC_PREFIX):
+        if not torch_importable():
+            raise UserError(f"{name} is a PyTorch test shape, and PyTorch is not installed "
+                            "here; use a bundled model")
+        from ..models.analytic import SHAPES
+
         shape = name[len(ANALYTIC_PREFIX):]
         if shape not in SHAPES:
             raise UserError(f"unknown analytic shape {shape!r}; choose one of:"
@@ -102,14 +109,21 @@ def resolve(name_or_path, extra_dirs=(), allow_paths=True):
     raise unknown
 
 
-def load(name_or_path, device="cpu", extra_dirs=(), allow_paths=True):
+def load(name_or_path, device="cpu", extra_dirs=(), allow_paths=True, engine="torch"):
     """Load a model by name or path (``resolve``). Returns (model in eval mode, card)."""
     key, _ = resolve(name_or_path, extra_dirs, allow_paths)
-    return load_resolved(key, device)
+    return load_resolved(key, device, engine)
 
 
-def load_resolved(key, device="cpu"):
-    """Load a model by the key ``resolve`` returned: (model in eval mode, card)."""
+def load_resolved(key, device="cpu", engine="torch"):
+    """Load a model by the key ``resolve`` returned: (model in eval mode, card), a PyTorch
+    module for ``engine`` "torch", a ``models.numpy_engine`` model for "bundled"."""
+    if engine == "bundled":
+        if key.startswith(ANALYTIC_PREFIX):
+            raise UserError(f"{key} is a PyTorch test shape: use --engine torch")
+        from ..models import numpy_engine
+
+        return numpy_engine.load_model(Path(key))
     from ..models.analytic import AnalyticModel, analytic_card
 
     if key.startswith(ANALYTIC_PREFIX):

@@ -303,7 +303,8 @@ class Handler(BaseHTTPRequestHandler):
         service = self.service
         self.send_json(HTTPStatus.OK, {
             "status": "ok", "version": __version__, "protocol": protocol.PROTOCOL,
-            "device": str(service.device), "models_loaded": service.loaded_names(),
+            "device": str(service.device), "engine": service.engine,
+            "models_loaded": service.loaded_names(),
             "queue": service.queue_length(),
             "running": service.running.id if service.running else None,
             "limits": {**asdict(service.limits), **asdict(service.service_limits)}})

@@ -92,10 +92,12 @@ class Worker:
     """Models, the job queue and the encoded-shape cache; the HTTP handler calls into it."""
 
     def __init__(self, device, limits: Limits = LIMITS,
-                 service_limits: ServiceLimits = ServiceLimits(), model_dirs=()):
-        from ..engine.generation import resolve_device
+                 service_limits: ServiceLimits = ServiceLimits(), model_dirs=(),
+                 engine="auto"):
+        from ..engine.runtime import resolve_device, resolve_engine
 
-        self.device = resolve_device(device)
+        self.engine = resolve_engine(engine, device)  # "torch" or "bundled"
+        self.device = resolve_device(device, self.engine)
         self.limits = limits
         self.service_limits = service_limits
         self.model_dirs = tuple(model_dirs)
@@ -137,7 +139,8 @@ class Worker:
                 if key in self.models:
                     self.models.move_to_end(key)
                 else:
-                    self.models[key] = (shown, *zoo.load_resolved(key, self.device))
+                    self.models[key] = (shown, *zoo.load_resolved(key, self.device,
+                                                                       self.engine))
                     while len(self.models) > max(1, self.service_limits.max_models):
                         self.models.popitem(last=False)
                 return self.models[key]

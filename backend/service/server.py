@@ -61,7 +61,9 @@ def add_arguments(parser):
     tokens.add_argument("--token", help="required on every request (default: a random one,"
                         " printed in the handshake)")
     tokens.add_argument("--token-file", help="read the token from this file")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    from ..cli import add_engine_options
+
+    add_engine_options(parser)
     parser.add_argument("--models", action="append", default=[], metavar="DIR",
                         help="extra folder of .safetensors models (repeatable)")
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
@@ -94,7 +96,7 @@ def serve(args):
     limits, service_limits = (type(table)(**{name: getattr(args, name)
                                              for name in table.__dataclass_fields__})
                               for table in (LIMITS, ServiceLimits()))
-    service = Worker(args.device, limits, service_limits, args.models)
+    service = Worker(args.device, limits, service_limits, args.models, args.engine)
     try:
         server = make_server(args.host, args.port, token, service)
     except OSError as exc:
@@ -112,7 +114,7 @@ def serve(args):
         watch_parent(args.parent_pid, stop)
     print(json.dumps({"port": server.server_address[1], "token": token,
                       "protocol": protocol.PROTOCOL, "device": str(service.device),
-                      "version": __version__, "pid": os.getpid()}), flush=True)
+                      "engine": service.engine, "version": __version__, "pid": os.getpid()}), flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

@@ -156,7 +156,7 @@ class ImagesField:
                 rgba = np.asarray(image.convert("RGBA"))
         except (UnidentifiedImageError, OSError) as exc:
             raise UserError(f"{path}: not a readable image ({exc}); regenerate it") from None
-        return prepare_image(rgba).tensor[0].numpy()
+        return prepare_image(rgba).inputs[0]
 
 
 # Input kind (config ``data.input``) -> field of the encoder's input, from the data section

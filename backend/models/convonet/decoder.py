@@ -11,8 +11,7 @@ from torch.nn import functional as F
 from ..onet.decoders import default_chunk_size
 from ..layers import ResnetBlockFC
 from .features import FEATURE_TYPES, normalize, sample
-
-N_BLOCKS = 5
+from .layout import N_BLOCKS
 
 
 def point_features(p, c, padding, mode, align):

@@ -25,12 +25,7 @@ Conventions (those of the official release, which its checkpoints depend on):
 import torch
 from torch.nn import functional as F
 
-PLANE_AXES = {"xz": [0, 2], "xy": [0, 1], "yz": [1, 2]}
-# Every feature type, in the order their contributions are summed.
-FEATURE_TYPES = ("xz", "xy", "yz", "grid")
-ALIGNMENTS = ("official", "consistent")
-SAMPLE_MODES = ("bilinear", "nearest")
-_EPS = {"plane": 10e-6, "grid": 10e-4}  # the official margins, as written there
+from .layout import ALIGNMENTS, EPS, FEATURE_TYPES, PLANE_AXES, SAMPLE_MODES  # noqa: F401
 
 
 def normalize(p, kind, padding):
@@ -38,9 +33,9 @@ def normalize(p, kind, padding):
     plane, ``(B, T, 3)`` for ``"grid"``. Differentiable inside the cube (zero gradient where
     clamped)."""
     if kind == "grid":
-        u, eps = p, _EPS["grid"]
+        u, eps = p, EPS["grid"]
     else:
-        u, eps = p[..., PLANE_AXES[kind]], _EPS["plane"]
+        u, eps = p[..., PLANE_AXES[kind]], EPS["plane"]
     u = u / (1 + padding + eps) + 0.5
     return torch.where(u >= 1, 1 - eps, u).clamp(min=0)
 
