@@ -170,6 +170,11 @@ class ONET_PG_scene(bpy.types.PropertyGroup):
         description="0: the input is one object. Above 0: a large scan (a room, a street) is"
         " reconstructed tile by tile; this is the size (in the object's own units) that the"
         " model sees as one object. Needs a ConvONet model")
+    fit_steps: IntProperty(
+        name="Fit to Points", default=0, min=0, soft_max=100,
+        description="Point clouds: optimisation steps fitting the model's shape code to the"
+        " input points before meshing, so the surface follows the scan closely (about 30; a"
+        " few seconds). 0: the model's prediction as it is")
     fill_cavities: BoolProperty(
         name="Fill Enclosed Cavities", default=True,
         description="Make cavities sealed inside the shape solid: no scan sees them, so they"

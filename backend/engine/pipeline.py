@@ -20,6 +20,7 @@ import torch
 
 from . import transforms
 from ..errors import UserError
+from .fit import FitProgress, fit
 from .generation import Generator, MeshFrame
 from .request import Blend, EncodedShape, ReconstructRequest, check_kind
 from .tiling import TileProgress, reconstruct_tiled
@@ -39,6 +40,7 @@ class Prepared:
     scale: float
     notes: List[str] = field(default_factory=list)
     occupancies: Optional[torch.Tensor] = None  # (1, N) float 0/1 labels of the points
+    points: Optional[np.ndarray] = None  # (N, 3) float32 unit-cube input points, unjittered
 
     def to_world(self, vertices):
         """Unit-cube vertices (V, 3) -> the input's coordinates, (V, 3) float32."""
@@ -83,10 +85,12 @@ def prepare_points(points, card, seed=0, occupancies=None):
         if occupancies is not None:
             raise UserError(f"a cloud of {len(unit)} points with occupancies cannot be "
                             f"resampled to this model's {sparse['resample_to']}; send more")
-        unit = transforms.resample_sparse(unit, sparse, rng)
+        resampled = transforms.resample_sparse(unit, sparse, rng)
+    else:
+        resampled = unit
     labels = (None if occupancies is None
               else torch.from_numpy(np.asarray(occupancies, np.float32))[None])
-    return Prepared(torch.from_numpy(unit)[None], center, scale, notes, labels)
+    return Prepared(torch.from_numpy(resampled)[None], center, scale, notes, labels, unit)
 
 
 def prepare_voxels(occupancy, translate, scale):
@@ -129,7 +133,7 @@ class Finished:
     summary: dict
 
 
-Frame = Union[TileProgress, MeshFrame, Finished]
+Frame = Union[TileProgress, FitProgress, MeshFrame, Finished]
 
 
 def encode(request: ReconstructRequest, name: str, model, card,
@@ -145,7 +149,9 @@ def encode(request: ReconstructRequest, name: str, model, card,
 def reconstruct(request: ReconstructRequest, model, card, device="cpu",
                 should_stop: Optional[Callable[[], bool]] = None) -> Iterator[Frame]:
     """Run one validated request (``request.validate(model)``) with a loaded model and its
-    card; should_stop is polled at every decoder batch (raises ``generation.Cancelled``)."""
+    card; should_stop is polled at every fitting step and decoder batch (raises
+    ``generation.Cancelled``). With ``fit_steps``, the code is first fitted to the input
+    points (``fit.fit``: a FitProgress per step)."""
     started = time.perf_counter()
     generator = Generator(model, card, device, request.settings)
     if request.tiling is not None:
@@ -156,6 +162,13 @@ def reconstruct(request: ReconstructRequest, model, card, device="cpu",
     else:
         prepared = prepare(request.source, model, card, request.seed, request.occupancies)
         code = generator.encode(prepared.tensor, prepared.occupancies)
+    fitted = None
+    if request.settings.fit_steps:
+        fitted = yield from fit(generator.model, code, prepared.points, generator.threshold,
+                                request.settings.fit_steps, generator.device, request.seed,
+                                should_stop)
+        code = fitted.code
+        prepared.notes.extend(fitted.notes)
     for frame in generator.frames(code, should_stop, started):
         frame = to_world(frame, prepared)
         yield frame
@@ -166,7 +179,8 @@ def reconstruct(request: ReconstructRequest, model, card, device="cpu",
         "lattice": f"{frame.resolution + 1}^3",
         "dense_fraction": round(frame.evaluations / lattice, 4),
         "threshold": generator.threshold, "precision": precision_name(generator),
-        "seconds": round(time.perf_counter() - started, 4), "notes": prepared.notes})
+        "seconds": round(time.perf_counter() - started, 4), "notes": prepared.notes,
+        **({"fit": fitted.summary()} if fitted else {})})
 
 
 def _blend(blend: Blend):
