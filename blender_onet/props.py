@@ -1,9 +1,10 @@
 """Per-scene settings of the ONet panel (``scene.onet``) and the wire options they make.
 
 Each option keeps one name from the property to the wire and the CLI flag
-(``resolution0``, ``upsampling_steps``, ``threshold``, ``tile_size``, ``fill_cavities``;
-docs/design.md, "One request"): ``mise_of``, ``output_of`` and ``tiling_of`` build the
-request's ``mise``, ``output`` and ``tiling`` objects.
+(``resolution0``, ``upsampling_steps``, ``threshold``, ``tile_size``, ``fill_cavities``,
+``fit_steps``; docs/design.md, "One request"): ``mise_of``, ``output_of`` and ``tiling_of``
+build the request's ``mise``, ``output`` and ``tiling`` objects; ``fit_steps`` is sent at the
+header's top level.
 """
 
 import bpy
