@@ -195,3 +195,21 @@ def test_server_cancels_between_fit_steps(server):
                 client.cancel(header["job"])
     assert "mesh" not in seen and "final" not in seen
     assert client.job(accepted[0]["job"])["status"] == "cancelled"
+
+
+def test_generalize_runs_every_model_with_and_without_fitting(tmp_path, capsys):
+    import csv
+
+    from training import generalize
+
+    status = generalize.main([
+        "--model", MODEL, "--fit-steps", "3", "--out", str(tmp_path), "--points", "500",
+        "--families", "superquadric", "--no-real", "--poisson-depths", "--resolution0", "16",
+        "--upsampling-steps", "0", "--eval-points", "3000"])
+    assert status == 0
+    with open(tmp_path / "shapes.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["method"] for r in rows} == {MODEL, generalize.fit_name(MODEL, 3)}
+    assert generalize.main(["--model", MODEL, "--fit-steps", "-1", "--out",
+                            str(tmp_path)]) == 2
+    assert "--fit-steps must be >= 0" in capsys.readouterr().err
