@@ -121,6 +121,20 @@ def test_a_fit_that_raises_the_loss_gives_the_unfitted_mesh(bundled, monkeypatch
     np.testing.assert_array_equal(fitted.frame.vertices, unfitted.frame.vertices)
 
 
+def test_a_fit_that_turns_nan_stops_and_gives_the_unfitted_mesh(bundled, monkeypatch):
+    model, card = bundled
+    points = torus_cloud(1000, seed=4)
+    monkeypatch.setitem(fit.WEIGHTS, "surface", float("nan"))
+    events = run(model, card, points, 5)
+    finished = events[-1]
+    assert not any(isinstance(e, fit.FitProgress) for e in events)
+    assert finished.summary["fit"]["steps"] == 0 and not finished.summary["fit"]["applied"]
+    assert any("diverged (NaN)" in note for note in finished.summary["notes"])
+    monkeypatch.undo()
+    unfitted = run(model, card, points, 0)[-1]
+    np.testing.assert_array_equal(finished.frame.vertices, unfitted.frame.vertices)
+
+
 def test_fit_steps_are_checked_before_any_work(bundled):
     model, _ = bundled
     points = PointCloudInput(torus_cloud(100))

@@ -59,7 +59,7 @@ class FitProgress:
 @dataclass
 class FitResult:
     """The fitted code (or the unfitted one when the fit did not help), the loss before and
-    after on the whole input, steps run, seconds and notes for the summary."""
+    after on the whole input, the steps taken, seconds and notes for the summary."""
 
     code: ShapeCode
     initial_loss: float
@@ -264,6 +264,7 @@ def fit(model, code: ShapeCode, points, threshold: float, steps: int, device="cp
     initial = whole_loss(code)
     optimiser = torch.optim.Adam([{"params": [leaf], "lr": rate} for leaf, rate in
                                   zip(params.leaves, _learning_rates(params.base))])
+    run = 0  # steps taken: fewer than asked when the loss turned NaN or infinite
     with torch.inference_mode(False), torch.enable_grad():
         for step in range(1, steps + 1):
             if should_stop is not None and should_stop():
@@ -277,6 +278,7 @@ def fit(model, code: ShapeCode, points, threshold: float, steps: int, device="cp
             for leaf, grad in zip(params.leaves, grads):
                 leaf.grad = grad
             optimiser.step()
+            run = step
             yield FitProgress(step, steps, float(loss.detach()), time.perf_counter() - started)
     with torch.no_grad():
         fitted = params.build()
@@ -288,7 +290,7 @@ def fit(model, code: ShapeCode, points, threshold: float, steps: int, device="cp
             f"did not lower the loss ({initial:.4g} -> {final:.4g})")
         notes.append(f"the fit to the points {reason}; the mesh is the unfitted one")
         logger.info("fit rejected: %s", reason)
-    return FitResult(fitted if applied else code, initial, final, steps,
+    return FitResult(fitted if applied else code, initial, final, run,
                      time.perf_counter() - started, notes, applied)
 
 
