@@ -69,6 +69,11 @@ def add_request_options(parser, tiling=True):
                              "are the network's guess); --no-fill-cavities keeps them")
     parser.add_argument("--refine-steps", type=positive_int, default=defaults.refine_steps,
                         help="gradient refinement steps (paper section 3.3)")
+    parser.add_argument("--fit-steps", type=positive_int, default=defaults.fit_steps,
+                        metavar="STEPS",
+                        help="fit the shape code to the input points for STEPS optimisation "
+                             "steps before meshing (point clouds; about 30: a surface closer "
+                             f"to the scan; at most {LIMITS.max_fit_steps}; default 0: off)")
     if not tiling:
         return
     parser.add_argument("--tile-size", type=float, metavar="SIZE",
@@ -162,8 +167,8 @@ def settings_from_args(args) -> Settings:
     """The MISE and output settings the CLI's flags describe (the request's own names)."""
     return Settings(args.resolution0, args.upsampling_steps, args.threshold,
                     precision=args.precision, normals=args.normals, simplify=args.simplify,
-                    refine_steps=args.refine_steps, fill_cavities=args.fill_cavities,
-                    mesh_every_level=False)
+                    refine_steps=args.refine_steps, fit_steps=args.fit_steps,
+                    fill_cavities=args.fill_cavities, mesh_every_level=False)
 
 
 def request_from_args(args, inp) -> ReconstructRequest:
@@ -203,6 +208,9 @@ def run_reconstruct(args):
     for event in pipeline.reconstruct(request, model, card, device):
         if isinstance(event, pipeline.TileProgress) and progress:
             print(f"tile {event.done}/{event.total}", file=sys.stderr)
+        elif isinstance(event, pipeline.FitProgress) and progress:
+            print(f"fit {event.step}/{event.steps}: loss {event.loss:.4f}, "
+                  f"{event.seconds:.2f} s", file=sys.stderr)
         elif isinstance(event, pipeline.MeshFrame) and progress and request.tiling is None:
             print(f"level {event.level + 1}/{event.levels}: {event.resolution}^3,"
                   f" {event.evaluations:,} evaluations, {event.seconds:.2f} s", file=sys.stderr)

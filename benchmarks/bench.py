@@ -1,5 +1,5 @@
 """Benchmarks that print numbers: ``python -m benchmarks [engine|serve|models|voids|scene|
-slerp|engines]``.
+slerp|engines|fit]``.
 
 engine: the paper-size point-cloud ONet (10.4M parameters) on this machine, side by side:
   - dense: every point of the (R + 1)^3 lattice through the decoder,
@@ -34,6 +34,10 @@ engines: time per mesh of the bundled default point-cloud model on the chair sam
 engine, each in a fresh process with the same thread count for PyTorch and for numpy's
 BLAS (--threads, default all cores), best of --repeats; and the IoU of each mesh to the
 torch fp32 one.
+
+fit: time per mesh at 32->128 on the sample scan without and with fitting to the points
+(``--fit-steps``, default 30) for every bundled point-cloud model (or --model): seconds in
+all, of which fitting, per fitting step, and the fit's loss before and after.
 """
 
 import argparse
@@ -362,6 +366,41 @@ def models(args):
           " and marching cubes.")
 
 
+def fit_time(args):
+    """Seconds per mesh at 32->128 on the sample scan, unfitted and fitted."""
+    from backend.engine.pipeline import reconstruct
+    from backend.io import zoo
+    from backend.io.inputs import read_input
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    scan = read_input(SAMPLES / "boxes_rods_scan.ply")
+    print(f"fit to the points, 32->128, sample scan ({len(scan.points)} points), torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads, device {device}\n")
+    header = (f"{'model':<30} {'steps':>5} {'seconds':>8} {'fit s':>7} {'s/step':>7}"
+              f" {'loss before':>11} {'loss after':>10}")
+    print(header)
+    print("-" * len(header))
+    for name in point_cloud_models(args.model):
+        model, card = zoo.load(name, device)
+        for steps in (0, args.fit_steps):
+            settings = Settings(32, 2, fit_steps=steps, mesh_every_level=False)
+            best = None
+            for _ in range(args.repeats):
+                *_, finished = reconstruct(ReconstructRequest(scan, settings=settings),
+                                           model, card, device)
+                if best is None or finished.summary["seconds"] < best.summary["seconds"]:
+                    best = finished
+            fitted = best.summary.get("fit")
+            columns = (f"{fitted['seconds']:>7.2f} {fitted['seconds'] / steps:>7.3f} "
+                       f"{fitted['initial_loss']:>11.4f} {fitted['final_loss'] or 0:>10.4f}"
+                       if fitted else f"{'':>7} {'':>7} {'':>11} {'':>10}")
+            print(f"{name:<30} {steps:>5} {best.summary['seconds']:>8.2f} {columns}",
+                  flush=True)
+    print(f"\nBest of {args.repeats} runs; seconds from the input to the final mesh.")
+
+
 def voids(args):
     """IoU against the analytic shape, with and without filling enclosed voids."""
     from backend.io import zoo
@@ -571,7 +610,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="?", default="engine",
                         choices=["engine", "serve", "models", "voids", "scene", "slerp",
-                                 "engines"])
+                                 "engines", "fit"])
     parser.add_argument("--engine-run", metavar="ENGINE:PRECISION",
                         help=argparse.SUPPRESS)  # engines: one run, in the child process
     parser.add_argument("--model", nargs="+", help="models, voids, scene: model names or paths "
@@ -585,11 +624,12 @@ def main(argv=None):
                         help="time every dense lattice point instead of estimating from 250k")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--fit-steps", type=int, default=30, help="fit: fitting steps")
     args = parser.parse_args(argv)
     if args.engine_run:
         torch.set_num_threads(args.threads)
         print(json.dumps(engine_run(*args.engine_run.split(":"), args.repeats)))
         return
     {"engines": engines, "engine": engine, "serve": service, "models": models, "voids": voids,
-     "scene": scene, "slerp": slerp_midpoints}[args.which](args)
+     "scene": scene, "slerp": slerp_midpoints, "fit": fit_time}[args.which](args)
 

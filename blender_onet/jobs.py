@@ -90,6 +90,7 @@ class StreamJob:
         self.queue_position = 0  # jobs ahead on the backend + this one (when queued)
         self.level, self.levels, self.evaluations, self.seconds = -1, 0, 0, 0.0
         self.tile, self.tiles = 0, 0  # tiled reconstructions: tiles done, in all
+        self.fit_step, self.fit_steps = 0, 0  # fitting to the points: steps done, in all
         self.updates = 0
         self.result_name = None  # where the result object was last seen (a hint: see uid)
         self.mesh_name = None
@@ -138,6 +139,10 @@ class StreamJob:
         if self.status is JobStatus.QUEUED:
             return 0.0, (f"Waiting in the backend's queue ({self.queue_position - 1} ahead)…"
                          f" {elapsed:.0f} s")
+        if self.level < 0 and self.fit_steps:
+            return (self.fit_step / self.fit_steps,
+                    f"Fitting to the points: step {self.fit_step} of {self.fit_steps},"
+                    f" {elapsed:.0f} s")
         if self.level < 0 and self.tiles:
             return (self.tile / self.tiles,
                     f"Tile {self.tile} of {self.tiles}, {elapsed:.0f} s")
@@ -283,13 +288,15 @@ def pump_job(job):
             ob = job.result_object()
             if ob is not None:
                 ob["onet_model"] = job.model
-        elif kind in ("mesh", "tile") and job.status is JobStatus.QUEUED:
+        elif kind in ("mesh", "tile", "fit") and job.status is JobStatus.QUEUED:
             transition(job, JobStatus.RUNNING)
         if kind == "mesh":
             _apply_mesh(job, header, arrays)
             break  # one level per call: the next ones (and the end) come with the next call
         elif kind == "tile":
             job.tile, job.tiles = header["tile"], header["tiles"]
+        elif kind == "fit":
+            job.fit_step, job.fit_steps = header["step"], header["steps"]
         elif kind == "final":
             job.final = header
         elif kind == "finished":

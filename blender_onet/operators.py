@@ -46,10 +46,12 @@ def start_reconstruction(context):
     model = settings.model_name or None
     mise = props.mise_of(settings)
     output, tiling = props.output_of(settings), props.tiling_of(settings)
+    fit_steps = settings.fit_steps or None  # None: left out of the request
 
     def request(client, on_accepted):
         return client.reconstruct(model=model, mise=mise, output=output, tiling=tiling,
-                                  on_accepted=on_accepted, **data.wire_arrays())
+                                  fit_steps=fit_steps, on_accepted=on_accepted,
+                                  **data.wire_arrays())
 
     job = jobs.StreamJob("reconstruct", prefs.settings_snapshot(context), request, data.matrix,
                          f"{data.source} ONet", context.scene.name)

@@ -1,9 +1,10 @@
 """Per-scene settings of the ONet panel (``scene.onet``) and the wire options they make.
 
 Each option keeps one name from the property to the wire and the CLI flag
-(``resolution0``, ``upsampling_steps``, ``threshold``, ``tile_size``, ``fill_cavities``;
-docs/design.md, "One request"): ``mise_of``, ``output_of`` and ``tiling_of`` build the
-request's ``mise``, ``output`` and ``tiling`` objects.
+(``resolution0``, ``upsampling_steps``, ``threshold``, ``tile_size``, ``fill_cavities``,
+``fit_steps``; docs/design.md, "One request"): ``mise_of``, ``output_of`` and ``tiling_of``
+build the request's ``mise``, ``output`` and ``tiling`` objects; ``fit_steps`` is sent at the
+header's top level.
 """
 
 import bpy
@@ -171,6 +172,11 @@ class ONET_PG_scene(bpy.types.PropertyGroup):
         description="0: the input is one object. Above 0: a large scan (a room, a street) is"
         " reconstructed tile by tile; this is the size (in the object's own units) that the"
         " model sees as one object. Needs a ConvONet model")
+    fit_steps: IntProperty(
+        name="Fit to Points", default=0, min=0, soft_max=100,
+        description="Point clouds: optimisation steps fitting the model's shape code to the"
+        " input points before meshing, so the surface follows the scan closely (about 30; a"
+        " few seconds). 0: the model's prediction as it is")
     fill_cavities: BoolProperty(
         name="Fill Enclosed Cavities", default=True,
         description="Make cavities sealed inside the shape solid: no scan sees them, so they"

@@ -70,6 +70,7 @@ class ONET_PT_reconstruct(_Sidebar, bpy.types.Panel):
                 fold.label(text=f"0: the model's own threshold, {own:g}")
             fold.prop(settings, "tile_size")
             fold.prop(settings, "fill_cavities")
+            fold.prop(settings, "fit_steps")
             fold.prop(settings, "show_test_shapes")
 
         running = jobs.running()

@@ -575,6 +575,7 @@ def test_panels_draw_what_the_issue_asks_for(blender):
     # Threshold 0 is the model's own, as the backend lists it (no copy of 0.2 in the add-on).
     assert any(label.startswith("0: the model's own threshold, ") for label in idle["labels"])
     assert "fill_cavities" in idle["props"] and "tile_size" in idle["props"]
+    assert "fit_steps" in idle["props"]  # Advanced > Fit to Points
     assert any(label.startswith("Running locally: torch engine on cpu") for label in idle["labels"])
     assert "onet.cancel" in running["operators"]
     assert any(p.startswith(("Level ", "Waiting", "Sending", "Starting"))

@@ -2,7 +2,8 @@
 
 ``python -m training.evaluate --model M --data DIR --out REPORT_DIR [--split test]
 [--input pointcloud|voxels|image] [--n-points 300] [--noise 0.005] [--partial-views K]
-[--poisson] [--resolution0 32 --upsampling-steps 2] [--limit N] [--categories a,b]``
+[--poisson] [--resolution0 32 --upsampling-steps 2] [--fit-steps STEPS] [--limit N]
+[--categories a,b]``
 
 Every shape of the split is reconstructed through the backend's one flow
 (``backend.engine.pipeline.reconstruct``), exactly as a user's input would be, from the input
@@ -104,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resolution0", type=int, default=32, help="MISE start resolution")
     parser.add_argument("--upsampling-steps", type=int, default=2, help="MISE levels after the "
                         "first")
+    parser.add_argument("--fit-steps", type=int, default=0, metavar="STEPS",
+                        help="fit each shape code to its input points for STEPS steps before "
+                             "meshing (backend/engine/fit.py; point clouds; default 0: off)")
     parser.add_argument("--limit", type=int, help="at most N shapes per class")
     parser.add_argument("--categories", help="comma-separated category folders (default all)")
     parser.add_argument("--eval-points", type=int, default=metrics.N_POINTS,
@@ -123,7 +127,7 @@ def check_args(args: argparse.Namespace) -> None:
     for name in ("n_points", "eval_points", "resolution0"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
-    for name in ("upsampling_steps", "gallery_per_class", "partial_views"):
+    for name in ("upsampling_steps", "gallery_per_class", "partial_views", "fit_steps"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0")
     if args.limit is not None and args.limit < 1:
@@ -279,7 +283,8 @@ def evaluate(args: argparse.Namespace) -> None:
     shapes, names = find_shapes(args.data, args.split, args.categories, kind, args.limit)
     out = make_folder(args.out)
     settings = Settings(args.resolution0, args.upsampling_steps, precision=args.precision,
-                        fill_cavities=args.fill_cavities, mesh_every_level=False)
+                        fit_steps=args.fit_steps, fill_cavities=args.fill_cavities,
+                        mesh_every_level=False)
 
     rows, panels = [], []
     shown = dict.fromkeys(names, 0)

@@ -2,7 +2,8 @@
 
 ``python -m training.generalize --model M [--model M2 ...] --out DIR [--points 3000 300]
 [--partial] [--seeds 0 1 2] [--limit N] [--poisson-depths 6 7 8 9] [--families a,b]
-[--no-real] [--resolution0 32 --upsampling-steps 2] [--eval-points 100000]``
+[--no-real] [--resolution0 32 --upsampling-steps 2] [--fit-steps STEPS]
+[--eval-points 100000]``
 
 The benchmark set (``training/generalize_shapes.py``, never imported by training): (a) one
 shape per procedural family the corpus lacks (metaballs, noise-displaced spheres,
@@ -16,7 +17,8 @@ them (``NOISE`` Gaussian noise, the ONet/ConvONet protocol): ``--points`` clouds
 surface and, with ``--partial``, a one-view partial scan of ``--partial-points`` points.
 Methods, all scored on the same input by ``evaluate.score`` (``training/metrics.py``):
 every ``--model`` through the backend (``evaluate.reconstruct``: MISE, the raw
-marching-cubes mesh) and screened Poisson (``training/baselines.py``) at each of
+marching-cubes mesh; with ``--fit-steps`` each model also fitted to the input points,
+method "MODEL fit STEPS") and screened Poisson (``training/baselines.py``) at each of
 ``--poisson-depths``; the report adds, per shape set and input, the depth with the best mean
 F-score ("poisson best").
 
@@ -34,7 +36,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resolution0", type=int, default=32, help="MISE start resolution")
     parser.add_argument("--upsampling-steps", type=int, default=2,
                         help="MISE levels after the first")
+    parser.add_argument("--fit-steps", type=int, default=0, metavar="STEPS",
+                        help="also run every model fitted to the input points for STEPS steps "
+                             "(backend/engine/fit.py), as method 'MODEL fit STEPS' (default 0: "
+                             "unfitted only)")
     parser.add_argument("--eval-points", type=int, default=metrics.N_POINTS,
                         help="points sampled on each surface and uniform IoU points "
                              "(default 100000)")
@@ -135,6 +141,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--poisson-depths must lie in 1..12")
     if min(args.seeds) < 0:
         raise UserError("--seeds must be >= 0")
+    if args.fit_steps < 0:
+        raise UserError("--fit-steps must be >= 0")
 
 
 def settings_of(args: argparse.Namespace) -> list[Setting]:
@@ -179,8 +187,9 @@ def ground_truth(shape: BenchShape, count: int, seed: int) -> dict[str, np.ndarr
 
 
 def load_methods(args: argparse.Namespace, device) -> dict[str, Method]:
-    """Each ``--model`` loaded once, with its settings; UserError for a model that does not
-    reconstruct point clouds."""
+    """Each ``--model`` loaded once, with its settings (and, with ``--fit-steps``, the same
+    model fitted, as "NAME fit STEPS"); UserError for a model that does not reconstruct
+    point clouds."""
     from backend.engine.request import Settings
     from backend.io import zoo
 
@@ -194,7 +203,15 @@ def load_methods(args: argparse.Namespace, device) -> dict[str, Method]:
         settings = Settings(args.resolution0, args.upsampling_steps, precision=args.precision,
                             fill_cavities=False, mesh_every_level=False)
         methods[name] = Method(model, card, device, settings)
+        if args.fit_steps:
+            fitted = replace(settings, fit_steps=args.fit_steps)
+            methods[fit_name(name, args.fit_steps)] = Method(model, card, device, fitted)
     return methods
+
+
+def fit_name(model: str, steps: int) -> str:
+    """The report's method name of ``model`` fitted for ``steps`` steps."""
+    return f"{model} fit {steps}"
 
 
 def run_case(shape: BenchShape, gt: dict, setting: Setting, methods: dict[str, Method],

@@ -40,6 +40,18 @@ class MeshFrame:
 
 
 @dataclass
+class FitProgress:
+    """After fitting step ``step`` of ``steps`` (1-based, ``engine/fit.py``): its loss,
+    seconds since the fit began. Here, not in fit.py, so the flow's frames import without
+    PyTorch."""
+
+    step: int
+    steps: int
+    loss: float
+    seconds: float
+
+
+@dataclass
 class ShapeCode:
     """A shape's conditioning, in the engine's arrays (torch tensors or numpy arrays):
     encoder output c (1, c_dim), ``{type: volume}`` for ConvONet models or a

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import transforms
 from ..errors import UserError
-from .generation import Generator, MeshFrame
+from .generation import FitProgress, Generator, MeshFrame
 from .request import Blend, EncodedShape, ReconstructRequest, Sample, check_kind
 from .tiling import TileProgress, reconstruct_tiled
 
@@ -40,6 +40,7 @@ class Prepared:
     scale: float
     notes: List[str] = field(default_factory=list)
     occupancies: Optional[np.ndarray] = None  # (1, N) float32 0/1 labels of the points
+    points: Optional[np.ndarray] = None  # (N, 3) float32 unit-cube input points, unjittered
 
     def to_world(self, vertices):
         """Unit-cube vertices (V, 3) -> the input's coordinates, (V, 3) float32."""
@@ -84,9 +85,12 @@ def prepare_points(points, card, seed=0, occupancies=None):
         if occupancies is not None:
             raise UserError(f"a cloud of {len(unit)} points with occupancies cannot be "
                             f"resampled to this model's {sparse['resample_to']}; send more")
-        unit = transforms.resample_sparse(unit, sparse, rng)
+        resampled = transforms.resample_sparse(unit, sparse, rng)
+    else:
+        resampled = unit
     labels = None if occupancies is None else np.asarray(occupancies, np.float32)[None]
-    return Prepared(np.ascontiguousarray(unit, np.float32)[None], center, scale, notes, labels)
+    return Prepared(np.ascontiguousarray(resampled, np.float32)[None], center, scale, notes,
+                    labels, unit)
 
 
 def prepare_voxels(occupancy, translate, scale):
@@ -127,7 +131,7 @@ class Finished:
     summary: dict
 
 
-Frame = Union[TileProgress, MeshFrame, Finished]
+Frame = Union[TileProgress, FitProgress, MeshFrame, Finished]
 
 
 def encode(request: ReconstructRequest, name: str, model, card,
@@ -154,13 +158,24 @@ def source_code(request: ReconstructRequest, generator: Generator, model,
 def reconstruct(request: ReconstructRequest, model, card, device="cpu",
                 should_stop: Optional[Callable[[], bool]] = None) -> Iterator[Frame]:
     """Run one validated request (``request.validate(model)``) with a loaded model and its
-    card; should_stop is polled at every decoder batch (raises ``generation.Cancelled``)."""
+    card; should_stop is polled at every fitting step and decoder batch (raises
+    ``generation.Cancelled``). With ``fit_steps``, the code is first fitted to the input
+    points (``fit.fit``: a FitProgress per step)."""
     started = time.perf_counter()
     generator = Generator(model, card, device, request.settings)
     if request.tiling is not None:
         yield from _tiled(request, generator, card, started, should_stop)
         return
     code, prepared = source_code(request, generator, model, card)
+    fitted = None
+    if request.settings.fit_steps:
+        from .fit import fit  # PyTorch's autograd: the torch engine only (runtime.check)
+
+        fitted = yield from fit(generator.model, code, prepared.points, generator.threshold,
+                                request.settings.fit_steps, generator.device, request.seed,
+                                should_stop)
+        code = fitted.code
+        prepared.notes.extend(fitted.notes)
     for frame in generator.frames(code, should_stop, started):
         frame = to_world(frame, prepared)
         yield frame
@@ -174,7 +189,7 @@ def reconstruct(request: ReconstructRequest, model, card, device="cpu",
         "threshold": generator.threshold, "precision": generator.precision_name,
         "engine": generator.runtime.name,
         "seconds": round(time.perf_counter() - started, 4), "notes": prepared.notes,
-        **sampled})
+        **sampled, **({"fit": fitted.summary()} if fitted else {})})
 
 
 def _blend(blend: Blend):

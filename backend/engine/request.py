@@ -5,9 +5,9 @@ model's prior, or a ``Blend`` of two encoded shapes), a model, the MISE and outp
 (``generation.Settings``), optional tiling options, the decoder precision and a seed. Each
 option has one name from Blender's property through the wire (docs/protocol.md) to the CLI
 flag (``--resolution0``, ``--upsampling-steps``, ``--threshold``, ``--precision``,
-``--normals``, ``--simplify``, ``--refine-steps``, ``--fill-cavities``, ``--tile-size``,
-``--tile-overlap``, ``--tile-points``; a sample's ``--seed``; see docs/design.md, "One
-request").
+``--normals``, ``--simplify``, ``--refine-steps``, ``--fit-steps``, ``--fill-cavities``,
+``--tile-size``, ``--tile-overlap``, ``--tile-points``; a sample's ``--seed``; see
+docs/design.md, "One request").
 
 ``ReconstructRequest.validate`` checks everything against ``Limits`` before any work starts;
 the CLI and the server call it with the same table (the server may lower its entries).
@@ -48,6 +48,7 @@ class Settings:
     normals: bool = False
     simplify: Optional[int] = None  # decimate the final mesh to about this many faces
     refine_steps: int = 0
+    fit_steps: int = 0  # optimise the shape code to the input points first (engine/fit.py)
     fill_cavities: bool = True  # final mesh: enclosed voids made solid (meshing.fill_enclosed)
     mesh_every_level: bool = True  # False: coarse frames carry statistics but no mesh
 
@@ -56,8 +57,9 @@ class Settings:
         the finest lattice is over ``max_resolution`` (the request's ``Limits``). Ranges
         (docs/protocol.md, "Ranges"): resolution0 in [2, max_resolution], upsampling_steps
         >= 0 with resolution0 * 2^steps <= max_resolution, threshold in (0, 1), simplify in
-        [4, 2^31 - 1], refine_steps >= 0 (and <= Limits.max_refine_steps)."""
-        for name in ("resolution0", "upsampling_steps", "refine_steps"):
+        [4, 2^31 - 1], refine_steps >= 0 (and <= Limits.max_refine_steps), fit_steps >= 0 (and
+        <= Limits.max_fit_steps)."""
+        for name in ("resolution0", "upsampling_steps", "refine_steps", "fit_steps"):
             if not is_int(getattr(self, name)):
                 raise UserError(f"{name} must be a whole number (got {getattr(self, name)!r})")
         if self.resolution0 < 2:
@@ -87,6 +89,8 @@ class Settings:
                             f"{short(self.simplify)})")
         if self.refine_steps < 0:
             raise UserError("refine_steps must be >= 0")
+        if self.fit_steps < 0:
+            raise UserError("fit_steps must be >= 0")
 
 
 MAX_FACES = 2**31 - 1  # int32 face indices
@@ -132,6 +136,7 @@ class Limits:
     max_resolution: int = 512  # finest MISE lattice, resolution0 * 2^upsampling_steps
     max_refine_steps: int = 1000  # gradient refinement steps of the final mesh
     max_tiles: int = 4096  # tiles of a tiled reconstruction
+    max_fit_steps: int = 500  # steps fitting the shape code to the input points
 
     def check_settings(self, settings: Settings) -> None:
         """UserError naming the option when MISE or output settings are out of range."""
@@ -139,6 +144,9 @@ class Limits:
         if settings.refine_steps > self.max_refine_steps:
             raise LimitError(f"refine_steps {short(settings.refine_steps)} is over the limit "
                              f"of {self.max_refine_steps} (max_refine_steps)")
+        if settings.fit_steps > self.max_fit_steps:
+            raise LimitError(f"fit_steps {short(settings.fit_steps)} is over the limit of "
+                             f"{self.max_fit_steps} (max_fit_steps)")
 
 
 LIMITS = Limits()
@@ -228,6 +236,17 @@ class ReconstructRequest:
                 raise UserError("occupancies must be (N,) labels of the N input points")
         if self.tiling is not None:
             self._check_tiling(model, limits)
+        if self.settings.fit_steps:
+            self._check_fit()
+
+    def _check_fit(self) -> None:
+        """UserError when fit_steps is asked for where there are no points to fit to."""
+        if self.kind != "pointcloud":
+            what = "a blend of two shapes" if self.kind is None else KIND_NAMES[self.kind]
+            raise UserError(f"fit_steps fits the surface to input points, and this input is "
+                            f"{what}; leave fit_steps at 0 or send a point cloud")
+        if self.tiling is not None:
+            raise UserError("fit_steps is not available with tiling; leave one of them out")
 
     def _check_tiling(self, model, limits: Limits) -> None:
         tiling, settings = self.tiling, self.settings

@@ -202,9 +202,12 @@ class NumpyRuntime:
                             "needs the torch engine: --engine torch)")
 
     def check(self, settings):
-        """Refuse, before any work, what this engine cannot do: refinement."""
+        """Refuse, before any work, what this engine cannot do: refinement and fitting."""
         if settings.refine_steps:
             self.refine(None, None, None, None, settings.refine_steps)
+        if settings.fit_steps:
+            raise UserError("fit_steps needs the torch engine's gradients: use --engine torch "
+                            "(or the add-on's backend environment), or set fit_steps to 0")
 
     def prepare_model(self, model):
         return model

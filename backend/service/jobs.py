@@ -69,12 +69,16 @@ class QueuedJob:
 
 
 def emit_reconstruction(job: QueuedJob, events, extra: dict) -> None:
-    """Relay ``pipeline.reconstruct``'s events as wire frames: "tile", "mesh", "final"."""
-    from ..engine.pipeline import Finished, MeshFrame, TileProgress
+    """Relay ``pipeline.reconstruct``'s events as wire frames: "tile", "fit", "mesh",
+    "final"."""
+    from ..engine.pipeline import Finished, FitProgress, MeshFrame, TileProgress
 
     for event in events:
         if isinstance(event, TileProgress):
             job.emit({"type": "tile", "tile": event.done, "tiles": event.total})
+        elif isinstance(event, FitProgress):
+            job.emit({"type": "fit", "step": event.step, "steps": event.steps,
+                      "loss": round(event.loss, 6), "seconds": round(event.seconds, 4)})
         elif isinstance(event, MeshFrame):
             arrays = {"vertices": event.vertices, "faces": event.faces}
             if event.normals is not None:

@@ -47,8 +47,8 @@ def is_int(value) -> bool:
 
 
 def settings_from(header: dict, preview: bool = False) -> Settings:
-    """Settings from the ``mise``, ``precision`` and ``output`` fields (defaults: the
-    paper's 32 -> 128; ``preview``: a quick 16 -> 32)."""
+    """Settings from the ``mise``, ``precision``, ``fit_steps`` and ``output`` fields
+    (defaults: the paper's 32 -> 128; ``preview``: a quick 16 -> 32)."""
     values = {**(PREVIEW_MISE if preview else {})}
     for group, names in (("mise", MISE_FIELDS), ("output", OUTPUT_FIELDS)):
         given = header.get(group) or {}
@@ -67,7 +67,10 @@ def settings_from(header: dict, preview: bool = False) -> Settings:
     precision = header.get("precision", "auto")
     if precision not in PRECISIONS:
         raise bad_request(f"'precision' must be one of {', '.join(PRECISIONS)}")
-    return Settings(**values, precision=precision)
+    fit_steps = header.get("fit_steps", 0)
+    if not is_int(fit_steps):
+        raise bad_request(f"'fit_steps' must be a whole number (got {fit_steps!r})")
+    return Settings(**values, precision=precision, fit_steps=fit_steps)
 
 
 def tiling_from(header: dict) -> Optional[TilingOptions]:
