@@ -81,7 +81,7 @@ def test_fit_fits_point_latents_too():
     generator = Generator(model, card, "cpu", Settings(precision="fp32"))
     points = torus_cloud(1000, seed=2)
     prepared = pipeline.prepare(PointCloudInput(points), model, card)
-    code = generator.encode(prepared.tensor)
+    code = generator.encode(prepared.inputs)
     steps = fit.fit(model, code, prepared.points, generator.threshold, 5)
     with pytest.raises(StopIteration) as done:
         while True:

@@ -194,7 +194,7 @@ def gallery(shown: list, models: list[str], table: list[dict]):
 def benchmark(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from backend.engine.generation import resolve_device
+    from backend.engine.runtime import resolve_device
 
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be >= 1")

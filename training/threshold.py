@@ -74,7 +74,7 @@ def sweep(args: argparse.Namespace) -> dict:
     """{n_points: {threshold: mean of class means}} over the split, and the winner."""
     from tqdm import tqdm
 
-    from backend.engine.generation import resolve_device
+    from backend.engine.runtime import resolve_device
     from backend.engine.request import Settings
     from backend.io import zoo
 
