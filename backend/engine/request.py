@@ -28,6 +28,10 @@ from ..io.inputs import KIND_NAMES, MAX_IMAGE_PIXELS, MAX_POINTS, Input
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# MISE's default margin in logits (Settings.certainty_margin): chosen with
+# ``python -m benchmarks engine`` (README, "Benchmarks"), where it keeps the final lattice within
+# IoU 0.99 of the paper's MISE.
+CERTAINTY_MARGIN = 4.0
 
 
 
@@ -49,6 +53,9 @@ class Settings:
     refine_steps: int = 0
     fill_cavities: bool = True  # final mesh: enclosed voids made solid (meshing.fill_enclosed)
     mesh_every_level: bool = True  # False: coarse frames carry statistics but no mesh
+    # Logits: MISE does not evaluate a point whose filled value is further than this from the
+    # threshold (mise.mise's margin; None: the paper's MISE). Not a request option.
+    certainty_margin: Optional[float] = CERTAINTY_MARGIN
 
     def validate(self, max_resolution: int = 512):
         """Raise UserError naming the option for settings that cannot work, LimitError when
