@@ -146,8 +146,9 @@ TUNED_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
 
 def official_worker(args):
     """``python -m benchmarks official``: the official-style loop ``--repeats`` times at
-    ``--resolution0``/``--upsampling-steps``; prints one JSON line (wall and network seconds
-    per run, evaluations) and saves the final inside/outside lattice to ``--lattice``."""
+    ``--resolution0``/``--upsampling-steps`` after a warm-up one level short; prints one JSON line
+    (wall and network seconds per run, evaluations) and saves the final inside/outside
+    lattice to ``--lattice``."""
     import json
 
     if args.threads:
@@ -155,6 +156,7 @@ def official_worker(args):
     device = resolve_device(args.device)
     model, cloud = fitted_paper_model()
     model, cloud = model.to(device), cloud.to(device)
+    official_style(model, cloud, args.resolution0, max(args.upsampling_steps - 1, 0))  # warm-up
     runs = [official_style(model, cloud, args.resolution0, args.upsampling_steps)
             for _ in range(args.repeats)]
     last = runs[-1][0]
@@ -165,9 +167,9 @@ def official_worker(args):
 
 
 def official_tuned(resolution0, steps, args):
-    """The official-style loop in a child process with the tuned allocator (an allocator is
-    chosen at process start). Returns (median wall s, median network s, evaluations,
-    final inside/outside lattice)."""
+    """One run of the official-style loop in a child process with the tuned allocator (an
+    allocator is chosen at process start; the child loads the model and warms up first).
+    Returns (wall s, network s, evaluations, final inside/outside lattice)."""
     import json
     import subprocess
     import sys
@@ -176,8 +178,8 @@ def official_tuned(resolution0, steps, args):
     with tempfile.TemporaryDirectory() as folder:
         lattice = Path(folder) / "inside.npy"
         command = [sys.executable, "-m", "benchmarks", "official", "--resolution0",
-                   str(resolution0), "--upsampling-steps", str(steps), "--repeats",
-                   str(args.repeats), "--device", args.device, "--lattice", str(lattice)]
+                   str(resolution0), "--upsampling-steps", str(steps), "--repeats", "1",
+                   "--device", args.device, "--lattice", str(lattice)]
         if args.threads:
             command += ["--threads", str(args.threads)]
         result = subprocess.run(command, env={**os.environ, "GLIBC_TUNABLES": TUNED_MALLOC},
@@ -187,8 +189,7 @@ def official_tuned(resolution0, steps, args):
             raise RuntimeError(f"official-style child failed:\n{result.stderr}")
         report = json.loads(result.stdout.strip().splitlines()[-1])
         inside = np.load(lattice)
-    order = np.argsort(report["wall"])[len(report["wall"]) // 2]
-    return report["wall"][order], report["network"][order], report["evaluations"], inside
+    return report["wall"][-1], report["network"][-1], report["evaluations"], inside
 
 
 def grid_iou(a, b):
@@ -196,25 +197,27 @@ def grid_iou(a, b):
     return (a & b).sum() / max((a | b).sum(), 1)
 
 
-def ours(model, cloud, resolution0, steps, precision, device, repeats, margin):
-    """The median of ``repeats`` runs of our generator (encoder + MISE + the final mesh:
-    voids filled, marching cubes), MISE with ``margin`` (None: the paper's MISE).
+def ours(model, cloud, resolution0, steps, precision, device, margin, lattice=False):
+    """One run of our generator (encoder + MISE + the final mesh: voids filled, marching
+    cubes), MISE with ``margin`` (None: the paper's MISE).
 
-    Returns (median final frame, final inside/outside lattice before filling).
+    Returns (final frame, final inside/outside lattice before filling, or None).
     """
     settings = Settings(resolution0, steps, THRESHOLD, precision=precision,
                         mesh_every_level=False, certainty_margin=margin)
     generator = Generator(model, {"threshold": THRESHOLD}, device, settings)
-    frames = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        code = generator.encode(cloud)
-        frames.append(list(generator.frames(code, started=started))[-1])
-    frames.sort(key=lambda frame: frame.seconds)
-    timer = [0.0]
-    evaluate = generator.evaluator(generator.decoder(code), timer)
+    started = time.perf_counter()
+    code = generator.encode(cloud)
+    frame = list(generator.frames(code, started=started))[-1]
+    if not lattice:
+        return frame, None
+    evaluate = generator.evaluator(generator.decoder(code), [0.0])
     *_, last = mise(evaluate, resolution0, steps, logit(THRESHOLD), margin)
-    return frames[len(frames) // 2], last.values >= logit(THRESHOLD)
+    return frame, last.values >= logit(THRESHOLD)
+
+
+def median(values):
+    return sorted(values)[len(values) // 2]
 
 
 def dense_seconds(model, cloud, resolution, full, device):
@@ -222,8 +225,8 @@ def dense_seconds(model, cloud, resolution, full, device):
     generator = Generator(model, {"threshold": THRESHOLD}, device, Settings(precision="fp32"))
     code = generator.encode(cloud)
     points = lattice_to_unit(dense_lattice(resolution), resolution)
-    if not full and len(points) > 500_000:
-        sample = points[:: len(points) // 250_000][:250_000]
+    if not full and len(points) > 100_000:
+        sample = points[:: len(points) // 50_000][:50_000]
         started = time.perf_counter()
         generator.logits(code, sample)
         return (time.perf_counter() - started) * len(points) / len(sample), "est."
@@ -252,7 +255,7 @@ def engine(args):
     model, cloud = model.to(device), cloud.to(device)
     params = sum(p.numel() for p in model.parameters())
     print(f"paper-size point-cloud ONet, {params / 1e6:.1f}M parameters, 3000-point input;"
-          f" median of {args.repeats} runs per row\n")
+          f" median of {args.repeats} paired runs per row\n")
     header = (f"{'config':<9} {'method':<34} {'seconds':>8} {'speed-up':>8} {'evals':>10}"
               f" {'% dense':>8} {'evals/s':>9} {'network':>10} {'IoU vs fp32':>11}")
     print(header)
@@ -266,19 +269,32 @@ def engine(args):
         dense_points = (finest + 1) ** 3
         seconds, note = dense_seconds(model, cloud, finest, args.full, device)
         row(config, f"dense lattice, ours fp32 {note}", seconds, dense_points, dense_points)
-        wall, network, evaluations, reference = official_tuned(resolution0, steps, args)
-        row(config, "official-style, tuned malloc", wall, evaluations, dense_points, network,
-            1.0, wall)
         rows = [("fp32", None, "ours fp32, paper MISE")]
         rows += [(p, CERTAINTY_MARGIN, f"ours {p}, margin {CERTAINTY_MARGIN:g}")
                  for p in precisions]
-        for precision, margin, label in rows:
-            frame, inside = ours(model, cloud, resolution0, steps, precision, device,
-                                 args.repeats, margin)
+        for precision, margin, _ in rows:  # warm-up: first-call costs of each path
+            ours(model, cloud, resolution0, steps, precision, device, margin)
+        # Paired: each repeat runs the official-style child, then every row of ours, so
+        # load from other processes falls on all of them alike; medians over repeats.
+        official, runs = [], {label: [] for *_, label in rows}
+        for repeat in range(args.repeats):
+            official.append(official_tuned(resolution0, steps, args))
+            for precision, margin, label in rows:
+                runs[label].append(ours(model, cloud, resolution0, steps, precision, device,
+                                        margin, lattice=repeat == 0))
+        reference = official[0][3]
+        wall = median([run[0] for run in official])
+        network = median([run[1] for run in official])
+        row(config, "official-style, tuned malloc", wall, official[0][2], dense_points,
+            network, 1.0, wall)
+        for *_, label in rows:
+            frames = sorted((frame for frame, _ in runs[label]), key=lambda f: f.seconds)
+            frame = frames[len(frames) // 2]
             row(config, label, frame.seconds, frame.evaluations, dense_points,
-                frame.network_seconds, grid_iou(inside, reference), wall)
+                frame.network_seconds, grid_iou(runs[label][0][1], reference), wall)
         print()
-    print("Every row but 'dense' includes the encoder, MISE and marching cubes of the final"
+    print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}.\n"
+          "Every row but 'dense' includes the encoder, MISE and marching cubes of the final"
           " level (ours: enclosed\nvoids filled too). official-style: im2mesh's loop"
           " (module decode, 100k batches, fp32) in a child\nprocess with GLIBC_TUNABLES="
           f"{TUNED_MALLOC}. network: share of wall time in the\nnetwork forward (encoder +"
@@ -414,7 +430,8 @@ def models(args):
             reference = inside if reference is None else reference
             label = "paper" if margin is None else f"margin {margin:g}"
             print(f"{name:<34} {params / 1e6:>7.2f}M {label:>9} {best.seconds:>8.2f}"
-                  f" {code.encode_seconds:>9.3f} {best.evaluations:>9,} {len(best.faces):>8,} {grid_iou(inside, reference):>12.4f}", flush=True)
+                  f" {code.encode_seconds:>9.3f} {best.evaluations:>9,} {len(best.faces):>8,}"
+                  f" {grid_iou(inside, reference):>12.4f}", flush=True)
     print(f"\nBest of {args.repeats} runs; each includes input preparation, the encoder, MISE"
           " and marching cubes.\nMISE: the paper's, or skipping points whose sign is certain"
           " (Settings.certainty_margin, logits);\nIoU: the final inside/outside lattice against"

@@ -139,7 +139,8 @@ def test_folder_reconstruction_resumes_and_reports_a_bad_file(tmp_path, run_cli)
     inputs.mkdir()
     np.save(inputs / "a.npy", sphere_points(500, seed=1))
     np.savetxt(inputs / "b.xyz", sphere_points(500, radius=2.0, seed=2))
-    (inputs / "broken.ply").write_text("ply\nformat ascii 1.0\nelement vertex 9\nend_header\n1 2\n")
+    (inputs / "broken.ply").write_text("ply\nformat ascii 1.0\nelement vertex 9\nend_header\n"
+                                       "1 2\n")
     (inputs / "notes.md").write_text("not an input: ignored")
     args = ("reconstruct", inputs, "-o", out, "--model", "analytic:sphere", "--resolution0",
             "16", "--upsampling-steps", "1", "--json")
