@@ -16,6 +16,7 @@ import numpy as np
 from .engine.request import (LIMITS, PRECISIONS, Blend, ReconstructRequest, Sample, Settings,
                              TilingOptions)
 from .errors import UserError, run_command
+from .io.meshes import WRITE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +94,11 @@ def build_parser():
 
     rec = commands.add_parser("reconstruct", help="input file -> closed mesh")
     rec.add_argument("input", help="point cloud .ply .xyz .txt .npy .npz; voxels .binvox .npy"
-                     " (3-D bool); image .png .jpg")
-    rec.add_argument("-o", "--output", required=True, help="mesh file: .ply .obj .off .glb")
+                     " (3-D bool); image .png .jpg; or a folder of such files")
+    rec.add_argument("-o", "--output", required=True, help="mesh file: .ply .obj .off .glb"
+                     " (for an input folder: the output folder)")
+    rec.add_argument("--format", default="ply", choices=[e[1:] for e in WRITE_EXTENSIONS],
+                     help="input folder: the meshes' file type (default ply)")
     add_model_options(rec)
     add_request_options(rec)
     rec.add_argument("--render", metavar="PNG", help="also write a picture: input | result")
@@ -192,6 +196,11 @@ def load_model(name, kind, device_name, engine_name="auto"):
 
 
 def run_reconstruct(args):
+    if Path(args.input).is_dir():
+        from .folder import reconstruct_folder
+
+        reconstruct_folder(args, request_from_args, load_model)
+        return
     from .engine import pipeline
     from .io import meshes
     from .io.inputs import read_input

@@ -4,8 +4,13 @@ slerp|engines|fit]``.
 engine: the paper-size point-cloud ONet (10.4M parameters) on this machine, side by side:
   - dense: every point of the (R + 1)^3 lattice through the decoder,
   - official-style MISE: the module's ``decode()`` (Conv1d layers on (B, C, T), CBN
-    recomputed per batch) over 100,000-point batches in fp32, as the official generator runs,
-  - ours: the per-shape folded decoder over 16k-point batches, fp32 and bf16.
+    recomputed per batch) over 100,000-point batches in fp32, the paper's MISE, as the
+    official generator runs, in a child process with glibc malloc tuned (no mmap, no trim:
+    ``TUNED_MALLOC``), its best configuration (``python -m benchmarks official`` is that child),
+  - ours: the per-shape folded decoder over 16k-point batches: fp32 with the paper's MISE,
+    then fp32 and bf16 with MISE skipping points whose sign is certain (the default).
+  Evaluations, the network's share of wall time and the final lattice's IoU against the
+  official-style fp32 run are printed for every row; each row is the median of --repeats.
 A random network has no surface, so the network is first fitted for a few hundred steps to
 a closed-form shape (two boxes joined by rods) and cached under ~/.cache/onet-reconstruct;
 the surface then has the size and smoothness of a real object's.
@@ -14,7 +19,8 @@ serve: time to the first and to the final mesh frame through the HTTP server aga
 engine called in-process, and requests per minute with 4 concurrent clients.
 
 models: time per mesh at 32->128 (encoder + MISE + marching cubes) of every bundled
-point-cloud model (or --model NAME ...), on the bundled sample scan, side by side.
+point-cloud model (or --model NAME ...), on the bundled sample scan, side by side, with the
+paper's MISE and with the default certainty margin (evaluations, IoU between the two).
 
 voids: each bundled point-cloud model (or --model) on the sample scan of the solid
 boxes_rods shape, final meshes with enclosed voids filled (the default) and kept: IoU against
@@ -53,7 +59,7 @@ import torch
 
 from backend.engine.generation import Generator, logit
 from backend.engine.runtime import cpu_has_bf16, resolve_device
-from backend.engine.request import ReconstructRequest, Settings
+from backend.engine.request import CERTAINTY_MARGIN, ReconstructRequest, Settings
 from backend.engine.mise import dense_lattice, lattice_to_unit, mise
 from backend.models import PAPER_CONFIGS, build_model
 from backend.models.analytic import SHAPES
@@ -128,7 +134,7 @@ def shape_cloud(seed=0, n=3000):
 
 def official_style(model, cloud, resolution0, steps, batch=100_000):
     """Encoder, MISE and final marching cubes as im2mesh runs them: every batch through
-    ``model.decode`` (Conv1d layout, CBN recomputed per batch) in fp32.
+    ``model.decode`` (Conv1d layout, CBN recomputed per batch) in fp32, the paper's MISE.
 
     Returns (final MISE state, wall seconds, network seconds).
     """
@@ -152,30 +158,86 @@ def official_style(model, cloud, resolution0, steps, batch=100_000):
     return last, time.perf_counter() - started, timer[0]
 
 
+# glibc malloc without mmap for large blocks and without trimming: the official code's
+# 100k x 256 buffers then reuse the heap instead of page-faulting fresh memory every layer
+# (2.5x faster; ../docs FACTS). The official-style loop is compared with this allocator.
+TUNED_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
+
+
+def official_worker(args):
+    """``python -m benchmarks official``: the official-style loop ``--repeats`` times at
+    ``--resolution0``/``--upsampling-steps`` after a warm-up one level short; prints one JSON line
+    (wall and network seconds per run, evaluations) and saves the final inside/outside
+    lattice to ``--lattice``."""
+    import json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    model, cloud = fitted_paper_model()
+    model, cloud = model.to(device), cloud.to(device)
+    official_style(model, cloud, args.resolution0, max(args.upsampling_steps - 1, 0))  # warm-up
+    runs = [official_style(model, cloud, args.resolution0, args.upsampling_steps)
+            for _ in range(args.repeats)]
+    last = runs[-1][0]
+    np.save(args.lattice, last.values >= logit(THRESHOLD))
+    print(json.dumps({"wall": [r[1] for r in runs], "network": [r[2] for r in runs],
+                      "evaluations": last.evaluations,
+                      "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}))
+
+
+def official_tuned(resolution0, steps, args):
+    """One run of the official-style loop in a child process with the tuned allocator (an
+    allocator is chosen at process start; the child loads the model and warms up first).
+    Returns (wall s, network s, evaluations, final inside/outside lattice)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        lattice = Path(folder) / "inside.npy"
+        command = [sys.executable, "-m", "benchmarks", "official", "--resolution0",
+                   str(resolution0), "--upsampling-steps", str(steps), "--repeats", "1",
+                   "--device", args.device, "--lattice", str(lattice)]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        result = subprocess.run(command, env={**os.environ, "GLIBC_TUNABLES": TUNED_MALLOC},
+                                cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                                text=True)
+        if result.returncode:
+            raise RuntimeError(f"official-style child failed:\n{result.stderr}")
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        inside = np.load(lattice)
+    return report["wall"][-1], report["network"][-1], report["evaluations"], inside
+
+
 def grid_iou(a, b):
     """IoU of two inside/outside lattices (bool arrays)."""
     return (a & b).sum() / max((a | b).sum(), 1)
 
 
-def ours(model, cloud, resolution0, steps, precision, device, stream, repeats=2):
-    """Best of ``repeats`` runs of our generator (encoder + MISE + meshing).
+def ours(model, cloud, resolution0, steps, precision, device, margin, lattice=False):
+    """One run of our generator (encoder + MISE + the final mesh: voids filled, marching
+    cubes), MISE with ``margin`` (None: the paper's MISE).
 
-    Returns (final frame, final inside/outside lattice).
+    Returns (final frame, final inside/outside lattice before filling, or None).
     """
     settings = Settings(resolution0, steps, THRESHOLD, precision=precision,
-                        mesh_every_level=stream)
+                        mesh_every_level=False, certainty_margin=margin)
     generator = Generator(model, {"threshold": THRESHOLD}, device, settings)
-    best = None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        code = generator.encode(cloud)
-        frame = list(generator.frames(code, started=started))[-1]
-        if best is None or frame.seconds < best.seconds:
-            best = frame
-    timer = [0.0]
-    evaluate = generator.evaluator(generator.decoder(code), timer)
-    *_, last = mise(evaluate, resolution0, steps, logit(THRESHOLD))
-    return best, last.values >= logit(THRESHOLD)
+    started = time.perf_counter()
+    code = generator.encode(cloud)
+    frame = list(generator.frames(code, started=started))[-1]
+    if not lattice:
+        return frame, None
+    evaluate = generator.evaluator(generator.decoder(code), [0.0])
+    *_, last = mise(evaluate, resolution0, steps, logit(THRESHOLD), margin)
+    return frame, last.values >= logit(THRESHOLD)
+
+
+def median(values):
+    return sorted(values)[len(values) // 2]
 
 
 def dense_seconds(model, cloud, resolution, full, device):
@@ -183,8 +245,8 @@ def dense_seconds(model, cloud, resolution, full, device):
     generator = Generator(model, {"threshold": THRESHOLD}, device, Settings(precision="fp32"))
     code = generator.encode(cloud)
     points = lattice_to_unit(dense_lattice(resolution), resolution)
-    if not full and len(points) > 500_000:
-        sample = points[:: len(points) // 250_000][:250_000]
+    if not full and len(points) > 100_000:
+        sample = points[:: len(points) // 50_000][:50_000]
         started = time.perf_counter()
         generator.logits(code, sample)
         return (time.perf_counter() - started) * len(points) / len(sample), "est."
@@ -193,11 +255,13 @@ def dense_seconds(model, cloud, resolution, full, device):
     return time.perf_counter() - started, ""
 
 
-def row(config, method, seconds, evaluations, dense_points, network=None, iou=None):
-    outside = f"{100 * (1 - network / seconds):>10.0f}%" if network is not None else ""
-    print(f"{config:<9} {method:<38} {seconds:>8.2f} {evaluations:>10,}"
+def row(config, method, seconds, evaluations, dense_points, network=None, iou=None,
+        reference=None):
+    share = f"{100 * network / seconds:>9.0f}%" if network is not None else ""
+    speedup = f"{reference / seconds:>7.2f}x" if reference else ""
+    print(f"{config:<9} {method:<34} {seconds:>8.2f} {speedup:>8} {evaluations:>10,}"
           f" {100 * evaluations / dense_points:>7.1f}% {evaluations / seconds:>9,.0f}"
-          f" {outside:>11} {'' if iou is None else f'{iou:.4f}':>11}", flush=True)
+          f" {share:>10} {'' if iou is None else f'{iou:.4f}':>11}", flush=True)
 
 
 def engine(args):
@@ -205,16 +269,18 @@ def engine(args):
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     print(f"engine benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads,"
-          f" device {device}, CPU bf16: {cpu_has_bf16()}")
+          f" device {device}, CPU bf16: {cpu_has_bf16()}, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     model, cloud = fitted_paper_model()
     model, cloud = model.to(device), cloud.to(device)
     params = sum(p.numel() for p in model.parameters())
-    print(f"paper-size point-cloud ONet, {params / 1e6:.1f}M parameters, 3000-point input\n")
-    header = (f"{'config':<9} {'method':<38} {'seconds':>8} {'evals':>10} {'% dense':>8}"
-              f" {'evals/s':>9} {'outside fwd':>11} {'IoU vs fp32':>11}")
+    print(f"paper-size point-cloud ONet, {params / 1e6:.1f}M parameters, 3000-point input;"
+          f" median of {args.repeats} paired runs per row\n")
+    header = (f"{'config':<9} {'method':<34} {'seconds':>8} {'speed-up':>8} {'evals':>10}"
+              f" {'% dense':>8} {'evals/s':>9} {'network':>10} {'IoU vs fp32':>11}")
     print(header)
     print("-" * len(header))
-    precisions = ["fp32", "bf16" if cpu_has_bf16() else None]
+    precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
     if device.type == "cuda":
         precisions = ["fp32", "auto"]
     for resolution0, steps in [(32, 2), (32, 3)]:
@@ -223,21 +289,36 @@ def engine(args):
         dense_points = (finest + 1) ** 3
         seconds, note = dense_seconds(model, cloud, finest, args.full, device)
         row(config, f"dense lattice, ours fp32 {note}", seconds, dense_points, dense_points)
-        last, wall, network = official_style(model, cloud, resolution0, steps)
-        reference = last.values >= logit(THRESHOLD)
-        row(config, "official-style (decode, 100k batches)", wall, last.evaluations,
-            dense_points, network, 1.0)
-        for precision in filter(None, precisions):
-            for stream in (False, True):
-                frame, inside = ours(model, cloud, resolution0, steps, precision, device, stream)
-                label = f"ours {precision}" + (", mesh every level" if stream else "")
-                row(config, label, frame.seconds, frame.evaluations, dense_points,
-                    frame.network_seconds, grid_iou(inside, reference))
+        rows = [("fp32", None, "ours fp32, paper MISE")]
+        rows += [(p, CERTAINTY_MARGIN, f"ours {p}, margin {CERTAINTY_MARGIN:g}")
+                 for p in precisions]
+        for precision, margin, _ in rows:  # warm-up: first-call costs of each path
+            ours(model, cloud, resolution0, steps, precision, device, margin)
+        # Paired: each repeat runs the official-style child, then every row of ours, so
+        # load from other processes falls on all of them alike; medians over repeats.
+        official, runs = [], {label: [] for *_, label in rows}
+        for repeat in range(args.repeats):
+            official.append(official_tuned(resolution0, steps, args))
+            for precision, margin, label in rows:
+                runs[label].append(ours(model, cloud, resolution0, steps, precision, device,
+                                        margin, lattice=repeat == 0))
+        reference = official[0][3]
+        wall = median([run[0] for run in official])
+        network = median([run[1] for run in official])
+        row(config, "official-style, tuned malloc", wall, official[0][2], dense_points,
+            network, 1.0, wall)
+        for *_, label in rows:
+            frames = sorted((frame for frame, _ in runs[label]), key=lambda f: f.seconds)
+            frame = frames[len(frames) // 2]
+            row(config, label, frame.seconds, frame.evaluations, dense_points,
+                frame.network_seconds, grid_iou(runs[label][0][1], reference), wall)
         print()
-    print("Every row but 'dense' includes the encoder, MISE and marching cubes of the final"
-          " level ('mesh every level':\nof all levels, as when streaming); ours: best of 2."
-          " outside fwd: share of wall time not in the\nnetwork forward (encoder + decoder)."
-          " IoU: final inside/outside lattice vs the official-style fp32 run.")
+    print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}.\n"
+          "Every row but 'dense' includes the encoder, MISE and marching cubes of the final"
+          " level (ours: enclosed\nvoids filled too). official-style: im2mesh's loop"
+          " (module decode, 100k batches, fp32) in a child\nprocess with GLIBC_TUNABLES="
+          f"{TUNED_MALLOC}. network: share of wall time in the\nnetwork forward (encoder +"
+          " decoder). IoU: final inside/outside lattice vs the official-style fp32 run.")
 
 
 def bench_model():
@@ -344,26 +425,37 @@ def models(args):
     scan = read_input(SAMPLES / "boxes_rods_scan.ply")
     print(f"time per mesh, 32->128, sample scan ({len(scan.points)} points), torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, device {device}\n")
-    header = (f"{'model':<34} {'params':>8} {'seconds':>8} {'encoder s':>9} {'evals':>9}"
-              f" {'faces':>8}")
+    header = (f"{'model':<34} {'params':>8} {'MISE':>9} {'seconds':>8} {'encoder s':>9}"
+              f" {'evals':>9} {'faces':>8} {'IoU vs paper':>12}")
     print(header)
     print("-" * len(header))
     for name in point_cloud_models(args.model):
         model, card = zoo.load(name, device)
-        settings = Settings(32, 2, mesh_every_level=False)
-        best = None
-        for _ in range(args.repeats):
-            frame = final_frame(ReconstructRequest(scan, settings=settings), model, card, device)
-            if best is None or frame.seconds < best.seconds:
-                best = frame
-        generator = Generator(model, card, device, settings)
-        code = generator.encode(prepare(scan, model, card).inputs)
         params = sum(p.numel() for p in model.parameters())
-        print(f"{name:<34} {params / 1e6:>7.2f}M {best.seconds:>8.2f} "
-              f"{code.encode_seconds:>9.3f} {best.evaluations:>9,} {len(best.faces):>8,}",
-              flush=True)
+        reference = None
+        for margin in (None, CERTAINTY_MARGIN):
+            settings = Settings(32, 2, mesh_every_level=False, certainty_margin=margin)
+            best = None
+            for _ in range(args.repeats):
+                frame = final_frame(ReconstructRequest(scan, settings=settings), model, card,
+                                    device)
+                if best is None or frame.seconds < best.seconds:
+                    best = frame
+            generator = Generator(model, card, device, settings)
+            code = generator.encode(prepare(scan, model, card).inputs)
+            threshold = logit(generator.threshold)
+            *_, last = mise(generator.evaluator(generator.decoder(code), [0.0]), 32, 2,
+                            threshold, margin)
+            inside = last.values >= threshold
+            reference = inside if reference is None else reference
+            label = "paper" if margin is None else f"margin {margin:g}"
+            print(f"{name:<34} {params / 1e6:>7.2f}M {label:>9} {best.seconds:>8.2f}"
+                  f" {code.encode_seconds:>9.3f} {best.evaluations:>9,} {len(best.faces):>8,}"
+                  f" {grid_iou(inside, reference):>12.4f}", flush=True)
     print(f"\nBest of {args.repeats} runs; each includes input preparation, the encoder, MISE"
-          " and marching cubes.")
+          " and marching cubes.\nMISE: the paper's, or skipping points whose sign is certain"
+          " (Settings.certainty_margin, logits);\nIoU: the final inside/outside lattice against"
+          " the paper MISE's.")
 
 
 def fit_time(args):
@@ -610,13 +702,14 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="?", default="engine",
                         choices=["engine", "serve", "models", "voids", "scene", "slerp",
-                                 "engines", "fit"])
+                                 "engines", "fit", "official"])
     parser.add_argument("--engine-run", metavar="ENGINE:PRECISION",
                         help=argparse.SUPPRESS)  # engines: one run, in the child process
     parser.add_argument("--model", nargs="+", help="models, voids, scene: model names or paths "
                         "(default: the bundled point-cloud models); slerp: one generative "
                         "model (default: the bundled one)")
-    parser.add_argument("--repeats", type=int, default=3, help="serve, models: runs per path")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="engine, serve, models: runs per row")
     parser.add_argument("--pairs", type=int, default=50, help="slerp: pairs of prior samples")
     parser.add_argument("--requests", type=int, default=3,
                         help="serve: requests per concurrent client")
@@ -625,11 +718,15 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     parser.add_argument("--fit-steps", type=int, default=30, help="fit: fitting steps")
+    parser.add_argument("--resolution0", type=int, default=32, help="official: MISE start")
+    parser.add_argument("--upsampling-steps", type=int, default=2, help="official: MISE levels")
+    parser.add_argument("--lattice", type=Path, help="official: .npy for the final lattice")
     args = parser.parse_args(argv)
     if args.engine_run:
         torch.set_num_threads(args.threads)
         print(json.dumps(engine_run(*args.engine_run.split(":"), args.repeats)))
         return
     {"engines": engines, "engine": engine, "serve": service, "models": models, "voids": voids,
-     "scene": scene, "slerp": slerp_midpoints, "fit": fit_time}[args.which](args)
+     "scene": scene, "slerp": slerp_midpoints, "fit": fit_time,
+     "official": official_worker}[args.which](args)
 

@@ -132,3 +132,50 @@ def test_bad_model_and_output_are_one_clear_line(tmp_path, run_cli):
     result = run_cli("reconstruct", tmp_path / "cloud.npy", "-o", tmp_path / "o.stl",
                      "--model", "analytic:sphere")
     assert result.returncode == 2 and ".stl" in result.stderr
+
+
+def test_folder_reconstruction_resumes_and_reports_a_bad_file(tmp_path, run_cli):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    np.save(inputs / "a.npy", sphere_points(500, seed=1))
+    np.savetxt(inputs / "b.xyz", sphere_points(500, radius=2.0, seed=2))
+    (inputs / "broken.ply").write_text("ply\nformat ascii 1.0\nelement vertex 9\nend_header\n"
+                                       "1 2\n")
+    (inputs / "notes.md").write_text("not an input: ignored")
+    args = ("reconstruct", inputs, "-o", out, "--model", "analytic:sphere", "--resolution0",
+            "16", "--upsampling-steps", "1", "--json")
+    first = run_cli(*args)
+    # The bad file fails the run (exit 2, named), the others are written all the same.
+    assert first.returncode == 2 and "broken.ply" in first.stderr, first.stderr
+    rows = {row["input"]: row for row in json.loads(first.stdout)}
+    assert set(rows) == {"a.npy", "b.xyz", "broken.ply"}
+    assert rows["broken.ply"]["status"] == "failed" and rows["broken.ply"]["message"]
+    assert rows["a.npy"]["status"] == rows["b.xyz"]["status"] == "done"
+    assert sorted(p.name for p in out.iterdir()) == ["a.ply", "b.ply"]
+    assert trimesh.load(out / "b.ply", process=False).is_watertight
+    written = (out / "a.ply").stat().st_mtime_ns
+
+    (inputs / "broken.ply").unlink()
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr
+    assert [row["status"] for row in json.loads(second.stdout)] == ["skipped", "skipped"]
+    assert (out / "a.ply").stat().st_mtime_ns == written
+
+    # Without --json: one summary table on stdout, a progress bar on stderr.
+    (out / "b.ply").unlink()
+    third = run_cli(*args[:-1])
+    assert third.returncode == 0, third.stderr
+    assert "2 inputs: 1 done, 1 skipped" in third.stdout
+    assert (out / "b.ply").exists() and "2/2" in third.stderr
+
+
+def test_folder_reconstruction_writes_the_format_asked_and_refuses_a_mesh_file_as_output(
+        tmp_path, run_cli):
+    np.save(tmp_path / "a.npy", sphere_points(200))
+    result = run_cli("reconstruct", tmp_path, "-o", tmp_path / "mesh.ply", "--model",
+                     "analytic:sphere")
+    assert result.returncode == 2 and "output folder" in result.stderr
+    result = run_cli("reconstruct", tmp_path, "-o", tmp_path / "out", "--model",
+                     "analytic:sphere", "--format", "obj", "--upsampling-steps", "0", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.obj"]

@@ -2,6 +2,10 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +17,8 @@ from backend.io.binvox import write_binvox
 from backend.io.meshes import write_mesh
 from training import evaluate
 from training.data.__main__ import main as data_main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 HALF = np.array([0.5, 0.3, 0.2])  # the normalised box: longest edge 1
 
@@ -252,3 +258,43 @@ def test_threshold_sweep_picks_the_best_on_validation(corpus, tmp_path, capsys):
     assert "never on test" in capsys.readouterr().err
     assert threshold.main(args + ["--write-card"]) == 2  # analytic models have no card file
     assert "no JSON card" in capsys.readouterr().err
+
+
+def without_timings(out):
+    """A report folder's contents with the wall-clock figures taken out (they differ from
+    run to run): shapes.csv rows, summary.json, report.md lines, gallery pixels."""
+    rows = [{k: v for k, v in row.items() if k != "seconds"} for row in read_rows(out)]
+    summary = json.loads((out / "summary.json").read_text())
+    for method in summary["methods"].values():
+        method.pop("seconds_per_shape")
+        for means in [*method["classes"].values(), method["mean_of_classes"],
+                      method["mean_over_shapes"]]:
+            means.pop("seconds")
+    report = [line for line in (out / "report.md").read_text().splitlines()
+              if "s per shape" not in line]
+    with Image.open(out / "gallery.png") as image:
+        pixels = np.asarray(image)
+    return rows, summary, report, pixels
+
+
+def test_sharded_evaluation_over_two_processes_equals_one_process(corpus, tmp_path):
+    """torchrun with 2 CPU processes (gloo): each scores every other shape, rank 0 merges;
+    the report equals a single process's, a real (small bundled) network included."""
+    options = ["-m", "training.evaluate", "--model", "pointcloud_onet_small", "--data",
+               str(corpus), "--resolution0", "16", "--upsampling-steps", "1",
+               "--eval-points", "5000", "--gallery-per-class", "1"]
+    # One thread per process in both runs, so every matmul reduces in the same order.
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    single = subprocess.run([sys.executable, *options, "--out", str(tmp_path / "one")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    sharded = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+         "2", *options, "--out", str(tmp_path / "two")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert sharded.returncode == 0, sharded.stderr[-2000:]
+    one, two = without_timings(tmp_path / "one"), without_timings(tmp_path / "two")
+    assert len(one[0]) == 4 and one[0] == two[0]
+    assert one[1] == two[1] and one[2] == two[2]
+    np.testing.assert_array_equal(one[3], two[3])
+    assert sharded.stdout.count("report in") == 1  # rank 0 alone writes and reports

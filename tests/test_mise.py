@@ -38,6 +38,34 @@ def test_mise_matches_dense_inside_outside(shape, resolution0, steps):
     np.testing.assert_allclose(last.values[last.evaluated], dense[last.evaluated], atol=1e-4)
 
 
+@pytest.mark.parametrize("shape", ["sphere", "boxes_rods"])
+def test_certain_points_are_skipped_without_changing_any_sign(shape):
+    """With a margin, MISE evaluates fewer points (level 0 mostly: built from 16^3), every
+    inside/outside sign stays the dense one (the thin rods included) and every evaluated
+    value is the network's."""
+    *_, paper = mise(evaluator(shape), 32, 2, threshold=0.0)
+    states = list(mise(evaluator(shape), 32, 2, threshold=0.0, margin=4.0))
+    last, dense = states[-1], dense_values(shape, 128)
+    np.testing.assert_array_equal(last.values >= 0, dense >= 0)
+    np.testing.assert_allclose(last.values[last.evaluated], dense[last.evaluated], atol=1e-4)
+    assert last.evaluated.sum() == last.evaluations
+    assert last.evaluations < 0.85 * paper.evaluations
+    assert states[0].evaluations < 0.4 * 33 ** 3 and states[0].skipped > 0.6 * 33 ** 3
+    # A skipped point keeps its filled value, more than the margin from the threshold.
+    level0 = states[0]
+    assert np.abs(level0.values[~level0.evaluated]).min() > 4.0
+    assert (~level0.evaluated).sum() == level0.skipped
+
+
+def test_an_infinite_margin_is_the_paper_mise_and_a_negative_one_is_refused():
+    *_, paper = mise(evaluator("sphere"), 32, 1, threshold=0.0)
+    *_, wide = mise(evaluator("sphere"), 32, 1, threshold=0.0, margin=np.inf)
+    np.testing.assert_allclose(wide.values, paper.values, atol=1e-5)  # other batches
+    assert wide.evaluations == paper.evaluations and wide.skipped == 0
+    with pytest.raises(ValueError, match="margin"):
+        next(mise(evaluator("sphere"), 16, 1, threshold=0.0, margin=-1.0))
+
+
 def test_mise_evaluates_a_small_share_of_the_lattice():
     last = run_mise("sphere", 32, 2)
     assert last.evaluated.sum() == last.evaluations
@@ -114,6 +142,25 @@ def test_enclosed_voids_are_filled_on_the_lattice_open_pockets_stay():
         values = lattice_values(inside_of)
         assert np.array_equal(fill_enclosed(values, 0.0), values)
     assert Settings().fill_cavities
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_void_filling_on_the_inside_box_equals_labelling_the_whole_lattice(seed):
+    """Random blobs, some touching the lattice's border: labelling only the inside's box
+    fills exactly the voids that labelling everything would."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    noise = ndimage.gaussian_filter(rng.normal(size=(40, 36, 30)), 2.0)
+    values = (noise - np.quantile(noise, 0.3)).astype(np.float32)
+    if seed % 2:
+        values[:10] = -1.0  # blobs near one side only: a box smaller than the lattice
+    labels, count = ndimage.label(values < 0)
+    border = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(),
+                                       labels[:, :, [0, -1]].ravel()]))
+    enclosed = (labels > 0) & ~np.isin(labels, border)
+    assert enclosed.any()
+    np.testing.assert_array_equal(fill_enclosed(values, 0.0) >= 0, (values >= 0) | enclosed)
 
 
 def test_void_shells_are_dropped_from_meshes():

@@ -12,6 +12,11 @@ Gaussian noise (one seeded generator per shape; with ``--partial-views K`` drawn
 the surface points seen from K random viewpoints, a partial scan), the ``model.binvox`` grid
 read, like im2mesh, as covering [-0.5, 0.5]^3 whatever its header says, or the first view of
 ``img_choy2016``.
+Sharded: ``torchrun --nproc_per_node N -m training.evaluate ...`` (or torchrun's multi-node
+options, the dataset at the same path on every machine) has each process reconstruct and
+score every N-th shape; rank 0 gathers the rows and gallery panels and writes one report,
+equal to a single process's but for the wall-clock seconds (every shape's input and sample
+seeds depend on the shape alone).
 Dataset shapes are normalised already, so the backend's map back to the input's coordinates
 (it undoes the cloud's own bounding-box normalisation; the grid's frame is the unit cube;
 images stay in the unit cube) puts every mesh in the dataset frame that the metrics need.
@@ -262,18 +267,35 @@ def run_baseline(kind: str, inp, poisson: bool, threads: int):
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    """Run the evaluation and write the reports (see the module docstring)."""
-    import torch
-    from tqdm import tqdm
+    """Run the evaluation and write the reports (see the module docstring). Under torchrun
+    each process reconstructs and scores every world-th shape; rank 0 gathers the rows and
+    gallery panels (gloo, or nccl on GPUs) and writes the one report."""
+    import torch.distributed as dist
 
     from backend.engine.runtime import resolve_device
-    from backend.engine.request import Settings
-    from backend.io import zoo
+
+    from .train import start_processes
 
     check_args(args)
     if args.poisson:
         baselines.require_pymeshlab()
-    device = resolve_device(args.device)
+    procs, device = start_processes(resolve_device(args.device).type)
+    try:
+        _evaluate(args, procs, device)
+    finally:
+        if procs.distributed:
+            dist.destroy_process_group()
+
+
+def _evaluate(args: argparse.Namespace, procs, device) -> None:
+    import torch
+    import torch.distributed as dist
+    from tqdm import tqdm
+
+    from backend.engine.generation import Generator
+    from backend.engine.request import Settings
+    from backend.io import zoo
+
     model, card = zoo.load(args.model, device)
     wanted = getattr(model, "input_kind", None)
     if wanted and args.input and args.input != wanted:
@@ -281,14 +303,17 @@ def evaluate(args: argparse.Namespace) -> None:
                         f"pass --input {wanted} or leave --input out")
     kind = args.input or wanted or "pointcloud"
     shapes, names = find_shapes(args.data, args.split, args.categories, kind, args.limit)
-    out = make_folder(args.out)
+    if procs.main:
+        out = make_folder(args.out)
     settings = Settings(args.resolution0, args.upsampling_steps, precision=args.precision,
                         fit_steps=args.fit_steps, fill_cavities=args.fill_cavities,
                         mesh_every_level=False)
 
-    rows, panels = [], []
-    shown = dict.fromkeys(names, 0)
-    for ref in tqdm(shapes, desc="evaluate", unit="shape"):
+    shown = gallery_shapes(shapes, args.gallery_per_class)
+    results = []  # per shape of this process: (index, its rows, its gallery panel or None)
+    for index in tqdm(range(procs.rank, len(shapes), procs.world), desc="evaluate",
+                      unit="shape", disable=not procs.main):
+        ref = shapes[index]
         rng = shape_rng(args.seed, ref)
         gt = ground_truth(ref.folder)
         inp = load_input(ref, kind, gt, args.n_points, args.noise, rng, args.partial_views)
@@ -296,21 +321,31 @@ def evaluate(args: argparse.Namespace) -> None:
         vertices, faces = finished.frame.vertices, finished.frame.faces
         seconds = finished.summary["seconds"]
         sample_seed = int(rng.integers(2**31))
-        rows.append(score(ref, MODEL, vertices, faces, seconds, gt, args.eval_points,
-                          sample_seed))
+        rows = [score(ref, MODEL, vertices, faces, seconds, gt, args.eval_points,
+                      sample_seed)]
         baseline = run_baseline(kind, inp, args.poisson, torch.get_num_threads())
         if baseline:
             name, *mesh, seconds = baseline
             rows.append(score(ref, name, *mesh, seconds, gt, args.eval_points, sample_seed))
-        if shown[ref.category] < args.gallery_per_class:
-            shown[ref.category] += 1
-            panels.append(Panels(ref, inp, (vertices, faces), *(
-                (tuple(mesh), name) if baseline else ())))
+        panel = None
+        if index in shown:
+            panel = Panels(ref, inp, (vertices, faces), *(
+                (tuple(mesh), name) if baseline else ()))
+        results.append((index, rows, panel))
+    if procs.distributed:
+        gathered = [None] * procs.world if procs.main else None
+        dist.gather_object(results, gathered, dst=0)
+        if not procs.main:
+            return
+        results = sorted(itertools.chain.from_iterable(gathered), key=lambda r: r[0])
+    rows = [row for _, shape_rows, _ in results for row in shape_rows]
+    panels = [panel for *_, panel in results if panel is not None]
 
     summary = summarise(rows, names)
+    generator = Generator(model, card, device, settings)  # the threshold and precision used
     summary.update(model=args.model, data=str(args.data), split=args.split, input=kind,
-                   device=str(device), threshold=finished.summary["threshold"],
-                   precision=finished.summary["precision"],
+                   device=str(device), threshold=generator.threshold,
+                   precision=generator.precision_name,
                    settings={"resolution0": args.resolution0,
                              "upsampling_steps": args.upsampling_steps,
                              "n_points": args.n_points if kind == "pointcloud" else None,
@@ -329,6 +364,17 @@ def evaluate(args: argparse.Namespace) -> None:
           f"F-score@1% {model_means['fscore']:.3f} (mean of class means), "
           f"{summary['methods'][MODEL]['seconds_per_shape']:.2f} s per shape; "
           f"report in {out}")
+
+
+def gallery_shapes(shapes: list[ShapeRef], per_class: int) -> set[int]:
+    """Indices into ``shapes`` of the gallery's rows: the first ``per_class`` of each class."""
+    counts: dict[str, int] = {}
+    chosen = set()
+    for index, ref in enumerate(shapes):
+        if counts.get(ref.category, 0) < per_class:
+            counts[ref.category] = counts.get(ref.category, 0) + 1
+            chosen.add(index)
+    return chosen
 
 
 def make_folder(path: Path) -> Path:

@@ -207,7 +207,8 @@ class Generator:
         threshold = logit(self.threshold)
         levels = s.upsampling_steps + 1
         empty = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
-        for state in mise(evaluate, s.resolution0, s.upsampling_steps, threshold):
+        for state in mise(evaluate, s.resolution0, s.upsampling_steps, threshold,
+                          s.certainty_margin):
             final = state.level == s.upsampling_steps
             values = state.values
             if final and s.fill_cavities:

@@ -50,14 +50,19 @@ def lattice_marching_cubes(values, threshold):
         return np.zeros((0, 3)), np.zeros((0, 3), np.int32)
     # Marching cubes only sees the inside's bounding box plus one layer of real outside
     # values: everything beyond is outside anyway, and the crop is several times smaller.
-    lo, hi = [], []
+    box = inside_box(inside)
+    vertices, faces = block_marching_cubes(values[box], threshold, ((True, True),) * 3)
+    return vertices + np.array([b.start for b in box]), faces
+
+
+def inside_box(inside):
+    """Slices of the bounding box of the True points of a non-empty (X, Y, Z) bool lattice,
+    grown by one layer where the lattice goes on: that layer is all False."""
+    box = []
     for axis in range(3):
         present = np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != axis)))
-        lo.append(max(present[0] - 1, 0))
-        hi.append(min(present[-1] + 2, values.shape[axis]))
-    crop = values[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    vertices, faces = block_marching_cubes(crop, threshold, ((True, True),) * 3)
-    return vertices + np.array(lo), faces
+        box.append(slice(max(present[0] - 1, 0), min(present[-1] + 2, inside.shape[axis])))
+    return tuple(box)
 
 
 def block_marching_cubes(values, threshold, closed):
@@ -126,13 +131,22 @@ def fill_enclosed(values, threshold):
     connected (through faces) to the lattice's border are set inside (``threshold + 1``,
     clear of the iso-level), so marching cubes meshes neither the void nor anything floating
     in it. Open pockets (a mug's inside) reach the border and stay.
+
+    Only the inside's bounding box (``inside_box``) is labelled: its added layer is outside
+    and touches the rest of the outside, which reaches the border, so a void is enclosed in
+    the whole lattice exactly when it touches no side of the box (3x less work on a
+    typical object at 256^3).
     """
-    outside = values < threshold
+    inside = values >= threshold
+    if not inside.any():
+        return values
+    box = inside_box(inside)
+    outside = ~inside[box]
     enclosed = outside & ~exterior(outside)
     if not enclosed.any():
         return values
     filled = values.copy()
-    filled[enclosed] = threshold + 1.0
+    filled[box][enclosed] = threshold + 1.0
     return filled
 
 

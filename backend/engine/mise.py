@@ -10,11 +10,18 @@ follows the surface (a thin rod attached to a body is traced cell by cell) until
 changes. Points never evaluated are filled by trilinear interpolation from the coarser level;
 they lie in cells the surface does not cross, so their sign is right.
 
+With a ``margin`` (logits), points whose sign is already certain are not evaluated either:
+a new point whose trilinear value from the coarser level lies more than ``margin`` from the
+threshold keeps that value (a cell whose corners are all confidently on one side needs no
+refined points). Level 0 is then itself built coarse to fine, from a lattice of half the
+resolution, so only its points near the surface are evaluated. Such points count as known
+for the subdivision test, not as evaluated.
+
 Everything is whole-array numpy: no Python loop over cells or points.
 """
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -35,6 +42,7 @@ class MiseLevel:
     values: np.ndarray
     evaluated: np.ndarray
     evaluations: int  # network evaluations so far, all levels together
+    skipped: int = 0  # points whose sign was certain and took their coarse value, so far
 
 
 def lattice_to_unit(indices, resolution, dtype=np.float32):
@@ -123,51 +131,103 @@ def straddling_cells(values, evaluated, threshold):
     return _any_per_cell(inside, 1) & _any_per_cell(outside, 1)
 
 
+# Level 0 is built from lattices down to this resolution (each half the next) when a margin
+# is given: one halving only, since a coarser lattice's cells are wide enough that a thin
+# part (a rod of a quarter cell) can sit between corners that all look confidently outside.
+MIN_PRE_RESOLUTION = 16
+
+
+def uncertain(values, threshold, margin):
+    """Where a (trilinearly filled) logit is within ``margin`` of the threshold: bool array."""
+    return np.abs(values - threshold) <= margin
+
+
+def level_zero(evaluate, resolution, threshold, margin):
+    """Level 0's lattice: (values (R + 1)^3, evaluated, evaluations, skipped).
+
+    Without a margin every point is evaluated. With one, the half-resolution lattice is
+    built first (recursively, down to MIN_PRE_RESOLUTION) and only the new points whose
+    filled value is uncertain are evaluated; the others keep their trilinear value.
+    """
+    if margin is None or resolution % 2 or resolution // 2 < MIN_PRE_RESOLUTION:
+        points = dense_lattice(resolution)
+        values = np.asarray(evaluate(lattice_to_unit(points, resolution)), dtype=np.float32)
+        values = values.reshape((resolution + 1,) * 3)
+        return values, np.ones(values.shape, dtype=bool), values.size, 0
+    coarse, coarse_evaluated, evaluations, skipped = level_zero(
+        evaluate, resolution // 2, threshold, margin)
+    values = upsample(coarse)
+    evaluated = np.zeros(values.shape, dtype=bool)
+    evaluated[::2, ::2, ::2] = coarse_evaluated
+    new = np.ones(values.shape, dtype=bool)
+    new[::2, ::2, ::2] = False
+    todo = new & uncertain(values, threshold, margin)
+    points = np.argwhere(todo)
+    if len(points):
+        values[tuple(points.T)] = evaluate(lattice_to_unit(points, resolution))
+    evaluated |= todo
+    return values, evaluated, evaluations + len(points), skipped + int(new.sum()) - len(points)
+
+
 def mise(evaluate: Callable[[np.ndarray], np.ndarray], resolution0=32, upsampling_steps=2,
-         threshold=0.0) -> Iterator[MiseLevel]:
+         threshold=0.0, margin: Optional[float] = None) -> Iterator[MiseLevel]:
     """Run MISE, yielding the state after every level (level 0 first).
 
     evaluate: maps unit-cube points (M, 3) float32 to logits (M,) float32. It may raise to
     stop early (cancellation); MISE keeps no state outside this generator.
     threshold: the iso level in logits.
+    margin: logits; a new point whose filled value is further than this from the threshold
+    is not evaluated (None: every point MISE visits is evaluated, the paper's algorithm).
     """
     if resolution0 < 1 or upsampling_steps < 0:
         raise ValueError("resolution0 must be >= 1 and upsampling_steps >= 0")
+    if margin is not None and not margin >= 0:
+        raise ValueError(f"margin must be None or >= 0 logits (got {margin})")
     resolution = resolution0
-    points = dense_lattice(resolution)
-    values = np.asarray(evaluate(lattice_to_unit(points, resolution)), dtype=np.float32)
-    values = values.reshape((resolution + 1,) * 3)
-    evaluated = np.ones(values.shape, dtype=bool)
-    evaluations = values.size
-    yield MiseLevel(0, resolution, values, evaluated, evaluations)
+    values, evaluated, evaluations, skipped = level_zero(evaluate, resolution, threshold,
+                                                         margin)
+    known = np.ones(values.shape, dtype=bool)  # evaluated, or certain
+    yield MiseLevel(0, resolution, values, evaluated, evaluations, skipped)
 
     for level in range(1, upsampling_steps + 1):
-        parents = straddling_cells(values, evaluated, threshold)
+        parents = straddling_cells(values, known, threshold)
         resolution *= 2
         values = upsample(values)
-        known = np.zeros(values.shape, dtype=bool)
-        known[::2, ::2, ::2] = evaluated
-        evaluated = known
+        fine = np.zeros(values.shape, dtype=bool)
+        fine[::2, ::2, ::2] = evaluated
+        evaluated = fine
+        fine = np.zeros(values.shape, dtype=bool)
+        fine[::2, ::2, ::2] = known
+        known = fine
         # Subdivide the parents, then the neighbours their new points activate, until none.
         # After the first pass only a small region changes, so work on its bounding box.
         new, corner = parents, np.zeros(3, dtype=int)
         while True:
             block = tuple(slice(2 * c, 2 * c + 2 * n + 1) for c, n in zip(corner, new.shape))
-            todo = cell_points_mask(new) & ~evaluated[block]
+            todo = cell_points_mask(new) & ~known[block]
             points = np.argwhere(todo) + 2 * corner
             if not len(points):
                 break
-            index = tuple(points.T)
-            values[index] = evaluate(lattice_to_unit(points, resolution))
-            evaluated[index] = True
-            evaluations += len(points)
+            if margin is not None:
+                sure = ~uncertain(values[tuple(points.T)], threshold, margin)
+                known[tuple(points[sure].T)] = True
+                skipped += int(sure.sum())
+                changed, points = points, points[~sure]
+            else:
+                changed = points
+            if len(points):
+                index = tuple(points.T)
+                values[index] = evaluate(lattice_to_unit(points, resolution))
+                evaluated[index] = True
+                known[index] = True
+                evaluations += len(points)
             # Only parents touching a new point can have changed: those around the points.
-            corner = np.maximum((points.min(axis=0) - 2) // 2, 0)
-            end = np.minimum(points.max(axis=0) // 2 + 1, resolution // 2)
+            corner = np.maximum((changed.min(axis=0) - 2) // 2, 0)
+            end = np.minimum(changed.max(axis=0) // 2 + 1, resolution // 2)
             cells = tuple(slice(c, e) for c, e in zip(corner, end))
-            fine = tuple(slice(2 * c, 2 * e + 1) for c, e in zip(corner, end))
-            new = straddling_parents(values[fine], evaluated[fine], threshold) & ~parents[cells]
+            block = tuple(slice(2 * c, 2 * e + 1) for c, e in zip(corner, end))
+            new = straddling_parents(values[block], known[block], threshold) & ~parents[cells]
             if not new.any():
                 break
             parents[cells] |= new
-        yield MiseLevel(level, resolution, values, evaluated, evaluations)
+        yield MiseLevel(level, resolution, values, evaluated, evaluations, skipped)

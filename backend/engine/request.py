@@ -31,6 +31,12 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAX_SEED = 2**31 - 1  # a sample's seed: Blender's IntProperty is a signed 32-bit int
 
+# MISE's default margin in logits (Settings.certainty_margin). 4 kept the paper-size ONet's
+# lattice (IoU 1.0000 fp32) but not the bundled ConvONet's on the chair scan (IoU 0.936: thin
+# legs); 8 keeps both (0.9998) and the point-latent model's (1.0000). README, "Benchmarks".
+CERTAINTY_MARGIN = 8.0
+
+
 
 @dataclass
 class Settings:
@@ -51,6 +57,9 @@ class Settings:
     fit_steps: int = 0  # optimise the shape code to the input points first (engine/fit.py)
     fill_cavities: bool = True  # final mesh: enclosed voids made solid (meshing.fill_enclosed)
     mesh_every_level: bool = True  # False: coarse frames carry statistics but no mesh
+    # Logits: MISE does not evaluate a point whose filled value is further than this from the
+    # threshold (mise.mise's margin; None: the paper's MISE). Not a request option.
+    certainty_margin: Optional[float] = CERTAINTY_MARGIN
 
     def validate(self, max_resolution: int = 512):
         """Raise UserError naming the option for settings that cannot work, LimitError when

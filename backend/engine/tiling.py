@@ -158,7 +158,8 @@ def reconstruct_tiled(generator, card: dict, points: np.ndarray, crop_size: floa
             code = generator.encode(unit[None])
             evaluate = generator.evaluator(generator.decoder(code), timer, should_stop)
             for state in mise(lambda q: evaluate(q * to_model), settings.resolution0,
-                              settings.upsampling_steps, threshold):
+                              settings.upsampling_steps, threshold,
+                              settings.certainty_margin):
                 pass
             block = state.values
             tiles_run, most_points = tiles_run + 1, max(most_points, len(unit))
