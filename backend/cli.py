@@ -15,6 +15,7 @@ import numpy as np
 
 from .engine.request import (LIMITS, PRECISIONS, Blend, ReconstructRequest, Sample, Settings,
                              TilingOptions)
+from .engine.runtime import add_engine_options
 from .errors import UserError, run_command
 from .io.meshes import WRITE_EXTENSIONS
 
@@ -36,17 +37,6 @@ def add_model_options(parser):
                         " or analytic:sphere|box|boxes_rods (default: the bundled model for"
                         " the input's kind)")
     add_engine_options(parser)
-
-
-def add_engine_options(parser):
-    """``--engine`` and ``--device``: the CLI's and the server's (one name each)."""
-    from .engine.runtime import ENGINES
-
-    parser.add_argument("--engine", default="auto", choices=ENGINES,
-                        help="torch: PyTorch (GPU, official .pt checkpoints); bundled: numpy "
-                             "alone (the bundled models on the CPU, no PyTorch needed); auto "
-                             "(default): torch when it can be imported, else bundled")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
 
 def add_request_options(parser, tiling=True):

@@ -29,6 +29,16 @@ ENGINES = ("auto", "torch", "bundled")
 NORMAL_STEP = 1e-4  # finite-difference step of the bundled engine's normals, unit-cube units
 
 
+def add_engine_options(parser) -> None:
+    """``--engine`` and ``--device`` on an argparse parser: the CLI's and the server's (one
+    name each)."""
+    parser.add_argument("--engine", default="auto", choices=ENGINES,
+                        help="torch: PyTorch (GPU, official .pt checkpoints); bundled: numpy "
+                             "alone (the bundled models on the CPU, no PyTorch needed); auto "
+                             "(default): torch when it can be imported, else bundled")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
 def torch_importable() -> bool:
     """Whether ``import torch`` can work here (found on the path; nothing is imported)."""
     return importlib.util.find_spec("torch") is not None

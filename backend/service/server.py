@@ -61,7 +61,7 @@ def add_arguments(parser):
     tokens.add_argument("--token", help="required on every request (default: a random one,"
                         " printed in the handshake)")
     tokens.add_argument("--token-file", help="read the token from this file")
-    from ..cli import add_engine_options
+    from ..engine.runtime import add_engine_options
 
     add_engine_options(parser)
     parser.add_argument("--models", action="append", default=[], metavar="DIR",
