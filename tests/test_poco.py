@@ -134,7 +134,7 @@ def test_codes_of_two_clouds_are_not_interpolated(model):
     a, b = (generator.encode(inputs[i:i + 1]) for i in range(2))
     assert isinstance(a, ShapeCode)
     with pytest.raises(UserError, match="cannot be interpolated"):
-        a.lerp(b, 0.5)
+        a.blend(b, 0.5)
 
 
 def test_overfit_sphere_gives_a_closed_mesh():
