@@ -1404,6 +1404,7 @@ def scenario_backend_problems():
         os.makedirs(os.path.dirname(venv_python), exist_ok=True)
         os.symlink(sys.executable, venv_python)  # a venv whose install stopped half-way
         out["half_made"] = list(addon.interpreters.resolve_python("", folder))
+        make_object("Fine", sphere_points(500, 1.0, 2))
         open(os.path.join(folder, addon.interpreters.VENV_NAME,
                           addon.interpreters.COMPLETE_STAMP), "w").close()
         out["complete"] = list(addon.interpreters.resolve_python("", folder))
