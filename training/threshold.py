@@ -140,6 +140,8 @@ def write_card(model: str, result: dict) -> Path:
     card = json.loads(card_path.read_text())
     card["threshold"] = result["chosen"]
     card["threshold_selection"] = {k: v for k, v in result.items() if k != "model"}
+    # The card's test metrics were measured at the threshold it had: say so, not recompute.
+    card["threshold_selection"]["metrics_measured_at"] = result["previous"]
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card_path
 
