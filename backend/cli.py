@@ -15,6 +15,7 @@ import numpy as np
 
 from .engine.request import (LIMITS, PRECISIONS, Blend, ReconstructRequest, Sample, Settings,
                              TilingOptions)
+from .engine.meshing import FLOATER_DISTANCE
 from .engine.runtime import add_engine_options
 from .errors import UserError, run_command
 from .io.meshes import WRITE_EXTENSIONS
@@ -58,6 +59,16 @@ def add_request_options(parser, tiling=True):
                         default=defaults.fill_cavities,
                         help="make enclosed voids solid (default; no scan sees them, so they "
                              "are the network's guess); --no-fill-cavities keeps them")
+    parser.add_argument("--smooth-steps", type=positive_int, metavar="STEPS",
+                        help="Taubin smoothing of the final mesh, STEPS shrink-inflate pairs "
+                             "(default: the model card's smooth_steps, chosen on validation "
+                             f"shapes; 0: the raw marching-cubes surface; at most "
+                             f"{LIMITS.max_smooth_steps})")
+    parser.add_argument("--drop-floaters", action=argparse.BooleanOptionalAction,
+                        default=defaults.drop_floaters,
+                        help="drop pieces of the mesh with no input point within "
+                             f"{FLOATER_DISTANCE} of the unit cube (default; point clouds); "
+                             "--no-drop-floaters keeps them")
     parser.add_argument("--refine-steps", type=positive_int, default=defaults.refine_steps,
                         help="gradient refinement steps (paper section 3.3)")
     parser.add_argument("--fit-steps", type=positive_int, default=defaults.fit_steps,
@@ -162,7 +173,8 @@ def settings_from_args(args) -> Settings:
     return Settings(args.resolution0, args.upsampling_steps, args.threshold,
                     precision=args.precision, normals=args.normals, simplify=args.simplify,
                     refine_steps=args.refine_steps, fit_steps=args.fit_steps,
-                    fill_cavities=args.fill_cavities, mesh_every_level=False)
+                    fill_cavities=args.fill_cavities, smooth_steps=args.smooth_steps,
+                    drop_floaters=args.drop_floaters, mesh_every_level=False)
 
 
 def request_from_args(args, inp) -> ReconstructRequest:

@@ -2,7 +2,7 @@
 
 Each option keeps one name from the property to the wire and the CLI flag
 (``resolution0``, ``upsampling_steps``, ``threshold``, ``tile_size``, ``fill_cavities``,
-``fit_steps``; docs/design.md, "One request"): ``mise_of``, ``output_of`` and ``tiling_of``
+``smooth_steps``, ``drop_floaters``, ``fit_steps``; docs/design.md, "One request"): ``mise_of``, ``output_of`` and ``tiling_of``
 build the request's ``mise``, ``output`` and ``tiling`` objects; ``fit_steps`` is sent at the
 header's top level.
 """
@@ -97,7 +97,8 @@ def mise_of(settings):
 def output_of(settings):
     """The wire's ``output`` (the options the panel sets; the backend's defaults for the
     rest)."""
-    return {"fill_cavities": settings.fill_cavities}
+    return {"fill_cavities": settings.fill_cavities, "drop_floaters": settings.drop_floaters,
+            "smooth_steps": settings.smooth_steps if settings.smooth_steps >= 0 else None}
 
 
 def tiling_of(settings):
@@ -105,14 +106,27 @@ def tiling_of(settings):
     return {"tile_size": settings.tile_size} if settings.tile_size > 0 else None
 
 
-def model_threshold(settings, kind):
-    """The threshold the chosen model (or the default one for ``kind``) uses when the
-    panel's is 0, as the connected backend lists it; None when not known."""
+def chosen_model(settings, kind):
+    """The connected backend's listing of the chosen model (or of the default one for
+    ``kind``): {name, threshold, card, ...}; None when not known."""
     for model in BACKEND.models:
         if (model["name"] == settings.model_name if settings.model_name
                 else kind in model.get("default_for", ())):
-            return model.get("threshold")
+            return model
     return None
+
+
+def model_threshold(settings, kind):
+    """The threshold the chosen model uses when the panel's is 0; None when not known."""
+    model = chosen_model(settings, kind)
+    return None if model is None else model.get("threshold")
+
+
+def model_smooth_steps(settings, kind):
+    """The smoothing the chosen model's card asks for when the panel's is -1 (0 when the
+    card names none); None when the model is not known."""
+    model = chosen_model(settings, kind)
+    return None if model is None else (model.get("card") or {}).get("smooth_steps", 0)
 
 
 class ONET_PG_scene(bpy.types.PropertyGroup):
@@ -181,6 +195,15 @@ class ONET_PG_scene(bpy.types.PropertyGroup):
         name="Fill Enclosed Cavities", default=True,
         description="Make cavities sealed inside the shape solid: no scan sees them, so they"
         " are the network's guess. Off: keep the raw surface")
+    smooth_steps: IntProperty(
+        name="Smoothing", default=-1, min=-1, soft_max=20, max=100,
+        description="Taubin smoothing of the final mesh, in shrink-inflate steps: it takes"
+        " out the marching-cubes ripples without shrinking the shape. -1: the model's own"
+        " (from its card); 0: the raw surface")
+    drop_floaters: BoolProperty(
+        name="Drop Floaters", default=True,
+        description="Point clouds: remove pieces of the result that no input point is near"
+        " (blobs the model guessed where it saw nothing). Off: keep every piece")
     show_advanced: BoolProperty(name="Advanced", default=False)
     seed: IntProperty(name="Seed", default=0, min=0,
                       description="New Shape draws the shape of this seed from the"

@@ -70,6 +70,11 @@ class ONET_PT_reconstruct(_Sidebar, bpy.types.Panel):
                 fold.label(text=f"0: the model's own threshold, {own:g}")
             fold.prop(settings, "tile_size")
             fold.prop(settings, "fill_cavities")
+            fold.prop(settings, "smooth_steps")
+            own = props.model_smooth_steps(settings, description.kind)
+            if settings.smooth_steps < 0 and own is not None:
+                fold.label(text=f"-1: the model's own smoothing, {own}")
+            fold.prop(settings, "drop_floaters")
             fold.prop(settings, "fit_steps")
             fold.prop(settings, "show_test_shapes")
 

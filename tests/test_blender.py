@@ -576,6 +576,11 @@ def test_panels_draw_what_the_issue_asks_for(blender):
     assert any(label.startswith("0: the model's own threshold, ") for label in idle["labels"])
     assert "fill_cavities" in idle["props"] and "tile_size" in idle["props"]
     assert "fit_steps" in idle["props"]  # Advanced > Fit to Points
+    # Smoothing -1 is the card's (sent as null), a number is sent as it is.
+    assert {"smooth_steps", "drop_floaters"} <= set(idle["props"])
+    assert any(label.startswith("-1: the model's own smoothing, ") for label in idle["labels"])
+    assert [(o["smooth_steps"], o["drop_floaters"]) for o in data["outputs"]] == [
+        (None, True), (2, False)]
     assert any(label.startswith("Running locally: torch engine on cpu") for label in idle["labels"])
     assert "onet.cancel" in running["operators"]
     assert any(p.startswith(("Level ", "Waiting", "Sending", "Starting"))
@@ -1714,8 +1719,11 @@ def scenario_ui_draw():
     prefs.backend_mode = "REMOTE"
     remote = draw(addon.prefs.ONET_AP_preferences, prefs)
     prefs.backend_mode = "LOCAL"
+    outputs = [addon.props.output_of(settings)]
+    settings.smooth_steps, settings.drop_floaters = 2, False
+    outputs.append(addon.props.output_of(settings))
     return {"idle": idle, "running": running, "prefs": local, "prefs_remote": remote,
-            "large_cloud": large_cloud, "max_points": max_points}
+            "large_cloud": large_cloud, "max_points": max_points, "outputs": outputs}
 
 
 def scenario_presets_and_disable():

@@ -250,9 +250,10 @@ def test_threshold_sweep_picks_the_best_on_validation(corpus, tmp_path, capsys):
     assert threshold.main(args) == 0
     result = json.loads((tmp_path / "threshold.json").read_text())
     assert result["chosen"] == 0.05 and result["shapes"] == 2
-    iou = result["by_threshold"]
-    assert iou["0.05"] > iou["0.5"] > iou["0.9"]
-    assert "| 500 | 0.05 |" in (tmp_path / "report.md").read_text()
+    assert result["chosen_smooth_steps"] == 0
+    iou = result["by_threshold_and_smoothing"]
+    assert iou["0.05/0"] > iou["0.5/0"] > iou["0.9/0"]
+    assert "| 500 | 0.05 | 0 |" in (tmp_path / "report.md").read_text()
 
     assert threshold.main(args[:-12] + ["--split", "test"]) == 2
     assert "never on test" in capsys.readouterr().err

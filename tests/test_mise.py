@@ -7,7 +7,8 @@ import trimesh
 
 from backend.engine.generation import Generator
 from backend.engine.request import Settings
-from backend.engine.meshing import drop_void_shells, fill_enclosed, marching_cubes
+from backend.engine.meshing import (FLOATER_DISTANCE, drop_floaters, drop_void_shells,
+                                    fill_enclosed, marching_cubes, taubin)
 from backend.engine.mise import dense_lattice, lattice_to_unit, mise, upsample
 from backend.models.analytic import AnalyticModel, analytic_card
 
@@ -182,6 +183,74 @@ def test_void_shells_are_dropped_from_meshes():
         assert np.array_equal(kept_v, vertices) and np.array_equal(kept_f, faces)
 
 
+def test_floaters_far_from_the_points_are_dropped_near_ones_stay():
+    """Twin balls with input points on the left one only: the right one (0.1 away at its
+    nearest) stays when the points come within FLOATER_DISTANCE of it, and goes when no point
+    does; a lone shell is never dropped."""
+    vertices, faces = marching_cubes(lattice_values(twin_balls, 64), 0.0)
+    rng = np.random.default_rng(0)
+    directions = rng.standard_normal((500, 3))
+    left = (-0.25, 0, 0) + 0.2 * directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    far = left[left[:, 0] < -0.25 - 0.2 * np.cos(np.radians(30))]  # the left ball's far cap
+    kept_v, kept_f = drop_floaters(vertices, faces, far)
+    (volume,) = shells(kept_v, kept_f)
+    assert volume == pytest.approx(4 / 3 * np.pi * 0.2 ** 3, rel=0.1)
+    assert kept_v[:, 0].max() < 0 and kept_f.max() == len(kept_v) - 1
+    both_v, both_f = drop_floaters(vertices, faces, left)  # its near side faces 0.1 away
+    assert len(both_v) == len(vertices) and np.array_equal(both_f, faces)
+    alone_v, alone_f = marching_cubes(lattice_values(lambda p: distance(p) < 0.3), 0.0)
+    assert drop_floaters(alone_v, alone_f, np.array([[0.9, 0.9, 0.9]]))[0] is alone_v
+    assert FLOATER_DISTANCE < 0.5 * np.linalg.norm([0.9, 0.9, 0.9]) - 0.3
+
+
+def test_taubin_smoothing_takes_out_ripples_and_keeps_the_volume():
+    """Marching cubes of a sphere's +-1 occupancy is a staircase: Taubin pairs bring every
+    vertex closer to the true radius, the volume stays within 1% and faces are untouched."""
+    vertices, faces = marching_cubes(lattice_values(lambda p: distance(p) < 0.35, 48), 0.0)
+    error = lambda v: np.abs(np.linalg.norm(v, axis=1) - 0.35)
+    smooth = taubin(vertices, faces, 5)
+    assert smooth.dtype == np.float32 and smooth.shape == vertices.shape
+    assert error(smooth).mean() < 0.7 * error(vertices).mean()
+    assert shells(smooth, faces)[0] == pytest.approx(shells(vertices, faces)[0], rel=0.01)
+    np.testing.assert_array_equal(taubin(vertices, faces, 0), vertices)
+    reference = trimesh.Trimesh(vertices.astype(np.float64), faces, process=False)
+    trimesh.smoothing.filter_taubin(reference, lamb=0.5, nu=0.53, iterations=10)
+    np.testing.assert_allclose(smooth, reference.vertices, atol=1e-6)
+
+
+def test_the_flow_smooths_as_the_settings_and_card_say():
+    """The card's smooth_steps is the default, a request's own wins, and the flow smooths
+    the final mesh in the unit cube."""
+    from backend.engine import pipeline
+    from backend.engine.request import ReconstructRequest
+    from backend.io.inputs import PointCloudInput
+
+    model = AnalyticModel("sphere")
+    card = {**analytic_card("sphere"), "smooth_steps": 4}
+    assert Generator(model, card, "cpu", Settings()).smooth_steps == 4
+    assert Generator(model, card, "cpu", Settings(smooth_steps=0)).smooth_steps == 0
+    assert Generator(model, analytic_card("sphere"), "cpu", Settings()).smooth_steps == 0
+
+    rng = np.random.default_rng(1)
+    sphere = rng.standard_normal((2000, 3))
+    sphere = 0.35 * sphere / np.linalg.norm(sphere, axis=1, keepdims=True)
+    raw, smoothed = (
+        pipeline.reconstruct(ReconstructRequest(PointCloudInput(sphere.astype(np.float32)),
+                                                settings=Settings(16, 2, smooth_steps=steps)),
+                             model, card)
+        for steps in (0, None))
+    *_, raw = raw
+    *_, smoothed = smoothed
+    assert raw.summary["smooth_steps"] == 0 and smoothed.summary["smooth_steps"] == 4
+    np.testing.assert_array_equal(smoothed.frame.faces, raw.frame.faces)
+    # Smoothed in the unit cube, before the mesh goes back to the input's frame.
+    prepared = pipeline.prepare_points(sphere, card)
+    unit = (raw.frame.vertices - prepared.center) / prepared.scale
+    expected = prepared.to_world(taubin(unit, raw.frame.faces, 4))
+    np.testing.assert_allclose(smoothed.frame.vertices, expected, atol=1e-5)
+    assert not np.allclose(smoothed.frame.vertices, raw.frame.vertices, atol=1e-5)
+
+
 def test_sphere_radius_within_half_a_fine_cell():
     last = run_mise("sphere", 32, 2)
     vertices, _ = marching_cubes(last.values, 0.0)
@@ -241,6 +310,7 @@ def test_bad_settings_are_user_errors():
     from backend.errors import UserError
 
     for bad in [dict(resolution0=1), dict(resolution0=64, upsampling_steps=4),
-                dict(threshold=1.5), dict(precision="int8")]:
+                dict(threshold=1.5), dict(precision="int8"), dict(smooth_steps=-1),
+                dict(smooth_steps=2.5)]:
         with pytest.raises(UserError):
             generator("sphere", **bad)

@@ -14,6 +14,7 @@ import pytest
 import torch
 import trimesh
 
+from backend.engine.request import LIMITS
 from backend.service import protocol
 from backend.io.checkpoints import save_model
 from backend.service.client import Client, JobCancelled, ServerError, launch
@@ -141,12 +142,41 @@ def test_tiled_stream_equals_the_cli_output(server, tmp_path, run_cli):
     ({"simplify": 2}, "simplify needs a target of at least 4 faces"),
     ({"simplify": 2.5}, "bad value for output.simplify"),
     ({"smooth": True}, "unknown output option"),
+    ({"smooth_steps": -1}, "smooth_steps must be a whole number >= 0"),
+    ({"smooth_steps": 1.5}, "bad value for output.smooth_steps"),
+    ({"drop_floaters": 1}, "bad value for output.drop_floaters"),
 ])
 def test_bad_output_options(server, output, message):
     with pytest.raises(ServerError) as error:
         list(server.client.reconstruct(points=sphere_cloud(500, (0, 0, 0), 1.0, 6),
                                        model="tiny_pointcloud", output=output))
     assert error.value.status == 400 and message in str(error.value)
+
+
+def test_smoothing_is_the_cards_unless_asked_and_capped(server, model_dir, run_cli, tmp_path):
+    """``output.smooth_steps`` null means the card's (the tiny model's: 0), a number is
+    used as given and reported, over ``max_smooth_steps`` is a 413; the CLI agrees."""
+    cloud = sphere_cloud(500, (0, 0, 0), 1.0, 6)
+    mise = {"resolution0": 16, "upsampling_steps": 1}
+    summaries = []
+    for output in ({}, {"smooth_steps": 3, "drop_floaters": False}):
+        frames = list(server.client.reconstruct(points=cloud, model="tiny_pointcloud",
+                                                mise=mise, output=output))
+        assert frames[-1][0]["type"] == "final"
+        summaries.append(frames[-1][0])
+    assert [s["smooth_steps"] for s in summaries] == [0, 3]
+    with pytest.raises(ServerError) as error:
+        list(server.client.reconstruct(points=cloud, model="tiny_pointcloud",
+                                       output={"smooth_steps": LIMITS.max_smooth_steps + 1}))
+    assert error.value.status == 413 and "max_smooth_steps" in error.value.message
+    np.save(tmp_path / "ball.npy", cloud)
+    base = ["reconstruct", tmp_path / "ball.npy", "-o", tmp_path / "ball.ply", "--model",
+            model_dir / "tiny_pointcloud.safetensors", "--resolution0", "16", "--upsampling-steps", "1", "--json"]
+    result = run_cli(*base, "--smooth-steps", "2", "--no-drop-floaters")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["smooth_steps"] == 2
+    result = run_cli(*base, "--smooth-steps", str(LIMITS.max_smooth_steps + 1))
+    assert result.returncode == 2 and "max_smooth_steps" in result.stderr
 
 
 @pytest.mark.parametrize("tiling, message", [

@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fill-cavities", action="store_true",
                         help="fill enclosed voids as the backend does by default (off: the "
                              "papers' protocol scores the raw marching-cubes mesh)")
+    parser.add_argument("--smooth-steps", type=int, metavar="STEPS",
+                        help="Taubin smoothing of each final mesh (default: the model card's "
+                             "smooth_steps; 0: the raw marching-cubes surface)")
+    parser.add_argument("--drop-floaters", action=argparse.BooleanOptionalAction, default=True,
+                        help="drop mesh pieces with no input point near them, as the backend "
+                             "does by default (point clouds)")
     parser.add_argument("--resolution0", type=int, default=32, help="MISE start resolution")
     parser.add_argument("--upsampling-steps", type=int, default=2, help="MISE levels after the "
                         "first")
@@ -132,6 +138,8 @@ def check_args(args: argparse.Namespace) -> None:
     for name in ("n_points", "eval_points", "resolution0"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.smooth_steps is not None and args.smooth_steps < 0:
+        raise UserError("--smooth-steps must be >= 0")
     for name in ("upsampling_steps", "gallery_per_class", "partial_views", "fit_steps"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0")
@@ -307,6 +315,7 @@ def _evaluate(args: argparse.Namespace, procs, device) -> None:
         out = make_folder(args.out)
     settings = Settings(args.resolution0, args.upsampling_steps, precision=args.precision,
                         fit_steps=args.fit_steps, fill_cavities=args.fill_cavities,
+                        smooth_steps=args.smooth_steps, drop_floaters=args.drop_floaters,
                         mesh_every_level=False)
 
     shown = gallery_shapes(shapes, args.gallery_per_class)
@@ -345,6 +354,7 @@ def _evaluate(args: argparse.Namespace, procs, device) -> None:
     generator = Generator(model, card, device, settings)  # the threshold and precision used
     summary.update(model=args.model, data=str(args.data), split=args.split, input=kind,
                    device=str(device), threshold=generator.threshold,
+                   smooth_steps=generator.smooth_steps,
                    precision=generator.precision_name,
                    settings={"resolution0": args.resolution0,
                              "upsampling_steps": args.upsampling_steps,
@@ -353,7 +363,8 @@ def _evaluate(args: argparse.Namespace, procs, device) -> None:
                              "partial_views": args.partial_views if kind == "pointcloud"
                              else None,
                              "eval_points": args.eval_points, "seed": args.seed,
-                             "fill_cavities": args.fill_cavities})
+                             "fill_cavities": args.fill_cavities,
+                             "drop_floaters": args.drop_floaters})
     write_csv(out / "shapes.csv", rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "report.md").write_text(markdown(summary))

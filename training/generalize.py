@@ -2,7 +2,7 @@
 
 ``python -m training.generalize --model M [--model M2 ...] --out DIR [--points 3000 300]
 [--partial] [--seeds 0 1 2] [--limit N] [--poisson-depths 6 7 8 9] [--families a,b]
-[--no-real] [--resolution0 32 --upsampling-steps 2] [--fit-steps STEPS]
+[--no-real] [--resolution0 32 --upsampling-steps 2] [--fit-steps STEPS] [--raw]
 [--eval-points 100000]``
 
 The benchmark set (``training/generalize_shapes.py``, never imported by training): (a) one
@@ -16,9 +16,10 @@ Each shape is reconstructed from point clouds built like ``training/evaluate.py`
 them (``NOISE`` Gaussian noise, the ONet/ConvONet protocol): ``--points`` clouds of the whole
 surface and, with ``--partial``, a one-view partial scan of ``--partial-points`` points.
 Methods, all scored on the same input by ``evaluate.score`` (``training/metrics.py``):
-every ``--model`` through the backend (``evaluate.reconstruct``: MISE, the raw
-marching-cubes mesh; with ``--fit-steps`` each model also fitted to the input points,
-method "MODEL fit STEPS") and screened Poisson (``training/baselines.py``) at each of
+every ``--model`` through the backend (``evaluate.reconstruct``: MISE, then the card's
+smoothing and the floaters dropped, as users get it, with enclosed voids left as they are;
+with ``--raw`` also the raw marching-cubes mesh, method "MODEL raw"; with ``--fit-steps``
+each model also fitted to the input points, method "MODEL fit STEPS") and screened Poisson (``training/baselines.py``) at each of
 ``--poisson-depths``; the report adds, per shape set and input, the depth with the best mean
 F-score ("poisson best").
 
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also run every model fitted to the input points for STEPS steps "
                              "(backend/engine/fit.py), as method 'MODEL fit STEPS' (default 0: "
                              "unfitted only)")
+    parser.add_argument("--raw", action="store_true",
+                        help="also score every model's raw marching-cubes mesh (no smoothing, "
+                             "floaters kept), as method 'MODEL raw'")
     parser.add_argument("--eval-points", type=int, default=metrics.N_POINTS,
                         help="points sampled on each surface and uniform IoU points "
                              "(default 100000)")
@@ -203,6 +207,9 @@ def load_methods(args: argparse.Namespace, device) -> dict[str, Method]:
         settings = Settings(args.resolution0, args.upsampling_steps, precision=args.precision,
                             fill_cavities=False, mesh_every_level=False)
         methods[name] = Method(model, card, device, settings)
+        if args.raw:
+            raw = replace(settings, smooth_steps=0, drop_floaters=False)
+            methods[f"{name} raw"] = Method(model, card, device, raw)
         if args.fit_steps:
             fitted = replace(settings, fit_steps=args.fit_steps)
             methods[fit_name(name, args.fit_steps)] = Method(model, card, device, fitted)

@@ -1,12 +1,15 @@
-"""Choose a model's surface threshold on validation data, by the metric the README reports.
+"""Choose a model's surface threshold and smoothing on validation data, by the metric the
+README reports.
 
 ``python -m training.threshold --model M --data DIR [--split val] [--thresholds 0.1 0.2 ...]
-[--n-points 3000 300] [--metric fscore] --out REPORT_DIR [--write-card]``
+[--smooth-steps 0 3 ...] [--n-points 3000 300] [--metric fscore] --out REPORT_DIR
+[--write-card]``
 
 Every validation shape is reconstructed through the backend's one flow at each candidate
-threshold (the occupancy probability of the surface, ``Settings.threshold``), from the inputs
+threshold (the occupancy probability of the surface, ``Settings.threshold``) and smoothing
+(Taubin pairs of the final mesh, ``Settings.smooth_steps``), from the inputs
 ``training.evaluate`` builds (the same seeded clouds), and scored with the ONet/ConvONet
-metrics. The threshold with the best mean of class means of ``--metric`` (mean over the input
+metrics. The pair with the best mean of class means of ``--metric`` (mean over the input
 sizes given) wins; ``--write-card`` stores it in the model's JSON card with the whole table,
 so the choice and its evidence travel with the weights. Never run it on a test split or on the
 generalisation benchmark: those judge the choice.
@@ -42,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="val", help="split to choose on (default val)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=THRESHOLDS,
                         help="candidate probabilities in (0, 1)")
+    parser.add_argument("--smooth-steps", type=int, nargs="+", default=[0],
+                        help="candidate Taubin smoothing steps of the final mesh (default 0)")
     parser.add_argument("--n-points", type=int, nargs="+", default=[3000],
                         help="input cloud sizes; the metric is averaged over them")
     parser.add_argument("--noise", type=float, default=0.005)
@@ -64,6 +69,8 @@ def check_args(args: argparse.Namespace) -> None:
     bad = [t for t in args.thresholds if not 0.0 < t < 1.0]
     if bad:
         raise UserError(f"--thresholds are probabilities in (0, 1) (got {bad[0]})")
+    if any(steps < 0 for steps in args.smooth_steps):
+        raise UserError("--smooth-steps must be >= 0")
     if any(n < 1 for n in args.n_points):
         raise UserError("--n-points must be >= 1")
     if args.limit is not None and args.limit < 1:
@@ -71,7 +78,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def sweep(args: argparse.Namespace) -> dict:
-    """{n_points: {threshold: mean of class means}} over the split, and the winner."""
+    """{n_points: {"T/S": mean of class means}} over the split for every threshold T and
+    smoothing S, and the winning pair."""
     from tqdm import tqdm
 
     from backend.engine.runtime import resolve_device
@@ -84,47 +92,63 @@ def sweep(args: argparse.Namespace) -> dict:
     if getattr(model, "input_kind", None) not in (None, "pointcloud"):
         raise UserError(f"{args.model} is not a point-cloud model; the sweep scores clouds")
     shapes, names = evaluate.find_shapes(args.data, args.split, None, "pointcloud", args.limit)
-    rows = {(n, t): [] for n in args.n_points for t in args.thresholds}
+    pairs = [(t, steps) for t in args.thresholds for steps in args.smooth_steps]
+    rows = {(n, pair): [] for n in args.n_points for pair in pairs}
     jobs = [(ref, n) for ref in shapes for n in args.n_points]
     for ref, n in tqdm(jobs, desc="threshold sweep", unit="input"):
         rng = evaluate.shape_rng(args.seed, ref)
         gt = evaluate.ground_truth(ref.folder)
         inp = evaluate.load_input(ref, "pointcloud", gt, n, args.noise, rng)
         sample_seed = int(rng.integers(2**31))
-        for t in args.thresholds:
+        for t, steps in pairs:
             settings = Settings(args.resolution0, args.upsampling_steps, threshold=t,
-                                mesh_every_level=False)
+                                smooth_steps=steps, mesh_every_level=False)
             finished = evaluate.reconstruct(model, card, device, inp, settings, args.seed)
             frame = finished.frame
-            rows[n, t].append(evaluate.score(ref, f"t={t:g}", frame.vertices, frame.faces,
-                                             finished.summary["seconds"], gt,
-                                             args.eval_points, sample_seed))
-    table = {n: {t: evaluate.summarise(rows[n, t], names)["methods"][f"t={t:g}"]
-                 ["mean_of_classes"] for t in args.thresholds} for n in args.n_points}
+            rows[n, (t, steps)].append(evaluate.score(
+                ref, label((t, steps)), frame.vertices, frame.faces,
+                finished.summary["seconds"], gt, args.eval_points, sample_seed))
+    table = {n: {pair: evaluate.summarise(rows[n, pair], names)["methods"][label(pair)]
+                 ["mean_of_classes"] for pair in pairs} for n in args.n_points}
     sign = -1.0 if args.metric in LOWER_IS_BETTER else 1.0
-    value = {t: float(np.mean([table[n][t][args.metric] for n in args.n_points]))
-             for t in args.thresholds}
-    best = max(args.thresholds, key=lambda t: sign * value[t])
+    value = {pair: float(np.mean([table[n][pair][args.metric] for n in args.n_points]))
+             for pair in pairs}
+    best = max(pairs, key=lambda pair: sign * value[pair])
     return {"model": args.model, "data": str(args.data), "split": args.split,
             "shapes": len(shapes), "metric": args.metric, "n_points": args.n_points,
             "noise": args.noise, "mise": [args.resolution0, args.upsampling_steps],
-            "seed": args.seed, "previous": card.get("threshold"), "chosen": best,
-            "by_threshold": {f"{t:g}": value[t] for t in args.thresholds},
-            "table": {str(n): {f"{t:g}": table[n][t] for t in args.thresholds}
+            "seed": args.seed, "previous": card.get("threshold"), "chosen": best[0],
+            "previous_smooth_steps": card.get("smooth_steps", 0),
+            "chosen_smooth_steps": best[1],
+            "by_threshold_and_smoothing": {key(pair): value[pair] for pair in pairs},
+            "table": {str(n): {key(pair): table[n][pair] for pair in pairs}
                       for n in args.n_points}}
 
 
+def label(pair: tuple[float, int]) -> str:
+    """The method name of (threshold, smooth_steps) in the score rows."""
+    return f"t={pair[0]:g} s={pair[1]}"
+
+
+def key(pair: tuple[float, int]) -> str:
+    """The report's key of (threshold, smooth_steps): "T/S"."""
+    return f"{pair[0]:g}/{pair[1]}"
+
+
 def markdown(result: dict) -> str:
-    """The sweep as a table: one row per threshold and input size."""
-    lines = [f"# Threshold of {result['model']} on {result['data']} ({result['split']}, "
-             f"{result['shapes']} shapes, MISE {result['mise'][0]} x 2^{result['mise'][1]})",
-             "", f"Chosen by mean {result['metric']}: **{result['chosen']:g}** "
-                 f"(card had {result['previous']:g}).", "",
-             "| points | threshold | IoU | Chamfer-L1 | normal cons. | F-score@1% |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    for n, by_t in result["table"].items():
-        for t, m in by_t.items():
-            lines.append(f"| {n} | {t} | {m['iou']:.3f} | {m['chamfer_l1']:.4f} | "
+    """The sweep as a table: one row per threshold, smoothing and input size."""
+    lines = [f"# Threshold and smoothing of {result['model']} on {result['data']} "
+             f"({result['split']}, {result['shapes']} shapes, MISE {result['mise'][0]} x "
+             f"2^{result['mise'][1]})", "",
+             f"Chosen by mean {result['metric']}: threshold **{result['chosen']:g}**, "
+             f"smooth_steps **{result['chosen_smooth_steps']}** (card had "
+             f"{result['previous']:g} and {result['previous_smooth_steps']}).", "",
+             "| points | threshold | smooth_steps | IoU | Chamfer-L1 | normal cons. | F-score@1% |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for n, by_pair in result["table"].items():
+        for pair, m in by_pair.items():
+            t, steps = pair.split("/")
+            lines.append(f"| {n} | {t} | {steps} | {m['iou']:.3f} | {m['chamfer_l1']:.4f} | "
                          f"{m['normal_consistency']:.3f} | {m['fscore']:.3f} |")
     return "\n".join(lines) + "\n"
 
@@ -139,6 +163,7 @@ def write_card(model: str, result: dict) -> Path:
         raise UserError(f"{model} has no JSON card to write (only our .safetensors models do)")
     card = json.loads(card_path.read_text())
     card["threshold"] = result["chosen"]
+    card["smooth_steps"] = result["chosen_smooth_steps"]
     card["threshold_selection"] = {k: v for k, v in result.items() if k != "model"}
     # The card's test metrics were measured at the threshold it had: say so, not recompute.
     card["threshold_selection"]["metrics_measured_at"] = result["previous"]
@@ -153,7 +178,8 @@ def run(args: argparse.Namespace) -> None:
     (out / "report.md").write_text(markdown(result))
     print(markdown(result))
     if args.write_card:
-        print(f"wrote threshold {result['chosen']:g} to {write_card(args.model, result)}")
+        print(f"wrote threshold {result['chosen']:g} and smooth_steps "
+              f"{result['chosen_smooth_steps']} to {write_card(args.model, result)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,6 +125,8 @@ class Generator:
         if threshold is None:
             threshold = card.get("threshold", DEFAULT_THRESHOLD)
         self.threshold = float(threshold)
+        smooth = self.settings.smooth_steps
+        self.smooth_steps = int(card.get("smooth_steps", 0) if smooth is None else smooth)
 
     @property
     def precision_name(self) -> str:
@@ -192,11 +194,13 @@ class Generator:
             np.ascontiguousarray(points, dtype=np.float32))
 
     def frames(self, code, should_stop: Optional[Callable[[], bool]] = None,
-               started=None) -> Iterator[MeshFrame]:
+               started=None, support=None) -> Iterator[MeshFrame]:
         """Yield the mesh after every MISE level; the last frame is post-processed and final.
 
         should_stop: polled at every decoder batch; when it returns True, Cancelled is raised.
         started: perf_counter() time that ``seconds`` counts from (default: now).
+        support: the input points (N, 3) float32 in the unit cube; with ``drop_floaters``
+        every level's mesh loses the shells far from all of them (``meshing.drop_floaters``).
         """
         s = self.settings
         started = time.perf_counter() if started is None else started
@@ -215,6 +219,8 @@ class Generator:
                 values = meshing.fill_enclosed(values, threshold)
             vertices, faces = (meshing.marching_cubes(values, threshold)
                                if final or s.mesh_every_level else empty)
+            if s.drop_floaters and support is not None:
+                vertices, faces = meshing.drop_floaters(vertices, faces, support)
             normals = None
             if final:
                 vertices, faces, normals = self.postprocess(code, vertices, faces,
@@ -223,11 +229,14 @@ class Generator:
                             state.evaluations, time.perf_counter() - started, timer[0], final)
 
     def postprocess(self, code, vertices, faces, should_stop=None):
-        """Refine, simplify and compute normals as the settings ask (fp32, with gradients);
-        should_stop is polled at every refinement step and normals batch."""
+        """Smooth, refine, simplify and compute normals as the settings ask (refinement and
+        normals in fp32, with gradients); should_stop is polled at every refinement step and
+        normals batch."""
         s = self.settings
         if len(faces) == 0:
             return vertices, faces, None
+        if self.smooth_steps:
+            vertices = meshing.taubin(vertices, faces, self.smooth_steps)
         if s.refine_steps or s.normals:
             exact = self.decoder(code, exact=True)
         if s.refine_steps:

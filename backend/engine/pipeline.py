@@ -176,7 +176,7 @@ def reconstruct(request: ReconstructRequest, model, card, device="cpu",
                                 should_stop)
         code = fitted.code
         prepared.notes.extend(fitted.notes)
-    for frame in generator.frames(code, should_stop, started):
+    for frame in generator.frames(code, should_stop, started, prepared.points):
         frame = to_world(frame, prepared)
         yield frame
     lattice = (frame.resolution + 1) ** 3
@@ -186,8 +186,8 @@ def reconstruct(request: ReconstructRequest, model, card, device="cpu",
         "evaluations": frame.evaluations, "resolution": frame.resolution,
         "lattice": f"{frame.resolution + 1}^3",
         "dense_fraction": round(frame.evaluations / lattice, 4),
-        "threshold": generator.threshold, "precision": generator.precision_name,
-        "engine": generator.runtime.name,
+        "threshold": generator.threshold, "smooth_steps": generator.smooth_steps,
+        "precision": generator.precision_name, "engine": generator.runtime.name,
         "seconds": round(time.perf_counter() - started, 4), "notes": prepared.notes,
         **sampled, **({"fit": fitted.summary()} if fitted else {})})
 

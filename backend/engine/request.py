@@ -56,6 +56,10 @@ class Settings:
     refine_steps: int = 0
     fit_steps: int = 0  # optimise the shape code to the input points first (engine/fit.py)
     fill_cavities: bool = True  # final mesh: enclosed voids made solid (meshing.fill_enclosed)
+    # Final mesh: Taubin (lambda, mu) pairs (meshing.taubin); None: the model card's
+    # ``smooth_steps`` (chosen on validation shapes), else 0.
+    smooth_steps: Optional[int] = None
+    drop_floaters: bool = True  # point clouds: shells far from every input point are dropped
     mesh_every_level: bool = True  # False: coarse frames carry statistics but no mesh
     # Logits: MISE does not evaluate a point whose filled value is further than this from the
     # threshold (mise.mise's margin; None: the paper's MISE). Not a request option.
@@ -67,10 +71,14 @@ class Settings:
         (docs/protocol.md, "Ranges"): resolution0 in [2, max_resolution], upsampling_steps
         >= 0 with resolution0 * 2^steps <= max_resolution, threshold in (0, 1), simplify in
         [4, 2^31 - 1], refine_steps >= 0 (and <= Limits.max_refine_steps), fit_steps >= 0 (and
-        <= Limits.max_fit_steps)."""
+        <= Limits.max_fit_steps), smooth_steps None or >= 0 (and <= Limits.max_smooth_steps)."""
         for name in ("resolution0", "upsampling_steps", "refine_steps", "fit_steps"):
             if not is_int(getattr(self, name)):
                 raise UserError(f"{name} must be a whole number (got {getattr(self, name)!r})")
+        if self.smooth_steps is not None and not (is_int(self.smooth_steps)
+                                                  and self.smooth_steps >= 0):
+            raise UserError(f"smooth_steps must be a whole number >= 0, or null for the "
+                            f"model's own (got {short(self.smooth_steps)})")
         if self.resolution0 < 2:
             raise UserError(f"resolution0 must be at least 2 (got {self.resolution0})")
         if self.upsampling_steps < 0:
@@ -146,6 +154,7 @@ class Limits:
     max_refine_steps: int = 1000  # gradient refinement steps of the final mesh
     max_tiles: int = 4096  # tiles of a tiled reconstruction
     max_fit_steps: int = 500  # steps fitting the shape code to the input points
+    max_smooth_steps: int = 100  # Taubin pairs of the final mesh (each one pass over it)
 
     def check_settings(self, settings: Settings) -> None:
         """UserError naming the option when MISE or output settings are out of range."""
@@ -156,6 +165,9 @@ class Limits:
         if settings.fit_steps > self.max_fit_steps:
             raise LimitError(f"fit_steps {short(settings.fit_steps)} is over the limit of "
                              f"{self.max_fit_steps} (max_fit_steps)")
+        if (settings.smooth_steps or 0) > self.max_smooth_steps:
+            raise LimitError(f"smooth_steps {short(settings.smooth_steps)} is over the limit "
+                             f"of {self.max_smooth_steps} (max_smooth_steps)")
 
 
 LIMITS = Limits()

@@ -173,7 +173,7 @@ class Client:
         """Stream a reconstruction: inputs are points= | voxels= (+ voxel_frame=) | image=
         (+ mask=) | image_file=, and tiling={tile_size, tile_overlap, tile_points} for large point
         clouds; mise: {resolution0, upsampling_steps, threshold}; output: {normals, simplify,
-        refine_steps}."""
+        refine_steps, fill_cavities, smooth_steps, drop_floaters} (docs/protocol.md)."""
         body = self.input_frame(model=model, mise=mise, output=output, **inputs)
         return self.stream("/v1/reconstruct", body, on_accepted=on_accepted)
 

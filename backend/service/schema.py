@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 PREVIEW_MISE = {"resolution0": 16, "upsampling_steps": 1}
 MISE_FIELDS = ("resolution0", "upsampling_steps", "threshold")
-OUTPUT_FIELDS = ("normals", "simplify", "refine_steps", "fill_cavities")
+OUTPUT_FIELDS = ("normals", "simplify", "refine_steps", "fill_cavities", "smooth_steps",
+                 "drop_floaters")
 INPUT_BUFFERS = ("points", "voxels", "image", "image_file")
 
 
@@ -60,7 +61,9 @@ def settings_from(header: dict, preview: bool = False) -> Settings:
             valid = {"threshold": value is None or is_number(value),
                      "simplify": value is None or is_int(value),
                      "normals": isinstance(value, bool),
-                     "fill_cavities": isinstance(value, bool)}.get(key, is_int(value))
+                     "smooth_steps": value is None or is_int(value),
+                     "fill_cavities": isinstance(value, bool),
+                     "drop_floaters": isinstance(value, bool)}.get(key, is_int(value))
             if not valid:
                 raise bad_request(f"bad value for {group}.{key}: {value!r}")
             values[key] = value
