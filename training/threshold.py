@@ -162,11 +162,13 @@ def write_card(model: str, result: dict) -> Path:
     if Path(key).suffix != ".safetensors" or not card_path.is_file():
         raise UserError(f"{model} has no JSON card to write (only our .safetensors models do)")
     card = json.loads(card_path.read_text())
+    measured_at = (card.get("threshold_selection") or {}).get("metrics_measured_at",
+                                                              result["previous"])
     card["threshold"] = result["chosen"]
     card["smooth_steps"] = result["chosen_smooth_steps"]
     card["threshold_selection"] = {k: v for k, v in result.items() if k != "model"}
     # The card's test metrics were measured at the threshold it had: say so, not recompute.
-    card["threshold_selection"]["metrics_measured_at"] = result["previous"]
+    card["threshold_selection"]["metrics_measured_at"] = measured_at
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card_path
 
