@@ -61,16 +61,17 @@ def test_cli_reconstructs_the_sample_with_the_default_model(tmp_path, run_cli):
     assert np.median(distance) < 0.02 * np.ptp(scan, axis=0).max()
 
 
-def test_default_model_seals_a_void_in_the_solid_sample_and_the_cli_fills_it(tmp_path,
+def test_the_convonet_seals_a_void_in_the_solid_sample_and_the_cli_fills_it(tmp_path,
                                                                             run_cli):
-    """The point-cloud default hollows the big box of boxes_rods (README, "Enclosed voids"):
-    by default the CLI fills the void (its shell and what floats in it go); --no-fill-cavities
-    keeps it."""
+    """The ConvONet (the point-cloud default before pointcloud_poco) hollows the big box of
+    boxes_rods (README, "Enclosed voids"): by default the CLI fills the void (its shell and
+    what floats in it go); --no-fill-cavities keeps it."""
     shells = {}
     for flags in ((), ("--no-fill-cavities",)):
         out = tmp_path / f"boxes{len(flags)}.ply"
         result = run_cli("reconstruct", ROOT / "backend/samples/boxes_rods_scan.ply", "-o",
-                         out, "--resolution0", "16", *flags)
+                         out, "--model", "pointcloud_convonet_3plane", "--resolution0",
+                         "16", *flags)
         assert result.returncode == 0, result.stderr
         mesh = trimesh.load(out, process=False)
         assert mesh.is_watertight

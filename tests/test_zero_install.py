@@ -155,6 +155,6 @@ def test_cli_reconstructs_the_chair_file_to_a_ply(numpy_only, tmp_path):
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["engine"] == "bundled" and summary["model"] == "pointcloud_convonet_3plane"
+    assert summary["engine"] == "bundled" and summary["model"] == "pointcloud_poco"
     mesh = trimesh.load(tmp_path / "chair.ply", process=False)
     assert len(mesh.faces) == summary["faces"] > 5000 and mesh.is_watertight
