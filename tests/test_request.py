@@ -105,7 +105,7 @@ def test_occupancy_gives_fp32_logits_by_default(tmp_path, run_cli):
     result = run_cli("occupancy", sample, "--points", tmp_path / "q.npy", "-o",
                      tmp_path / "logits.npy")
     assert result.returncode == 0, result.stderr
-    model, card = zoo.load("pointcloud_convonet_3plane", "cpu")
+    model, card = zoo.load(zoo.default_model_name("pointcloud"), "cpu")
     generator = Generator(model, card, "cpu", Settings(precision="fp32"))
     prepared = pipeline.prepare(read_input(sample), model, card)
     reference = generator.logits(generator.encode(prepared.inputs), queries)

@@ -363,8 +363,9 @@ def markdown(summary: dict) -> str:
              f"Models: {', '.join(f'`{m}`' for m in summary['models'])}. Means over the "
              f"shapes of each set and over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
              f"({', '.join(map(str, seeds))}); input noise {summary['noise']}, MISE "
-             f"{summary['resolution0']} + {summary['upsampling_steps']} levels, raw "
-             f"marching-cubes meshes, {summary['eval_points']} evaluation points, device "
+             f"{summary['resolution0']} + {summary['upsampling_steps']} levels, the "
+             f"backend's final meshes (each card's smoothing, floaters dropped; \"raw\": the "
+             f"marching-cubes mesh as it is; enclosed voids kept), {summary['eval_points']} evaluation points, device "
              f"{summary['device']}. {summary['units']}. `{BEST_POISSON}` is the Poisson "
              f"depth with the best mean F-score for that set and input.", "",
              "| set | input | method | shapes | " + " | ".join(t for _, t in METRICS) + " |",
