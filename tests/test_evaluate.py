@@ -255,6 +255,14 @@ def test_threshold_sweep_picks_the_best_on_validation(corpus, tmp_path, capsys):
     assert iou["0.05/0"] > iou["0.5/0"] > iou["0.9/0"]
     assert "| 500 | 0.05 | 0 |" in (tmp_path / "report.md").read_text()
 
+    smoothed = tmp_path / "smoothed"
+    assert threshold.main(args[:5] + [str(smoothed)] + args[6:]
+                          + ["--smooth-steps", "0", "2"]) == 0
+    both = json.loads((smoothed / "threshold.json").read_text())
+    assert set(both["by_threshold_and_smoothing"]) == {f"{t}/{s}" for t in ("0.5", "0.05", "0.9")
+                                                       for s in (0, 2)}
+    assert both["by_threshold_and_smoothing"]["0.05/0"] == iou["0.05/0"]  # the same meshes
+
     assert threshold.main(args[:-12] + ["--split", "test"]) == 2
     assert "never on test" in capsys.readouterr().err
     assert threshold.main(args + ["--write-card"]) == 2  # analytic models have no card file

@@ -223,10 +223,7 @@ def drop_floaters(vertices, faces, points, distance=FLOATER_DISTANCE):
     kept = faces[keep[labels[faces[:, 0]]]]
     logger.info("dropped %d of %d shells with no input point within %g", (~keep).sum(),
                 len(keep), distance)
-    used = np.zeros(len(vertices), bool)
-    used[kept] = True
-    remap = np.cumsum(used) - 1
-    return vertices[used], remap[kept].astype(faces.dtype)
+    return only_used(vertices, kept)
 
 
 def connected_components(n, edges):
@@ -283,11 +280,15 @@ def drop_void_shells(vertices, faces):
     shell = labels[faces[:, 0]]
     dropped = void.copy()
     dropped[floating_in(vertices, faces, labels, shell, void)] = True
-    kept = faces[~dropped[shell]]
+    return only_used(vertices, faces[~dropped[shell]])
+
+
+def only_used(vertices, faces):
+    """(vertices the faces (F, 3) use, in their order; the faces renumbered to them)."""
     used = np.zeros(len(vertices), bool)
-    used[kept] = True
+    used[faces] = True
     remap = np.cumsum(used) - 1
-    return vertices[used], remap[kept].astype(faces.dtype)
+    return vertices[used], remap[faces].astype(faces.dtype)
 
 
 def floating_in(vertices, faces, labels, shell, void):
