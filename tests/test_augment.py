@@ -6,8 +6,9 @@ import pytest
 
 from backend.errors import UserError
 from training.config import check_config
-from training.data.augment import (augment_options, augment_sample, partial_scan,
-                                   resample_density, visible_points)
+from training.data.augment import (augment_options, augment_sample, distinct_subset,
+                                   partial_scan, resample_density, visible_points)
+from training.data.datasets import collate
 from training.data.fields import PointCloudField, run_fields
 
 RADIUS = 0.3
@@ -120,6 +121,36 @@ def test_density_resampling_draws_from_a_subset_of_the_drawn_size():
     np.testing.assert_allclose(np.linalg.norm(sample["inputs"], axis=1), RADIUS, atol=1e-5)
 
 
+def test_sparse_fill_none_keeps_distinct_points_and_collate_cuts_to_one_density():
+    rng = np.random.default_rng(0)
+    counts = []
+    for _ in range(200):
+        index, n = distinct_subset(40000, 3000, rng, [300, 3000])
+        assert index.shape == (3000,) and len(np.unique(index)) == 3000
+        assert 300 <= n <= 3000
+        counts.append(n)
+    # Log-uniform: as many draws below the geometric mean (949) as above it.
+    assert 0.35 < np.mean(np.array(counts) < np.sqrt(300 * 3000)) < 0.65
+    index, n = distinct_subset(500, 3000, rng, [300, 3000])  # fewer points than asked
+    assert sorted(index) == list(range(500)) and n <= 500
+
+    options = {"points_range": [300, 3000], "sparse_fill": "none", "noise_range": [0.0, 0.0],
+               "input_points": 2000, "input_noise": 0.005}
+    samples = [augment_sample(sphere_sample(seed=seed), np.random.default_rng(seed), options)
+               for seed in range(3)]
+    for sample in samples:
+        assert len(np.unique(sample["inputs"], axis=0)) == 2000
+    batch = collate(samples)
+    first = samples[0]["inputs.count"]
+    assert "inputs.count" not in batch and first != samples[1]["inputs.count"]
+    assert batch["inputs"].shape == (3, first, 3) and batch["inputs.normals"].shape[1] == first
+    np.testing.assert_array_equal(batch["inputs"][1].numpy(), samples[1]["inputs"][:first])
+    assert batch["points"].shape == (3, 4000, 3)  # query points are not cut
+    sample = augment_sample(sphere_sample(), np.random.default_rng(0),
+                            {**options, "sparse_fill": "resample"})
+    assert "inputs.count" not in sample and len(np.unique(sample["inputs"], axis=0)) < 2000
+
+
 def test_full_augment_keeps_shapes():
     data = data_section({"rotation": "any", "anisotropic_scale": [0.8, 1.25],
                          "points_range": [300, 30000], "noise_range": [0.0, 0.01],
@@ -139,7 +170,8 @@ def test_defaults_change_nothing():
     data = data_section()
     assert data["augment"] == {"rotation": "none", "anisotropic_scale": None,
                                "points_range": None, "noise_range": None,
-                               "partial_views": None, "partial_probability": 1.0}
+                               "partial_views": None, "partial_probability": 1.0,
+                               "sparse_fill": "resample"}
     assert augment_options(data) is None
     assert augment_options(data_section({"partial_probability": 0.3})) is None
     assert augment_options({**data, "input": "voxels",

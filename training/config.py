@@ -8,7 +8,7 @@ A config has four sections; every key but ``model`` has a default (see ``SCHEMA`
                  input_points, input_noise, points, near_share, categories,
                  exclude_categories, val_points, augment (training-sample augmentations of
                  point-cloud runs, all off by default: rotation (none | up | any),
-                 anisotropic_scale, points_range, noise_range ([min, max] pairs),
+                 anisotropic_scale, points_range, noise_range ([min, max] pairs), sparse_fill,
                  partial_views ([min, max] viewpoints), partial_probability; see
                  ``training.data.augment``), voxelisations (voxel runs: the grids a sample
                  draws from, touching and/or centres)
@@ -56,7 +56,11 @@ AUGMENT_SCHEMA = {
     "anisotropic_scale": Option(list, None, nullable=True, items=float, pair=True,
                                 minimum=1e-3),  # per-axis factors, log-uniform
     "points_range": Option(list, None, nullable=True, items=int, pair=True,
-                           minimum=1),  # input points, log-uniform, resampled to input_points
+                           minimum=1),  # input points, log-uniform
+    # How a sparse sample reaches input_points: resample (repeat points, as inference does
+    # with the card's sparse_inputs) or none (distinct points only; collate trims each batch
+    # to its first sample's count, for models that see neighbourhoods, where copies lie).
+    "sparse_fill": Option(str, "resample", choices=("resample", "none")),
     "noise_range": Option(list, None, nullable=True, items=float, pair=True,
                           minimum=0),  # Gaussian noise std, uniform (replaces input_noise)
     "partial_views": Option(list, None, nullable=True, items=int, pair=True,

@@ -200,7 +200,8 @@ def make_card(config, provenance, iteration, wall_seconds, val_iou, best_iou, be
                        "wall_seconds": round(wall_seconds, 1), "config": config},
     }
     augment = data["augment"]
-    if data["input"] == "pointcloud" and augment["points_range"]:
+    if data["input"] == "pointcloud" and augment["points_range"] and \
+            augment["sparse_fill"] == "resample":
         # Trained on sparse scans resampled to input_points with fresh noise on every copy:
         # sparse inputs are prepared the same way (backend.engine.pipeline.prepare_points).
         noise = augment["noise_range"]

@@ -9,10 +9,15 @@ sample stays a function of (seed, epoch, shape index). All options are off by de
                          random rotation (a normalised Gaussian quaternion).
     anisotropic_scale:   [min, max]: one factor per axis, log-uniform in [min, max].
     points_range:        [min, max]: a scan's density. Each sample draws a count n
-                         log-uniformly, keeps n distinct surface points (all of them when it
-                         has fewer) and then draws ``data.input_points`` points *with
-                         replacement* from those, so every sample of a batch keeps the same
-                         size while sparse samples carry repeated points.
+                         log-uniformly and keeps n distinct surface points (all of them when
+                         it has fewer); ``sparse_fill`` says how it reaches
+                         ``data.input_points``.
+    sparse_fill:         resample (default): draw ``data.input_points`` points *with
+                         replacement* from the n, so sparse samples carry repeated points
+                         (as inference prepares sparse inputs for such a card). none: keep
+                         ``data.input_points`` distinct points in random order and record n
+                         as ``inputs.count``; ``collate`` trims the batch to its first
+                         sample's count, so no neighbourhood holds copies of a point.
     noise_range:         [min, max]: Gaussian noise std drawn uniformly per sample
                          (replaces ``data.input_noise``).
     partial_views:       [min, max]: with probability ``partial_probability`` (default 1)
@@ -35,7 +40,7 @@ GRID = 128  # z-buffer cells per side
 DEPTH_TOLERANCE = 0.02  # a point is visible within this of its cell's nearest depth
 
 _OFF = {"rotation": "none", "anisotropic_scale": None, "points_range": None,
-        "noise_range": None, "partial_views": None}
+        "noise_range": None, "partial_views": None, "sparse_fill": "resample"}
 
 
 def augment_options(data):
@@ -126,10 +131,25 @@ def resample_density(count, input_points, rng, points_range=None):
     of n distinct points, n log-uniform in ``points_range`` (at most ``count``)."""
     if points_range is None:
         return rng.integers(count, size=input_points)
-    low, high = np.log(points_range[0]), np.log(points_range[1])
-    n = min(count, max(1, int(round(np.exp(rng.uniform(low, high))))))
+    n = density_count(count, rng, points_range)
     subset = rng.choice(count, size=n, replace=False)
     return subset[rng.integers(n, size=input_points)]
+
+
+def density_count(count, rng, points_range):
+    """A scan's point count: log-uniform in ``points_range``, in [1, count]."""
+    low, high = np.log(points_range[0]), np.log(points_range[1])
+    return min(count, max(1, int(round(np.exp(rng.uniform(low, high))))))
+
+
+def distinct_subset(count, input_points, rng, points_range=None):
+    """``(indices, n)``: min(count, input_points) distinct indices in random order, so any
+    prefix is a uniform subset, and the scan's drawn count n (log-uniform in
+    ``points_range``; all of them without it), which ``collate`` trims the batch to."""
+    index = rng.permutation(count)[:input_points]
+    n = len(index) if points_range is None else min(len(index), density_count(
+        count, rng, points_range))
+    return index, n
 
 
 def augment_sample(sample, rng, options):
@@ -174,8 +194,13 @@ def augment_sample(sample, rng, options):
         seen = np.flatnonzero(partial_scan(points, normals, rng, views))
         if len(seen):  # nothing seen (degenerate normals): keep the whole cloud
             keep = seen
-    index = keep[resample_density(len(keep), options["input_points"], rng,
-                                  options.get("points_range"))]
+    if options.get("sparse_fill", "resample") == "none":
+        index, sample["inputs.count"] = distinct_subset(
+            len(keep), options["input_points"], rng, options.get("points_range"))
+        index = keep[index]
+    else:
+        index = keep[resample_density(len(keep), options["input_points"], rng,
+                                      options.get("points_range"))]
     chosen = points[index]
     chosen_normals = None if normals is None else normals[index]
     if not moved:

@@ -168,7 +168,19 @@ def normalize_to_inputs(sample):
 
 def collate(samples):
     """Stack samples into a batch: arrays become tensors with a leading batch axis, other
-    values (ids, indices) lists."""
+    values (ids, indices) lists.
+
+    Samples with ``inputs.count`` (``sparse_fill: none``) carry distinct input points in
+    random order: every sample's inputs are cut to the first sample's count (and to the
+    shortest cloud), so a batch holds one density and no repeated points. The cut clouds keep
+    the whole cloud's framing, which models that see only offsets between points (poco)
+    cannot tell.
+    """
+    if "inputs.count" in samples[0]:
+        keep = min([samples[0]["inputs.count"], *(len(s["inputs"]) for s in samples)])
+        samples = [{key: value[:keep] if key in ("inputs", "inputs.normals") else value
+                    for key, value in sample.items() if key != "inputs.count"}
+                   for sample in samples]
     batch = {}
     for key in samples[0]:
         values = [sample[key] for sample in samples]
