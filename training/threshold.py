@@ -39,7 +39,7 @@ LOWER_IS_BETTER = {"chamfer_l1"}
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.threshold",
-                                     description=__doc__.split("\n")[0])
+                                     description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--model", required=True, help="bundled name or .safetensors")
     parser.add_argument("--data", required=True, type=Path, help="dataset folder")
     parser.add_argument("--out", required=True, type=Path, help="report folder to write")
