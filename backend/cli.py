@@ -184,15 +184,16 @@ def request_from_args(args, inp) -> ReconstructRequest:
     return ReconstructRequest(inp, args.model, settings_from_args(args), tiling)
 
 
-def load_model(name, kind, device_name, engine_name="auto"):
-    """(name, model, card, device) for a model name (None: the default for ``kind``) on the
-    engine ``engine_name`` (``runtime.resolve_engine``)."""
+def load_model(name, kind, device_name, engine_name="auto", points=None):
+    """(name, model, card, device) for a model name (None: the default for ``kind``, and for
+    a point cloud of ``points`` points, ``zoo.default_model_name``) on the engine
+    ``engine_name`` (``runtime.resolve_engine``)."""
     from .engine.runtime import resolve_device, resolve_engine
     from .io import zoo
 
     engine = resolve_engine(engine_name, device_name)
     device = resolve_device(device_name, engine)
-    name = name or zoo.default_model_name(kind)
+    name = name or zoo.default_model_name(kind, points=points)
     model, card = zoo.load(name, device, engine=engine)
     return name, model, card, device
 
@@ -213,7 +214,7 @@ def run_reconstruct(args):
         check_output(args.render, (".png",))
     request = request_from_args(args, read_input(args.input))
     name, model, card, device = load_model(request.model, request.kind, args.device,
-                                           args.engine)
+                                           args.engine, request.input_points)
     request.validate(model, LIMITS)
     progress = not args.quiet and not args.json
     for event in pipeline.reconstruct(request, model, card, device):
@@ -344,7 +345,8 @@ def run_occupancy(args):
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read query points {args.points}: {exc}")
     queries = validate_points(queries, args.points)
-    _, model, card, device = load_model(args.model, inp.kind, args.device, args.engine)
+    _, model, card, device = load_model(args.model, inp.kind, args.device, args.engine,
+                                        ReconstructRequest(inp).input_points)
     generator = Generator(model, card, device, Settings(precision=args.precision))
     prepared = pipeline.prepare(inp, model, card)
     logits = generator.logits(generator.encode(prepared.inputs), queries)

@@ -82,7 +82,7 @@ def reconstruct_folder(args, request_from_args, load_model) -> list[Outcome]:
 
     from .engine import pipeline
     from .engine.request import LIMITS
-    from .io import meshes
+    from .io import meshes, zoo
     from .io.inputs import SUPPORTED_EXTENSIONS, read_input
 
     folder, out = Path(args.input), Path(args.output)
@@ -109,9 +109,13 @@ def reconstruct_folder(args, request_from_args, load_model) -> list[Outcome]:
         except Exception as exc:
             outcomes.append(failure(path, target, exc, bar))
             continue
-        key = (request.model, request.kind)
-        if key not in models:  # outside the try: a bad --model would fail every file
-            models[key] = load_model(request.model, request.kind, args.device)
+        # Outside the try: a bad --model would fail every file. The default can depend on
+        # the input's size (zoo.default_model_name), so the key is the resolved name.
+        key = (request.model or zoo.default_model_name(request.kind,
+                                                       points=request.input_points),
+               request.kind)
+        if key not in models:
+            models[key] = load_model(*key, args.device)
         _, model, card, device = models[key]
         try:
             request.validate(model, LIMITS)

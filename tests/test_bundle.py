@@ -56,3 +56,26 @@ def test_bundle_refuses_what_it_should(run_dir, tmp_path):
     bundle(run, "first", [report], ["pointcloud"], out)
     with pytest.raises(UserError, match="already the default"):
         bundle(run, "second", [report], ["pointcloud"], out)
+
+
+def test_a_size_bounded_default_takes_sparse_clouds_only(run_dir, tmp_path):
+    run, report = run_dir
+    out = tmp_path / "weights"
+    bundle(run, "dense", [report], ["pointcloud"], out)
+    card = bundle(run, "sparse", [report], ["pointcloud"], out, default_max_points=1500)
+    assert card["default_max_points"] == 1500
+    assert zoo.default_model_name("pointcloud", [out], points=300) == "sparse"
+    assert zoo.default_model_name("pointcloud", [out], points=1500) == "sparse"
+    assert zoo.default_model_name("pointcloud", [out], points=1501) == "dense"
+    assert zoo.default_model_name("pointcloud", [out]) == "dense"  # count unknown
+    bundle(run, "sparser", [report], ["pointcloud"], out, default_max_points=500)
+    assert zoo.default_model_name("pointcloud", [out], points=300) == "sparser"
+    assert zoo.default_model_name("pointcloud", [out], points=600) == "sparse"
+    # The user's folder replaces the bundled defaults: none of them is picked.
+    assert not {zoo.default_model_name("pointcloud", [out], points=n)
+                for n in (10, 1000, 10**6)} - {"dense", "sparse", "sparser"}
+    with pytest.raises(UserError, match="already the default"):
+        bundle(run, "again", [report], ["pointcloud"], out, default_max_points=1500)
+    with pytest.raises(UserError, match="--default-for pointcloud"):
+        bundle(run, "voxel", [report], ["voxels"], out, default_max_points=1500)
+    assert "default_max_points" not in bundle(run, "dense", [report], ["pointcloud"], out)

@@ -42,6 +42,21 @@ def test_bundled_files_are_small_and_carry_their_provenance(path):
         assert test and all(0 <= t["mean_of_classes"]["iou"] <= 1 for t in test)
 
 
+def test_cli_picks_the_sparse_default_for_a_sparse_cloud(tmp_path, run_cli):
+    """Without --model a cloud of at most a card's default_max_points points goes to that
+    card's model, a denser one to the unbounded default."""
+    sparse = zoo.default_model_name("pointcloud", points=300)
+    bound = zoo.catalogue()[sparse]["default_max_points"]
+    assert sparse != zoo.default_model_name("pointcloud") and bound >= 300
+    scan = trimesh.load(SAMPLE).vertices
+    for count, expected in ((300, sparse), (bound + 1, zoo.default_model_name("pointcloud"))):
+        cloud = tmp_path / f"scan_{count}.npy"
+        np.save(cloud, scan[np.random.default_rng(0).choice(len(scan), count, replace=False)])
+        result = run_cli("reconstruct", cloud, "-o", tmp_path / f"{count}.ply", "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["model"] == expected
+
+
 def test_cli_reconstructs_the_sample_with_the_default_model(tmp_path, run_cli):
     """The README's main job: no --model, the bundled point-cloud model, a mesh and a PNG."""
     result = run_cli("reconstruct", SAMPLE, "-o", tmp_path / "sample.ply", "--render",

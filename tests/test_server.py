@@ -15,6 +15,7 @@ import torch
 import trimesh
 
 from backend.engine.request import LIMITS
+from backend.io import zoo
 from backend.service import protocol
 from backend.io.checkpoints import save_model
 from backend.service.client import Client, JobCancelled, ServerError, launch
@@ -111,6 +112,20 @@ def test_streamed_mesh_equals_the_cli_output(server, model_dir, tmp_path, run_cl
     assert len(final["faces"]) > 100
     np.testing.assert_array_equal(final["faces"], cli.faces)
     np.testing.assert_allclose(final["vertices"], cli.vertices, atol=1e-6)
+
+
+def test_default_model_follows_the_clouds_size(server):
+    """No model named: a sparse cloud goes to the size-bounded default, a dense one to the
+    unbounded default, as the CLI picks them (zoo.default_model_name)."""
+    mise = {"resolution0": 16, "upsampling_steps": 0}
+    for count in (300, 3000):
+        accepted = []
+        frames = list(server.client.reconstruct(points=sphere_cloud(count, (0, 0, 0), 0.4, 2),
+                                                mise=mise, on_accepted=accepted.append))
+        assert frames[-1][0]["type"] == "final"
+        assert accepted[0]["model"] == zoo.default_model_name("pointcloud", points=count)
+    assert zoo.default_model_name("pointcloud", points=300) != \
+        zoo.default_model_name("pointcloud", points=3000)
 
 
 def test_tiled_stream_equals_the_cli_output(server, tmp_path, run_cli):

@@ -4,8 +4,9 @@ Copies the run's best checkpoint into ``backend/weights/NAME.safetensors`` and w
 card: the training card (config, data, command, hardware, wall time, validation IoU) plus the
 test metrics of ``training.evaluate`` reports (``--report DIR``, repeatable: e.g. 3000 and
 300 points) and ``default_for`` (the input kinds, or "sample" for drawing from a prior, for
-which the CLI and the server pick it when no model is named). Refuses files over ``--max-mb`` (the repository keeps every
-committed weight file forever).
+which the CLI and the server pick it when no model is named; ``--default-max-points N``: only for
+point clouds of at most N points, ``backend.io.zoo.default_model_name``). Refuses files over
+``--max-mb`` (the repository keeps every committed weight file forever).
 """
 
 import argparse
@@ -45,7 +46,7 @@ def test_metrics(report_dir):
 
 
 def bundle(run_dir, name, reports=(), default_for=(), out_dir=BUNDLED_DIR, max_mb=10.0,
-           checkpoint="model_best", notes=()):
+           checkpoint="model_best", notes=(), default_max_points=None):
     """Write ``out_dir/name.safetensors`` + card; returns the card written."""
     run_dir = Path(run_dir)
     weights = run_dir / f"{checkpoint}.safetensors"
@@ -62,14 +63,23 @@ def bundle(run_dir, name, reports=(), default_for=(), out_dir=BUNDLED_DIR, max_m
     card = read_json(weights.with_suffix(".json"))
     card["name"] = name
     card["default_for"] = list(default_for)
+    if default_max_points is not None:
+        if "pointcloud" not in default_for:
+            raise UserError("--default-max-points bounds a point-cloud default: add"
+                            " --default-for pointcloud")
+        card["default_max_points"] = int(default_max_points)
+    else:
+        card.pop("default_max_points", None)
     if notes:  # what the card cannot tell by itself, e.g. a run resumed with another schedule
         card.setdefault("provenance", {})["notes"] = list(notes)
     card.setdefault("metrics", {})["test"] = [test_metrics(report) for report in reports]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for other in out_dir.glob("*.json"):
-        taken = set(default_for) & set(read_json(other).get("default_for", ()))
-        if other.stem != name and taken:
+        claims = read_json(other)
+        taken = set(default_for) & set(claims.get("default_for", ()))
+        if other.stem != name and taken and \
+                claims.get("default_max_points") == card.get("default_max_points"):
             raise UserError(f"{other.stem} is already the default for {', '.join(sorted(taken))};"
                             " edit its card's default_for first")
     shutil.copyfile(weights, out_dir / f"{name}.safetensors")
@@ -85,6 +95,8 @@ def main(argv=None):
     parser.add_argument("--report", action="append", default=[], metavar="DIR",
                         help="a training.evaluate report folder (repeatable)")
     parser.add_argument("--default-for", action="append", default=[], choices=KINDS)
+    parser.add_argument("--default-max-points", type=int, default=None, metavar="N",
+                        help="the point-cloud default only for clouds of at most N points")
     parser.add_argument("--out", default=str(BUNDLED_DIR), help="default: backend/weights")
     parser.add_argument("--max-mb", type=float, default=10.0)
     parser.add_argument("--note", action="append", default=[],
@@ -93,7 +105,8 @@ def main(argv=None):
 
     def run(args):
         card = bundle(args.run_dir, args.name, args.report, args.default_for, args.out,
-                      args.max_mb, notes=args.note)
+                      args.max_mb, notes=args.note,
+                      default_max_points=args.default_max_points)
         print(f"{Path(args.out) / args.name}.safetensors: "
               f"{card.get('input_kind') or 'unconditional'} model,"
               f" default for {', '.join(card['default_for']) or 'nothing'}")

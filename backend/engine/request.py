@@ -236,6 +236,12 @@ class ReconstructRequest:
         """The input's kind, "sample" for a sample, or None for a blend."""
         return getattr(self.source, "kind", None)
 
+    @property
+    def input_points(self) -> Optional[int]:
+        """A point cloud's point count (which picks among size-bounded defaults), else None."""
+        points = getattr(self.source, "points", None) if self.kind == "pointcloud" else None
+        return None if points is None else len(points)
+
     def validate(self, model, limits: Limits = LIMITS) -> None:
         """UserError naming the option for anything that cannot work with ``model`` (the
         loaded module) or is over ``limits``: checked once, before any work starts."""

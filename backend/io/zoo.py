@@ -46,15 +46,31 @@ def catalogue(extra_dirs=()):
     return models
 
 
-def default_model_name(kind, extra_dirs=()):
-    """The model a card marks as the default for this input kind; a card in ``extra_dirs``
-    (the user's model folders) wins over the bundled one."""
-    defaults = [name for name, card in catalogue(extra_dirs).items()
-                if isinstance(card.get("default_for"), list) and kind in card["default_for"]]
+def default_model_name(kind, extra_dirs=(), points=None):
+    """The model a card marks as the default for this input kind; cards in ``extra_dirs``
+    (the user's model folders) that claim it win over the bundled ones.
+
+    A card may also bound its claim by input size: ``default_max_points`` N makes it the
+    default only for point clouds of at most N points (``points``, the input's count before
+    any subsampling); the tightest such bound wins, and a card without one is the default
+    for every other input (and when the count is not known).
+    """
+    defaults = {name: card for name, card in catalogue(extra_dirs).items()
+                if isinstance(card.get("default_for"), list) and kind in card["default_for"]}
     if not defaults:
         raise UserError(f"no bundled model for {KIND_NAMES.get(kind, kind)} yet; pass --model"
                         " with a checkpoint (.safetensors or official .pt) or analytic:sphere")
-    return defaults[-1]
+    users = {name: card for name, card in defaults.items()
+             if Path(card["path"]).parent != BUNDLED_DIR}
+    defaults = users or defaults  # the user's defaults replace the bundled ones wholesale
+    bounds = {name: card.get("default_max_points") for name, card in defaults.items()}
+    if points is not None:
+        fitting = [name for name, bound in bounds.items()
+                   if bound is not None and points <= bound]
+        if fitting:
+            return min(reversed(fitting), key=lambda name: bounds[name])  # ties: the last
+    unbounded = [name for name, bound in bounds.items() if bound is None]
+    return (unbounded or list(defaults))[-1]
 
 
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")

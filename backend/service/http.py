@@ -325,7 +325,7 @@ class Handler(BaseHTTPRequestHandler):
         header, arrays = self.read_frame()
         service = self.service
         request = request_from(header, arrays, service.limits)
-        name, model, card = service.model(request.model, request.kind)
+        name, model, card = service.model(request.model, request.kind, request.input_points)
         self.validate(request, model)
         job = service.reconstruct_job(request, name, model, card, {})
         self.stream(job, {"type": "accepted", "model": name, "queue": service.queue_length(),
@@ -342,7 +342,7 @@ class Handler(BaseHTTPRequestHandler):
         header, arrays = self.read_frame()
         service = self.service
         request = request_from(header, arrays, service.limits)
-        name, model, _ = service.model(request.model, request.kind)
+        name, model, _ = service.model(request.model, request.kind, request.input_points)
         request.model = name
         self.validate(request, model)
         latent, cached, notes = service.encode(request, content_hash(header, arrays))

@@ -130,14 +130,15 @@ class Worker:
     def loaded_names(self):
         return sorted(name for name, _, _ in list(self.models.values()))
 
-    def model(self, name, kind):
-        """(name, model, card) for a model name (None: the default for ``kind``). Names are
+    def model(self, name, kind, points=None):
+        """(name, model, card) for a model name (None: the default for ``kind`` and a cloud
+        of ``points`` points, ``zoo.default_model_name``). Names are
         resolved against the model folders only (``zoo.resolve``): one cache entry per
         file, however it is spelled, and at most ``max_models`` of them."""
         from ..io import zoo
 
         try:
-            name = name or zoo.default_model_name(kind, self.model_dirs)
+            name = name or zoo.default_model_name(kind, self.model_dirs, points)
             key, shown = zoo.resolve(name, self.model_dirs, allow_paths=False)
             with self.models_lock:
                 if key in self.models:
@@ -268,7 +269,7 @@ class Worker:
         def run(job):
             from ..engine import pipeline
 
-            name, model, card = self.model(request.model, request.kind)
+            name, model, card = self.model(request.model, request.kind, request.input_points)
             shape, prepared_notes = pipeline.encode(request, name, model, card, self.device)
             self.shapes[key] = shape
             notes.extend(prepared_notes)
