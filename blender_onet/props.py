@@ -26,8 +26,9 @@ def model_items(self, context):
     """Models from the backend that fit the input kind (+ analytic shapes when asked)."""
     description = scene_input.describe(context or bpy.context, self)
     kind = description.kind
+    by_size = ", chosen by the cloud's size" if kind == "pointcloud" else ""
     items = [(DEFAULT_MODEL, "Default", "The backend's default model for "
-              + KIND_NAMES.get(kind, "this input"), 0)]
+              + KIND_NAMES.get(kind, "this input") + by_size, 0)]
     for model in BACKEND.models:
         fits = model.get("input_kind") == kind and kind is not None
         test = model.get("input_kind") is None and self.show_test_shapes

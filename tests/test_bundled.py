@@ -23,10 +23,16 @@ def cards():
 
 
 def test_every_kind_has_exactly_one_bundled_default():
+    """One unbounded default per kind; size-bounded ones only for point clouds, with
+    distinct bounds (zoo.default_model_name)."""
     for kind in KINDS:
         defaults = [name for name, card in cards().items() if kind in card.get("default_for", ())]
-        assert len(defaults) == 1, (kind, defaults)
-        assert cards()[defaults[0]]["config"]["input_kind"] == kind
+        unbounded = [name for name in defaults if "default_max_points" not in cards()[name]]
+        bounds = [cards()[name]["default_max_points"] for name in defaults
+                  if name not in unbounded]
+        assert len(unbounded) == 1, (kind, defaults)
+        assert len(set(bounds)) == len(bounds) and (not bounds or kind == "pointcloud")
+        assert all(cards()[name]["config"]["input_kind"] == kind for name in defaults)
 
 
 @pytest.mark.parametrize("path", BUNDLED, ids=[p.stem for p in BUNDLED])
