@@ -8,7 +8,8 @@ A config has four sections; every key but ``model`` has a default (see ``SCHEMA`
                  input_points, input_noise, points, near_share, categories,
                  exclude_categories, val_points, augment (training-sample augmentations of
                  point-cloud runs, all off by default: rotation (none | up | any),
-                 anisotropic_scale, points_range, noise_range ([min, max] pairs), sparse_fill,
+                 anisotropic_scale, points_range, noise_range ([min, max] pairs), sparse_fill
+                 (resample | none),
                  partial_views ([min, max] viewpoints), partial_probability; see
                  ``training.data.augment``), voxelisations (voxel runs: the grids a sample
                  draws from, touching and/or centres)

@@ -146,7 +146,7 @@ def distinct_subset(count, input_points, rng, points_range=None):
     """``(indices, n)``: min(count, input_points) distinct indices in random order, so any
     prefix is a uniform subset, and the scan's drawn count n (log-uniform in
     ``points_range``; all of them without it), which ``collate`` trims the batch to."""
-    index = rng.permutation(count)[:input_points]
+    index = rng.choice(count, size=min(count, input_points), replace=False)  # shuffled
     n = len(index) if points_range is None else min(len(index), density_count(
         count, rng, points_range))
     return index, n
