@@ -19,6 +19,7 @@ from .engine.meshing import FLOATER_DISTANCE
 from .engine.runtime import add_engine_options
 from .errors import UserError, run_command
 from .io.meshes import WRITE_EXTENSIONS
+from .io.inputs import VOXELISATIONS
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,14 @@ def add_model_options(parser):
                         " or analytic:sphere|box|boxes_rods (default: the bundled model for"
                         " the input's kind)")
     add_engine_options(parser)
+
+
+def add_input_options(parser):
+    """How an input file is read: the rule of a voxel grid (wire ``input.voxelisation``)."""
+    parser.add_argument("--voxelisation", default=VOXELISATIONS[0], choices=VOXELISATIONS,
+                        help="voxel grids: touching (default; every voxel the surface passes "
+                             "through is set, as binvox writes them) or centres (the voxels "
+                             "whose centre is inside, e.g. a remesher's grid)")
 
 
 def add_request_options(parser, tiling=True):
@@ -101,6 +110,7 @@ def build_parser():
     rec.add_argument("--format", default="ply", choices=[e[1:] for e in WRITE_EXTENSIONS],
                      help="input folder: the meshes' file type (default ply)")
     add_model_options(rec)
+    add_input_options(rec)
     add_request_options(rec)
     rec.add_argument("--render", metavar="PNG", help="also write a picture: input | result")
     rec.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -131,6 +141,7 @@ def build_parser():
     occ.add_argument("--points", required=True, help=".npy (M, 3) unit-cube query points")
     occ.add_argument("-o", "--output", required=True, help=".npy to write (M,) float32 logits")
     add_model_options(occ)
+    add_input_options(occ)
     occ.add_argument("--precision", default="fp32", choices=PRECISIONS,
                      help="decoder arithmetic (default fp32: logits for parity checks)")
 
@@ -212,7 +223,8 @@ def run_reconstruct(args):
     check_output(args.output, meshes.WRITE_EXTENSIONS)
     if args.render:
         check_output(args.render, (".png",))
-    request = request_from_args(args, read_input(args.input))
+    request = request_from_args(args, read_input(args.input,
+                                                 voxelisation=args.voxelisation))
     name, model, card, device = load_model(request.model, request.kind, args.device,
                                            args.engine, request.input_points)
     request.validate(model, LIMITS)
@@ -339,7 +351,7 @@ def run_occupancy(args):
     from .io.inputs import read_input, validate_points
 
     check_output(args.output, (".npy",))
-    inp = read_input(args.input)
+    inp = read_input(args.input, voxelisation=args.voxelisation)
     try:
         queries = np.load(args.points, allow_pickle=False)
     except (OSError, ValueError) as exc:

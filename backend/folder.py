@@ -105,7 +105,7 @@ def reconstruct_folder(args, request_from_args, load_model) -> list[Outcome]:
             continue
         started = time.perf_counter()
         try:
-            request = request_from_args(args, read_input(path))
+            request = request_from_args(args, read_input(path, voxelisation=args.voxelisation))
         except Exception as exc:
             outcomes.append(failure(path, target, exc, bar))
             continue

@@ -20,18 +20,23 @@ from backend.engine.runtime import NumpyRuntime, resolve_engine
 from backend.engine.transforms import resize_image
 from backend.errors import UserError
 from backend.io import zoo
+from backend.io.inputs import VoxelInput
 from backend.models import numpy_engine
 from backend.models.numpy_engine.safetensors import read_safetensors
 
-BUNDLED = ["pointcloud_convonet_3plane", "voxels_convonet_3plane", "pointcloud_onet_small",
-           "image_onet_small", "unconditional_onet_small", "pointcloud_poco"]
+BUNDLED = ["pointcloud_convonet_3plane", "voxels_convonet_3plane", "voxels_convonet_grid",
+           "pointcloud_onet_small", "image_onet_small", "unconditional_onet_small",
+           "pointcloud_poco"]
 
 
-def model_input(kind, rng):
+def model_input(model, rng):
+    kind = model.input_kind
     if kind == "pointcloud":
         return (rng.random((1, 3000, 3), np.float32) - 0.5).astype(np.float32)
-    if kind == "voxels":
-        return (rng.random((1, 32, 32, 32)) > 0.7).astype(np.float32)
+    if kind == "voxels":  # a centres grid: models that read the rule get it as a channel
+        grid = rng.random((32, 32, 32)) > 0.7
+        return pipeline.prepare(VoxelInput(grid, np.full(3, -0.5), 1.0, "centres"), model,
+                                {}).inputs
     if kind == "image":
         return rng.random((1, 3, 224, 224), np.float32)
     return None
@@ -44,7 +49,7 @@ def test_numpy_model_equals_the_torch_model(name):
     torch_model, card = zoo.load_resolved(key)
     numpy_model, numpy_card = zoo.load_resolved(key, engine="bundled")
     assert numpy_card["threshold"] == card["threshold"]
-    inputs = model_input(torch_model.input_kind, np.random.default_rng(0))
+    inputs = model_input(torch_model, np.random.default_rng(0))
     settings = Settings(precision="fp32")
     generators = [Generator(m, card, "cpu", settings) for m in (torch_model, numpy_model)]
     assert [g.runtime.name for g in generators] == ["torch", "bundled"]

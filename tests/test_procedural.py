@@ -116,6 +116,12 @@ def test_official_layout_keys_and_dtypes(corpus):
         # only grazes), and the same grid the dataset-wide `voxels` step builds from mesh.ply.
         centres, _, _ = read_binvox(folder / "model_centres.binvox")
         assert centres.any() and not (centres & ~voxels).any() and (voxels & ~centres).any()
+        # Touching adds exactly the voxels the surface passes through (those holding the
+        # cloud's points, up to its float16 rounding), not every voxel near the solid.
+        held = np.zeros_like(voxels)
+        index = np.clip(((cloud["points"].astype(np.float64) + 0.5) * 32).astype(int), 0, 31)
+        held[tuple(index.T)] = True
+        assert (voxels != (centres | held)).mean() < 0.002
         from training.data.mesh_import import centres_inside
         from backend.io.meshes import read_mesh
         mesh = read_mesh(folder / "mesh.ply")

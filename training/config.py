@@ -82,7 +82,7 @@ SCHEMA = {
         "exclude_categories": Option(list, [], items=str),
         "val_points": Option(int, None, nullable=True, minimum=1),  # IoU points; null: all
         "augment": Option(dict, None, schema=AUGMENT_SCHEMA),  # null: all off
-        # voxel runs: the grids each sample draws from (training.data.procedural.VOXELISATIONS)
+        # voxel runs: the grids each sample draws from (training.data.procedural.VOXEL_FILES)
         "voxelisations": Option(list, ["touching"], items=str),
     },
     "training": {
@@ -254,10 +254,10 @@ def _check_input(config, source):
         raise UserError(f"{source}: 'data.input' is {given} but the model takes "
                         f"{model_input}; drop data.input or change the model")
     config["data"]["input"] = model_input
-    from training.data.procedural import VOXELISATIONS
+    from training.data.procedural import VOXEL_FILES
 
     rules = config["data"]["voxelisations"]
-    unknown = [rule for rule in rules if rule not in VOXELISATIONS]
+    unknown = [rule for rule in rules if rule not in VOXEL_FILES]
     if unknown or not rules or len(set(rules)) != len(rules):
         raise UserError(f"{source}: 'data.voxelisations' lists distinct grids of "
-                        f"{', '.join(VOXELISATIONS)}, got {rules!r}")
+                        f"{', '.join(VOXEL_FILES)}, got {rules!r}")

@@ -45,10 +45,12 @@ import numpy as np
 
 from backend.engine.request import PRECISIONS
 from backend.errors import UserError, run_command
+from backend.io.inputs import VOXELISATIONS
 
 from . import baselines, metrics
 from .data.augment import partial_scan
 from .data.datasets import dataset_categories
+from .data.procedural import VOXEL_FILES
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -98,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="input cloud size (300 in ONet, 3000 in ConvONet)")
     parser.add_argument("--noise", type=float, default=0.005,
                         help="input noise standard deviation (unit-cube units)")
+    parser.add_argument("--voxelisation", default=VOXELISATIONS[0], choices=VOXELISATIONS,
+                        help="voxel input: the grid of that rule (touching: model.binvox, "
+                             "centres: model_centres.binvox), sent with its rule")
     parser.add_argument("--partial-views", type=int, default=0,
                         help="K > 0: a partial scan, input points only from the surface seen "
                              "from K random viewpoints (default 0: the whole surface)")
@@ -150,7 +155,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def find_shapes(data: Path, split: str, categories: str | None, kind: str,
-                limit: int | None) -> tuple[list[ShapeRef], dict[str, str]]:
+                limit: int | None, voxelisation: str = VOXELISATIONS[0]
+                ) -> tuple[list[ShapeRef], dict[str, str]]:
     """The shapes to evaluate, each checked for the files evaluation reads; UserError naming
     the first problem. Returns (shapes, category display names)."""
     if not data.is_dir():
@@ -179,7 +185,7 @@ def find_shapes(data: Path, split: str, categories: str | None, kind: str,
     if not shapes:
         raise UserError(f"the {split} split of {data} is empty; choose another --split")
     for ref in shapes:
-        for name in ("pointcloud.npz", "points.npz", INPUT_FILES[kind]):
+        for name in ("pointcloud.npz", "points.npz", input_file(kind, voxelisation)):
             if not (ref.folder / name).exists():
                 raise UserError(f"{ref.folder / name} not found (listed in {split}.lst); "
                                 f"regenerate the dataset or remove {ref.shape} from the list")
@@ -212,10 +218,16 @@ def shape_rng(seed: int, ref: ShapeRef) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(f"{ref.category}/{ref.shape}".encode())])
 
 
+def input_file(kind: str, voxelisation: str = VOXELISATIONS[0]) -> str:
+    """The file (or folder) of a shape that holds the input of ``kind``."""
+    return VOXEL_FILES[voxelisation] if kind == "voxels" else INPUT_FILES[kind]
+
+
 def load_input(ref: ShapeRef, kind: str, gt: dict, n_points: int, noise: float,
-               rng: np.random.Generator, partial_views: int = 0):
+               rng: np.random.Generator, partial_views: int = 0,
+               voxelisation: str = VOXELISATIONS[0]):
     """The backend input of one shape, built like the training's (see the module
-    docstring)."""
+    docstring); voxel grids of the rule ``voxelisation``."""
     from backend.io.binvox import read_binvox
     from backend.io.inputs import ImageInput, PointCloudInput, VoxelInput
 
@@ -228,8 +240,8 @@ def load_input(ref: ShapeRef, kind: str, gt: dict, n_points: int, noise: float,
         return PointCloudInput(points + noise * rng.standard_normal(points.shape)
                                .astype(np.float32))
     if kind == "voxels":
-        occupancy, _, _ = read_binvox(ref.folder / "model.binvox")
-        return VoxelInput(occupancy, np.full(3, -0.5), 1.0)
+        occupancy, _, _ = read_binvox(ref.folder / input_file(kind, voxelisation))
+        return VoxelInput(occupancy, np.full(3, -0.5), 1.0, voxelisation)
     return ImageInput(first_view(ref.folder / "img_choy2016"))
 
 
@@ -310,7 +322,8 @@ def _evaluate(args: argparse.Namespace, procs, device) -> None:
         raise UserError(f"{args.model} reconstructs from {wanted} input, not {args.input}; "
                         f"pass --input {wanted} or leave --input out")
     kind = args.input or wanted or "pointcloud"
-    shapes, names = find_shapes(args.data, args.split, args.categories, kind, args.limit)
+    shapes, names = find_shapes(args.data, args.split, args.categories, kind, args.limit,
+                                args.voxelisation)
     if procs.main:
         out = make_folder(args.out)
     settings = Settings(args.resolution0, args.upsampling_steps, precision=args.precision,
@@ -325,7 +338,8 @@ def _evaluate(args: argparse.Namespace, procs, device) -> None:
         ref = shapes[index]
         rng = shape_rng(args.seed, ref)
         gt = ground_truth(ref.folder)
-        inp = load_input(ref, kind, gt, args.n_points, args.noise, rng, args.partial_views)
+        inp = load_input(ref, kind, gt, args.n_points, args.noise, rng, args.partial_views,
+                         args.voxelisation)
         finished = reconstruct(model, card, device, inp, settings, args.seed)
         vertices, faces = finished.frame.vertices, finished.frame.faces
         seconds = finished.summary["seconds"]
@@ -362,6 +376,7 @@ def _evaluate(args: argparse.Namespace, procs, device) -> None:
                              "noise": args.noise if kind == "pointcloud" else None,
                              "partial_views": args.partial_views if kind == "pointcloud"
                              else None,
+                             "voxelisation": args.voxelisation if kind == "voxels" else None,
                              "eval_points": args.eval_points, "seed": args.seed,
                              "fill_cavities": args.fill_cavities,
                              "drop_floaters": args.drop_floaters})

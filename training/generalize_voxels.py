@@ -5,8 +5,8 @@
 
 The shapes of ``training.generalize`` (unseen procedural families and real meshes from
 packages, random orientation; ``generalize.shape_makers``), each voxelised at 32^3 over
-[-0.5, 0.5]^3 by both rules the backend must accept (``training.data.procedural
-.VOXELISATIONS``): "centres" (a voxel is set when its centre is inside, the common rule) and
+[-0.5, 0.5]^3 by both rules the backend accepts (``backend.io.inputs.VOXELISATIONS``,
+sent with the grid): "centres" (a voxel is set when its centre is inside, the common rule) and
 "touching" (also every voxel the surface passes through, as the corpus's ``model.binvox``).
 Methods, scored on the same ground truth by ``evaluate.score``: every ``--model`` through
 the backend (``evaluate.reconstruct``, raw marching-cubes mesh of MISE), plain marching cubes
@@ -35,7 +35,7 @@ import numpy as np
 from backend.errors import UserError, run_command
 
 from . import baselines, evaluate, generalize, metrics
-from .data.procedural import VOXELISATIONS, voxel_centres
+from .data.procedural import VOXEL_FILES, voxel_centres
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def voxelise(shape, rule: str, seed: int) -> np.ndarray:
-    """(32, 32, 32) bool grid of ``shape`` over [-0.5, 0.5]^3 by ``rule`` (VOXELISATIONS)."""
+    """(32, 32, 32) bool grid of ``shape`` over [-0.5, 0.5]^3 by ``rule`` (VOXEL_FILES)."""
     from .data.mesh_import import touching
 
     grid = shape.inside(voxel_centres(RESOLUTION)).reshape((RESOLUTION,) * 3)
@@ -108,7 +108,7 @@ def run_case(shape, gt: dict, rule: str, methods: dict, iterations: list[int], s
     from backend.io.inputs import VoxelInput
 
     grid = voxelise(shape, rule, seed)
-    inp = VoxelInput(grid, np.full(3, -0.5), 1.0)
+    inp = VoxelInput(grid, np.full(3, -0.5), 1.0, rule)
     results = {}
     for name, method in methods.items():
         finished = evaluate.reconstruct(method.model, method.card, method.device, inp,
@@ -139,7 +139,7 @@ def summarise(rows: list[dict], models: list[str], iterations: list[int]) -> lis
     with the best-F Taubin iteration count per set and grid."""
     keys = [key for key, _ in METRICS]
     table = []
-    for group, rule in itertools.product(generalize.GROUPS, VOXELISATIONS):
+    for group, rule in itertools.product(generalize.GROUPS, VOXEL_FILES):
         mine = [r for r in rows if r["group"] == group and r["setting"] == rule]
         if not mine:
             continue
@@ -185,7 +185,7 @@ def gallery(shown: list, models: list[str], table: list[dict]):
     for shape, meshes in shown:
         images = [render.render_mesh(shape.vertices, shape.faces, view=view)]
         labels = [shape.name]
-        for rule in VOXELISATIONS:
+        for rule in VOXEL_FILES:
             for name in [MARCHING_CUBES, best[shape.group, rule], *models]:
                 images.append(render.render_mesh(*meshes[rule][name], view=view))
                 labels.append(f"{rule}: {Path(name).stem.replace('voxels_', '')}"[:22])
@@ -207,14 +207,14 @@ def benchmark(args: argparse.Namespace) -> None:
     methods = load_methods(args, device)
     out = evaluate.make_folder(args.out)
     rows, shown = [], []
-    progress = tqdm(total=len(args.seeds) * len(makers) * len(VOXELISATIONS),
+    progress = tqdm(total=len(args.seeds) * len(makers) * len(VOXEL_FILES),
                     desc="generalize voxels", unit="case")
     for seed in args.seeds:
         for make in makers:
             shape = make(seed)
             gt = generalize.ground_truth(shape, args.eval_points, seed)
             drawn = {}
-            for rule in VOXELISATIONS:
+            for rule in VOXEL_FILES:
                 _, case_rows, meshes = run_case(shape, gt, rule, methods,
                                                 args.taubin_iterations, seed, args.eval_points)
                 rows += case_rows

@@ -2,15 +2,15 @@
 README reports.
 
 ``python -m training.threshold --model M --data DIR [--split val] [--thresholds 0.1 0.2 ...]
-[--smooth-steps 0 3 ...] [--n-points 3000 300] [--metric fscore] --out REPORT_DIR
-[--write-card]``
+[--smooth-steps 0 3 ...] [--n-points 3000 300] [--voxelisations touching centres]
+[--metric fscore] --out REPORT_DIR [--write-card]``
 
 Every validation shape is reconstructed through the backend's one flow at each candidate
 threshold (the occupancy probability of the surface, ``Settings.threshold``) and smoothing
 (Taubin pairs of the final mesh, ``Settings.smooth_steps``), from the inputs
-``training.evaluate`` builds (the same seeded clouds), and scored with the ONet/ConvONet
-metrics. The pair with the best mean of class means of ``--metric`` (mean over the input
-sizes given) wins; ``--write-card`` stores it in the model's JSON card with the whole table,
+``training.evaluate`` builds (the same seeded clouds; for a voxel model the shape's grid of
+each voxelisation), and scored with the ONet/ConvONet metrics. The pair with the best mean of
+class means of ``--metric`` (mean over the input sizes or voxelisations given) wins; ``--write-card`` stores it in the model's JSON card with the whole table,
 so the choice and its evidence travel with the weights. Never run it on a test split or on the
 generalisation benchmark: those judge the choice.
 """
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.errors import UserError, run_command
+from backend.io.inputs import VOXELISATIONS
 
 from . import evaluate, metrics
 
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="candidate Taubin smoothing steps of the final mesh (default 0)")
     parser.add_argument("--n-points", type=int, nargs="+", default=[3000],
                         help="input cloud sizes; the metric is averaged over them")
+    parser.add_argument("--voxelisations", nargs="+", default=list(VOXELISATIONS),
+                        choices=VOXELISATIONS,
+                        help="voxel models: the grids scored; the metric is averaged over them")
     parser.add_argument("--noise", type=float, default=0.005)
     parser.add_argument("--metric", default="fscore", choices=METRICS)
     parser.add_argument("--limit", type=int, help="at most N shapes per class")
@@ -79,8 +83,9 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def sweep(args: argparse.Namespace) -> dict:
-    """{n_points: {"T/S": mean of class means}} over the split for every threshold T and
-    smoothing S, and the winning pair."""
+    """{input: {"T/S": mean of class means}} over the split for every threshold T and
+    smoothing S, and the winning pair; an input is a cloud size (point-cloud models) or a
+    voxelisation (voxel models)."""
     from tqdm import tqdm
 
     from backend.engine import meshing
@@ -91,16 +96,22 @@ def sweep(args: argparse.Namespace) -> dict:
     check_args(args)
     device = resolve_device("auto")
     model, card = zoo.load(args.model, device)
-    if getattr(model, "input_kind", None) not in (None, "pointcloud"):
-        raise UserError(f"{args.model} is not a point-cloud model; the sweep scores clouds")
-    shapes, names = evaluate.find_shapes(args.data, args.split, None, "pointcloud", args.limit)
+    kind = getattr(model, "input_kind", None) or "pointcloud"
+    if kind not in ("pointcloud", "voxels"):
+        raise UserError(f"{args.model} takes {kind}; the sweep scores point clouds and voxels")
+    inputs = args.n_points if kind == "pointcloud" else args.voxelisations
+    for rule in inputs if kind == "voxels" else VOXELISATIONS[:1]:  # every file read, checked
+        shapes, names = evaluate.find_shapes(args.data, args.split, None, kind, args.limit, rule)
     pairs = [(t, steps) for t in args.thresholds for steps in args.smooth_steps]
-    rows = {(n, pair): [] for n in args.n_points for pair in pairs}
-    jobs = [(ref, n) for ref in shapes for n in args.n_points]
+    rows = {(n, pair): [] for n in inputs for pair in pairs}
+    jobs = [(ref, n) for ref in shapes for n in inputs]
     for ref, n in tqdm(jobs, desc="threshold sweep", unit="input"):
         rng = evaluate.shape_rng(args.seed, ref)
         gt = evaluate.ground_truth(ref.folder)
-        inp = evaluate.load_input(ref, "pointcloud", gt, n, args.noise, rng)
+        if kind == "voxels":
+            inp = evaluate.load_input(ref, kind, gt, 0, 0.0, rng, voxelisation=n)
+        else:
+            inp = evaluate.load_input(ref, kind, gt, n, args.noise, rng)
         sample_seed = int(rng.integers(2**31))
         for t in args.thresholds:
             # One reconstruction per threshold, smoothed afterwards by each candidate: the
@@ -118,20 +129,22 @@ def sweep(args: argparse.Namespace) -> dict:
                     ref, label((t, steps)), vertices, frame.faces, seconds, gt,
                     args.eval_points, sample_seed))
     table = {n: {pair: evaluate.summarise(rows[n, pair], names)["methods"][label(pair)]
-                 ["mean_of_classes"] for pair in pairs} for n in args.n_points}
+                 ["mean_of_classes"] for pair in pairs} for n in inputs}
     sign = -1.0 if args.metric in LOWER_IS_BETTER else 1.0
-    value = {pair: float(np.mean([table[n][pair][args.metric] for n in args.n_points]))
+    value = {pair: float(np.mean([table[n][pair][args.metric] for n in inputs]))
              for pair in pairs}
     best = max(pairs, key=lambda pair: sign * value[pair])
+    given = ({"n_points": args.n_points, "noise": args.noise} if kind == "pointcloud"
+             else {"voxelisations": args.voxelisations})
     return {"model": args.model, "data": str(args.data), "split": args.split,
-            "shapes": len(shapes), "metric": args.metric, "n_points": args.n_points,
-            "noise": args.noise, "mise": [args.resolution0, args.upsampling_steps],
+            "shapes": len(shapes), "metric": args.metric, **given,
+            "mise": [args.resolution0, args.upsampling_steps],
             "seed": args.seed, "previous": card.get("threshold"), "chosen": best[0],
             "previous_smooth_steps": card.get("smooth_steps", 0),
             "chosen_smooth_steps": best[1],
             "by_threshold_and_smoothing": {key(pair): value[pair] for pair in pairs},
             "table": {str(n): {key(pair): table[n][pair] for pair in pairs}
-                      for n in args.n_points}}
+                      for n in inputs}}
 
 
 def label(pair: tuple[float, int]) -> str:
@@ -152,7 +165,8 @@ def markdown(result: dict) -> str:
              f"Chosen by mean {result['metric']}: threshold **{result['chosen']:g}**, "
              f"smooth_steps **{result['chosen_smooth_steps']}** (card had "
              f"{result['previous']:g} and {result['previous_smooth_steps']}).", "",
-             "| points | threshold | smooth_steps | IoU | Chamfer-L1 | normal cons. | F-score@1% |",
+             f"| {'points' if 'n_points' in result else 'voxelisation'} | threshold | "
+             "smooth_steps | IoU | Chamfer-L1 | normal cons. | F-score@1% |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     for n, by_pair in result["table"].items():
         for pair, m in by_pair.items():

@@ -250,9 +250,11 @@ def open_datasets(config):
     latent = is_generative(config["model"])
     select = {"categories": data["categories"], "exclude": data["exclude_categories"],
               "seed": opts["seed"], "normalize_inputs": data["input"] == "pointcloud"}
-    train_set = ShapeDataset(data["path"], "train", run_fields(data, True), **select,
-                             augment=augment_options(data))  # data.augment: train only
-    val_set = ShapeDataset(data["path"], "val", run_fields(data, False, latent), **select)
+    rule = bool((config["model"].get("encoder") or {}).get("voxelisation_input"))
+    train_set = ShapeDataset(data["path"], "train", run_fields(data, True,
+                                                               voxelisation_input=rule),
+                             **select, augment=augment_options(data))  # data.augment: train only
+    val_set = ShapeDataset(data["path"], "val", run_fields(data, False, latent, rule), **select)
     if len(train_set) < opts["batch_size"]:
         raise UserError(f"the train split has {len(train_set)} shapes, fewer than "
                         f"training.batch_size {opts['batch_size']}; lower it or add shapes")

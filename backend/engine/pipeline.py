@@ -20,6 +20,7 @@ import numpy as np
 
 from . import transforms
 from ..errors import UserError
+from ..io.inputs import VOXELISATIONS
 from .generation import FitProgress, Generator, MeshFrame
 from .request import Blend, EncodedShape, ReconstructRequest, Sample, check_kind
 from .tiling import TileProgress, reconstruct_tiled
@@ -57,7 +58,8 @@ def prepare(inp, model, card, seed=0, occupancies=None) -> Prepared:
     if inp.kind == "pointcloud":
         return prepare_points(inp.points, card, seed, occupancies)
     if inp.kind == "voxels":
-        return prepare_voxels(inp.occupancy, inp.translate, inp.scale)
+        return prepare_voxels(inp.occupancy, inp.translate, inp.scale, inp.voxelisation,
+                              reads_voxelisation(model))
     return prepare_image(inp.rgba)
 
 
@@ -93,14 +95,35 @@ def prepare_points(points, card, seed=0, occupancies=None):
                     labels, unit)
 
 
-def prepare_voxels(occupancy, translate, scale):
-    """(n, n, n) bool grid -> (1, 32, 32, 32) float32; meshes go back to the grid's frame."""
+def reads_voxelisation(model) -> bool:
+    """Whether a voxel model's encoder takes the grid's rule (``voxelisation_input``)."""
+    encoder = (getattr(model, "config", None) or {}).get("encoder") or {}
+    return bool(encoder.get("voxelisation_input"))
+
+
+def prepare_voxels(occupancy, translate, scale, voxelisation=VOXELISATIONS[0],
+                   reads_rule=False):
+    """(n, n, n) bool grid -> (1, 32, 32, 32) float32, or with ``reads_rule`` (the model
+    takes the grid's ``voxelisation``) ``(1, 2, 32, 32, 32)`` (``transforms.voxel_channels``);
+    meshes go back to the grid's frame.
+
+    A model without the rule was trained on grids of every voxel the surface touches: it
+    takes a centres grid too, with a note that its surface comes out small.
+    """
     notes = []
     if occupancy.shape[0] != 32:
         notes.append(f"resampled the {occupancy.shape[0]}^3 grid to 32^3")
         occupancy = transforms.resample_voxels(occupancy, 32)
+    if reads_rule:
+        inputs = transforms.voxel_channels(occupancy, voxelisation)
+    else:
+        inputs = occupancy.astype(np.float32)
+        if voxelisation != VOXELISATIONS[0]:
+            notes.append(f"this model was trained on {VOXELISATIONS[0]} grids (every voxel the "
+                         f"surface passes through); a {voxelisation} grid comes out about half "
+                         "a voxel small: pick a model that reads the voxelisation")
     center, size = transforms.voxel_world_transform(translate, scale)
-    return Prepared(occupancy.astype(np.float32)[None], center, size, notes)
+    return Prepared(inputs[None], center, size, notes)
 
 
 def prepare_image(rgba):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UserError
+from ..io.inputs import VOXELISATIONS
 
 
 def normalize_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -51,6 +52,14 @@ def voxel_world_transform(translate: np.ndarray, scale: float) -> tuple[np.ndarr
     """
     scale = float(scale)
     return np.asarray(translate, dtype=np.float64).reshape(3) + scale / 2, scale
+
+
+def voxel_channels(occupancy: np.ndarray, voxelisation: str) -> np.ndarray:
+    """The input of a voxel encoder that reads the grid's rule (``voxelisation_input``):
+    ``(2, n, n, n) float32``, channel 0 the occupancy (n, n, n) and channel 1 the index of
+    ``voxelisation`` in ``VOXELISATIONS`` in every voxel."""
+    rule = np.full(occupancy.shape, VOXELISATIONS.index(voxelisation), np.float32)
+    return np.stack([occupancy.astype(np.float32), rule])
 
 
 def resample_voxels(occupancy: np.ndarray, n: int = 32) -> np.ndarray:

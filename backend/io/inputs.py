@@ -34,6 +34,11 @@ SUPPORTED_EXTENSIONS = POINT_EXTENSIONS + VOXEL_EXTENSIONS + IMAGE_EXTENSIONS
 KIND_NAMES = {"pointcloud": "a point cloud", "voxels": "a voxel grid", "image": "an image",
               "sample": "sampling"}  # the last: a request drawn from a prior (no input)
 
+# The rules a voxel grid may follow (``VoxelInput.voxelisation``): "touching" sets every voxel
+# the solid touches (binvox, the official ONet data), "centres" the voxels whose centre is
+# inside (a remesher's or a volume's grid). The first is the default.
+VOXELISATIONS = ("touching", "centres")
+
 # A bare .npy/.npz voxel grid covers the ONet unit cube [-0.5, 0.5]^3.
 UNIT_CUBE_TRANSLATE = (-0.5, -0.5, -0.5)
 UNIT_CUBE_SCALE = 1.0
@@ -53,12 +58,17 @@ class VoxelInput:
 
     Voxel i's centre lies at ``translate + (i + 0.5) / n * scale`` (world units):
     ``translate`` (3,) float64 is the grid's minimum corner, ``scale`` its edge length.
+    ``voxelisation``: the rule that made the grid, one of ``VOXELISATIONS``.
     """
 
     occupancy: np.ndarray
     translate: np.ndarray
     scale: float
+    voxelisation: str = VOXELISATIONS[0]
     kind: ClassVar[str] = "voxels"
+
+    def __post_init__(self):
+        check_voxelisation(self.voxelisation, "voxelisation")
 
 
 @dataclass(eq=False)
@@ -78,12 +88,14 @@ def read_input(
     max_points: int = MAX_POINTS,
     max_voxel_dim: int = MAX_VOXEL_DIM,
     max_pixels: int = MAX_IMAGE_PIXELS,
+    voxelisation: str = VOXELISATIONS[0],
 ) -> Input:
     """Read and validate a reconstruction input, dispatching on the file extension.
 
     Point clouds: ``.ply`` (vertices of a cloud or mesh), ``.xyz``/``.txt`` (3 or 6
     numeric columns), ``.npy``/``.npz`` ((N, 3) array; a 3-D array is a voxel grid on the
-    unit cube). Voxels: ``.binvox``. Images: ``.png``/``.jpg``/``.jpeg``.
+    unit cube). Voxels: ``.binvox``. Images: ``.png``/``.jpg``/``.jpeg``. A voxel grid
+    follows the rule ``voxelisation`` (``VOXELISATIONS``; files do not record it).
     Raises ``UserError`` naming the file for anything wrong with it.
     """
     path = require_readable(path)
@@ -94,11 +106,11 @@ def read_input(
         return PointCloudInput(validate_points(points, source, max_points=max_points))
     if ext in (".npy", ".npz"):
         array = _read_npy(path) if ext == ".npy" else _read_npz(path)
-        return _array_input(array, source, max_points, max_voxel_dim)
+        return _array_input(array, source, max_points, max_voxel_dim, voxelisation)
     if ext == ".binvox":
         occupancy, translate, scale = read_binvox(path, max_dim=max_voxel_dim)
         occupancy = validate_voxels(occupancy, source, max_dim=max_voxel_dim)
-        return VoxelInput(occupancy, translate, scale)
+        return VoxelInput(occupancy, translate, scale, voxelisation)
     if ext in IMAGE_EXTENSIONS:
         return ImageInput(decode_image(path, source, max_pixels))
     raise UserError(
@@ -189,6 +201,15 @@ def validate_voxels(
     return occupancy
 
 
+def check_voxelisation(value, source: str) -> str:
+    """``value`` if it names one of ``VOXELISATIONS``, else UserError naming ``source``."""
+    if value not in VOXELISATIONS:
+        raise UserError(f"{source}: the voxelisation must be one of {', '.join(VOXELISATIONS)} "
+                        f"(touching: every voxel the surface passes through is set, as binvox "
+                        f"writes them; centres: the voxels whose centre is inside), got {value!r}")
+    return value
+
+
 def validate_voxel_frame(translate, scale, source: str) -> tuple[np.ndarray, float]:
     """Check a voxel grid's placement: ``translate`` 3 finite numbers, ``scale`` finite > 0.
 
@@ -207,13 +228,15 @@ def validate_voxel_frame(translate, scale, source: str) -> tuple[np.ndarray, flo
     return translate, scale
 
 
-def _array_input(array: np.ndarray, source: str, max_points: int, max_voxel_dim: int) -> Input:
+def _array_input(array: np.ndarray, source: str, max_points: int, max_voxel_dim: int,
+                 voxelisation: str) -> Input:
     """Interpret a loaded array: (N, 3) -> point cloud, 3-D -> voxel grid on the unit cube."""
     if array.ndim == 3:
         return VoxelInput(
             validate_voxels(array, source, max_dim=max_voxel_dim),
             np.array(UNIT_CUBE_TRANSLATE, dtype=np.float64),
             UNIT_CUBE_SCALE,
+            voxelisation,
         )
     if array.ndim == 2 and array.shape[1] == 3:
         return PointCloudInput(validate_points(array, source, max_points=max_points))

@@ -26,8 +26,8 @@ or, for a point-latent network (a feature per input point, after POCO; ``poco``)
 
 A part's keys are its class's constructor arguments; missing ones take the class defaults,
 and ``model.config`` holds the completed config. Unknown names or keys raise ``UserError``.
-ConvONet's ``padding`` and ``sample_align`` (see ``local_features``) are model-level: the
-parts that need them get them from there.
+ConvONet's ``padding``, ``sample_align`` (see ``local_features``) and ``base_field`` (see
+``LocalDecoder``) are model-level: the parts that need them get them from there.
 """
 
 import inspect
@@ -70,14 +70,16 @@ def _convonet(input_kind, plane_type):
     grid = plane_type == ["grid"]
     encoder = ({"name": "pointnet_local_pool", "c_dim": 32, "hidden_dim": 32}
                if input_kind == "pointcloud" else
-               {"name": "voxel_simple_local", "c_dim": 32, "kernel_size": 3})
+               {"name": "voxel_simple_local", "c_dim": 32, "kernel_size": 3,
+                "voxelisation_input": False})
     encoder.update(plane_type=plane_type, plane_resolution=64, grid_resolution=32,
                    unet=None if grid else {"depth": 4, "start_filts": 32},
                    unet3d={"num_levels": 3, "f_maps": 32, "num_groups": 8} if grid else None)
-    decoder = {"name": "simple_local", "c_dim": 32, "hidden_size": 32, "sample_mode": "bilinear"}
+    decoder = {"name": "simple_local", "c_dim": 32, "hidden_size": 32, "sample_mode": "bilinear",
+               "positions": True}
     # The released weights need the official sampling; fresh configs default to "consistent".
     return {"arch": "convonet", "input_kind": input_kind, "encoder": encoder,
-            "decoder": decoder, "padding": 0.1, "sample_align": "official"}
+            "decoder": decoder, "padding": 0.1, "sample_align": "official", "base_field": False}
 
 
 # The configurations of the paper's released models (im2mesh configs/*/onet*.yaml).
@@ -197,17 +199,25 @@ def _with_unets(encoder):
 
 
 def _build_convonet(config):
-    allowed = ("arch", "input_kind", "encoder", "decoder", "padding", "sample_align")
+    allowed = ("arch", "input_kind", "encoder", "decoder", "padding", "sample_align",
+               "base_field")
     for key in config:
         if key not in allowed:
             raise UserError(f"model config: unknown key '{key}' (allowed: {', '.join(allowed)})")
     padding, align = config.get("padding", 0.1), config.get("sample_align", "consistent")
+    base_field = config.get("base_field", False)
+    if type(base_field) is not bool:
+        raise UserError(f"model config: base_field must be true or false, got {base_field!r}")
     if type(padding) is not float or padding < 0:
         raise UserError(f"model config: padding must be a float >= 0, got {padding!r}")
     if align not in ALIGNMENTS:
         raise UserError(f"model config: sample_align must be one of {', '.join(ALIGNMENTS)}, "
                         f"got {align!r}")
-    shared = {"padding": padding, "sample_align": align}
+    encoder = config.get("encoder")
+    if base_field and not (isinstance(encoder, dict)
+                           and encoder.get("name") == "voxel_simple_local"):
+        raise UserError("model config: base_field is for the voxel_simple_local encoder")
+    shared = {"padding": padding, "sample_align": align, "base_field": base_field}
     encoder, encoder_cfg = _build_part(LOCAL_ENCODERS, _with_unets(config.get("encoder")),
                                        "encoder", **shared)
     input_kind = config.get("input_kind", encoder.input_kind)

@@ -170,7 +170,7 @@ class Client:
                 yield header, arrays
 
     def reconstruct(self, model=None, mise=None, output=None, on_accepted=None, **inputs):
-        """Stream a reconstruction: inputs are points= | voxels= (+ voxel_frame=) | image=
+        """Stream a reconstruction: inputs are points= | voxels= (+ voxel_frame=, voxelisation=) | image=
         (+ mask=) | image_file=, and tiling={tile_size, tile_overlap, tile_points} for large point
         clouds; mise: {resolution0, upsampling_steps, threshold}; output: {normals, simplify,
         refine_steps, fill_cavities, smooth_steps, drop_floaters} (docs/protocol.md)."""

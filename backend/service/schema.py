@@ -120,7 +120,9 @@ def input_from(header: dict, arrays: dict, limits) -> inputs.Input:
         translate, scale = inputs.validate_voxel_frame(
             frame.get("translate", inputs.UNIT_CUBE_TRANSLATE),
             frame.get("scale", inputs.UNIT_CUBE_SCALE), "request voxel_frame")
-        return inputs.VoxelInput(occupancy, translate, scale)
+        voxelisation = inputs.check_voxelisation(
+            header.get("voxelisation", inputs.VOXELISATIONS[0]), "request voxelisation")
+        return inputs.VoxelInput(occupancy, translate, scale, voxelisation)
     if name == "image_file":
         import io
 
@@ -191,5 +193,6 @@ def content_hash(header: dict, arrays: dict) -> str:
     for name in sorted(arrays):
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(arrays[name]).tobytes())
-    digest.update(json.dumps(header.get("voxel_frame"), sort_keys=True).encode())
+    digest.update(json.dumps([header.get("voxel_frame"), header.get("voxelisation")],
+                             sort_keys=True).encode())
     return digest.hexdigest()[:24]

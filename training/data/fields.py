@@ -14,10 +14,10 @@ import numpy as np
 from backend.io.binvox import read_binvox
 from backend.errors import UserError
 from backend.engine.pipeline import prepare_image
-from backend.engine.transforms import resample_voxels
+from backend.engine.transforms import resample_voxels, voxel_channels
 
 from .augment import augment_options
-from .procedural import VOXELISATIONS
+from .procedural import VOXEL_FILES
 from .transforms import Compose, PointcloudNoise, SubsamplePointcloud, SubsamplePoints
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -112,20 +112,24 @@ class PointCloudField:
 
 
 class VoxelsField:
-    """Occupancy grid ``(32, 32, 32) float32`` indexed [x, y, z] from a binvox file (other
-    resolutions are resampled to 32^3); with several files (one per voxelisation, see
-    ``procedural.VOXELISATIONS``) each sample draws one from its generator."""
+    """Occupancy grid ``(32, 32, 32) float32`` indexed [x, y, z] from the binvox file of a
+    voxelisation (``procedural.VOXEL_FILES``; other resolutions are resampled to 32^3);
+    with several ``voxelisations`` each sample draws one from its generator. ``channels``:
+    the encoder reads the grid's rule too, and gets ``voxel_channels`` ``(2, 32, 32, 32)``."""
 
-    def __init__(self, file_names=("model.binvox",)):
-        self.file_names = tuple(file_names)
-        self.required = self.file_names
+    def __init__(self, voxelisations=("touching",), channels=False):
+        self.voxelisations = tuple(voxelisations)
+        self.channels = channels
+        self.required = tuple(VOXEL_FILES[rule] for rule in self.voxelisations)
 
     def load(self, folder, rng):
-        name = self.file_names[rng.integers(len(self.file_names))] \
-            if len(self.file_names) > 1 else self.file_names[0]
-        occupancy, _, _ = read_binvox(Path(folder) / name)
+        rule = self.voxelisations[rng.integers(len(self.voxelisations))] \
+            if len(self.voxelisations) > 1 else self.voxelisations[0]
+        occupancy, _, _ = read_binvox(Path(folder) / VOXEL_FILES[rule])
         if occupancy.shape[0] != VOXEL_RESOLUTION:
             occupancy = resample_voxels(occupancy, VOXEL_RESOLUTION)
+        if self.channels:
+            return voxel_channels(occupancy, rule)
         return occupancy.astype(np.float32)
 
 
@@ -159,24 +163,26 @@ class ImagesField:
         return prepare_image(rgba).inputs[0]
 
 
-# Input kind (config ``data.input``) -> field of the encoder's input, from the data section
-# and whether it is for training (random views) or evaluation (the first view).
+# Input kind (config ``data.input``) -> field of the encoder's input, from the data section,
+# whether it is for training (random views) or evaluation (the first view), and whether the
+# encoder reads a voxel grid's rule.
 INPUT_FIELDS = {
-    "pointcloud": lambda data, training: PointCloudField(transform=Compose([
+    "pointcloud": lambda data, training, rule: PointCloudField(transform=Compose([
         SubsamplePointcloud(data["input_points"]), PointcloudNoise(data["input_noise"])])),
-    "voxels": lambda data, training: VoxelsField(
-        [VOXELISATIONS[rule] for rule in data["voxelisations"]]),
-    "image": lambda data, training: ImagesField(random_view=training),
-    "none": lambda data, training: None,
+    "voxels": lambda data, training, rule: VoxelsField(data["voxelisations"], channels=rule),
+    "image": lambda data, training, rule: ImagesField(random_view=training),
+    "none": lambda data, training, rule: None,
 }
 
 
-def run_fields(data, training, latent=False):
+def run_fields(data, training, latent=False, voxelisation_input=False):
     """The fields of a run, from the config's ``data`` section (see ``training.config``).
 
     Training: ``points`` (``data.points`` mixed query points) and ``inputs``. Evaluation:
     ``points_iou`` (the uniform points; all, or ``data.val_points`` drawn ones), ``inputs``,
     and for a generative model (``latent``) ``points`` too, to infer its q(z | p, occ).
+    ``voxelisation_input``: the model's voxel encoder reads the grid's rule (its config's
+    ``encoder.voxelisation_input``).
     With ``data.augment`` on, the training point-cloud field loads the whole cloud and
     ``training.data.augment.augment_sample`` makes the input (see ``ShapeDataset``).
     """
@@ -190,7 +196,7 @@ def run_fields(data, training, latent=False):
         # data.augment on: the whole cloud; augment_sample subsamples and adds the noise.
         inputs = PointCloudField()
     else:
-        inputs = INPUT_FIELDS[data["input"]](data, training)
+        inputs = INPUT_FIELDS[data["input"]](data, training, voxelisation_input)
     if inputs is not None:
         fields["inputs"] = inputs
     return fields

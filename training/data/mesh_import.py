@@ -113,10 +113,11 @@ def centres_inside(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 def touching(centres: np.ndarray, surface: np.ndarray) -> np.ndarray:
-    """The "touching" voxelisation: the ``centres_inside`` grid plus every voxel that holds a
-    surface sample (``surface`` (N, 3)); (32, 32, 32) bool."""
+    """The "touching" voxelisation: the ``centres_inside`` grid (n, n, n) plus every voxel
+    that holds a surface sample (``surface`` (N, 3)); (n, n, n) bool."""
     occupancy = centres.copy()
-    index = np.clip(((surface + 0.5) * VOXELS).astype(np.int64), 0, VOXELS - 1)
+    n = len(centres)
+    index = np.clip(((surface + 0.5) * n).astype(np.int64), 0, n - 1)
     occupancy[tuple(index.T)] = True
     return occupancy
 
@@ -129,9 +130,9 @@ def add_centres_voxels(root: Path) -> int:
     from backend.io.binvox import write_binvox
     from backend.io.meshes import read_mesh
 
-    from .procedural import VOXELISATIONS
+    from .procedural import VOXEL_FILES
 
-    name = VOXELISATIONS["centres"]
+    name = VOXEL_FILES["centres"]
     todo = sorted(mesh.parent for mesh in Path(root).glob("*/*/mesh.ply")
                   if not (mesh.parent / name).exists())
     for folder in tqdm(todo, desc="centres voxels", unit="shape"):
@@ -147,7 +148,7 @@ def import_mesh(path: Path, folder: Path, count: int, rng: np.random.Generator) 
     from backend.io.meshes import read_mesh, write_mesh
     from training.metrics import sample_surface
 
-    from .procedural import NEAR_SIGMAS, PADDED_LO, PADDED_SIZE, VOXELISATIONS
+    from .procedural import NEAR_SIGMAS, PADDED_LO, PADDED_SIZE, VOXEL_FILES
 
     mesh = read_mesh(path)
     vertices, loc, scale = normalise(mesh.vertices)
@@ -168,7 +169,7 @@ def import_mesh(path: Path, folder: Path, count: int, rng: np.random.Generator) 
              normals=normals.astype(np.float16), **frame)
     centres = centres_inside(vertices, faces)
     for rule, grid in (("touching", touching(centres, surface)), ("centres", centres)):
-        write_binvox(folder / VOXELISATIONS[rule], grid, (-0.5,) * 3, 1.0)
+        write_binvox(folder / VOXEL_FILES[rule], grid, (-0.5,) * 3, 1.0)
     write_mesh(folder / "mesh.ply", vertices, faces)
 
 

@@ -70,6 +70,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.io.inputs import VOXELISATIONS
+
 from . import surface
 from .render import render_views
 from .families import FAMILIES
@@ -188,7 +190,8 @@ def _identity() -> dict[str, np.ndarray]:
 # Voxelisation name -> file: "touching" sets every voxel the solid touches (thin parts
 # survive; the corpus's own rule), "centres" every voxel whose centre is inside (the common
 # rule of voxelisers and of Blender's remesh). Voxel models train on both.
-VOXELISATIONS = {"touching": "model.binvox", "centres": "model_centres.binvox"}
+# The grid file of each voxelisation (``backend.io.inputs.VOXELISATIONS``), in its order.
+VOXEL_FILES = dict(zip(VOXELISATIONS, ("model.binvox", "model_centres.binvox")))
 
 
 def voxel_centres(resolution: int) -> np.ndarray:
@@ -197,13 +200,20 @@ def voxel_centres(resolution: int) -> np.ndarray:
     return np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), axis=-1).reshape(-1, 3)
 
 
-def voxelize(sdf: SDF, resolution: int, rule: str = "touching") -> np.ndarray:
-    """``(n, n, n) bool`` indexed [x, y, z] over [-0.5, 0.5]^3 by ``rule`` (VOXELISATIONS):
-    "touching", voxels whose centre is closer than half a voxel diagonal to the solid
-    (``|sdf|`` is a lower bound, so every voxel the solid touches is included); "centres",
-    voxels whose centre is inside."""
-    values = sdf(voxel_centres(resolution)).reshape((resolution,) * 3)
-    return values < (np.sqrt(3) / 2 / resolution if rule == "touching" else 0.0)
+def voxelize(sdf: SDF, resolution: int, rule: str = "touching",
+             surface: np.ndarray | None = None) -> np.ndarray:
+    """``(n, n, n) bool`` indexed [x, y, z] over [-0.5, 0.5]^3 by ``rule`` (VOXEL_FILES):
+    "centres", voxels whose centre is inside; "touching", those and every voxel that holds
+    one of the ``surface`` points ``(N, 3)`` (dense samples of the surface: the voxels the
+    surface passes through, as binvox marks them)."""
+    from .mesh_import import touching
+
+    grid = (sdf(voxel_centres(resolution)) < 0).reshape((resolution,) * 3)
+    if rule == "centres":
+        return grid
+    if surface is None:
+        raise ValueError("the touching grid needs samples of the surface")
+    return touching(grid, surface)
 
 
 def write_shape(folder: Path, shape: Shape, options: Options, rng: np.random.Generator) -> None:
@@ -227,8 +237,9 @@ def write_shape(folder: Path, shape: Shape, options: Options, rng: np.random.Gen
     np.savez(folder / "pointcloud.npz", points=points.astype(np.float16),
              normals=normals.astype(np.float16), **_identity())
 
-    for rule, name in VOXELISATIONS.items():
-        write_binvox(folder / name, voxelize(shape.sdf, options.voxels, rule), (-0.5,) * 3, 1.0)
+    for rule, name in VOXEL_FILES.items():
+        write_binvox(folder / name, voxelize(shape.sdf, options.voxels, rule, points),
+                     (-0.5,) * 3, 1.0)
 
     images_dir = folder / "img_choy2016"
     images_dir.mkdir(exist_ok=True)

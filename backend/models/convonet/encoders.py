@@ -106,25 +106,58 @@ class LocalPoolPointnet(_LocalEncoder):
 class LocalVoxelEncoder(_LocalEncoder):
     """Voxel grid ``(B, n, n, n)`` indexed [x, y, z] -> feature volumes.
 
-    ``conv_in`` (``kernel_size``^3, 3 in the official models; ReLU) gives each voxel ``c_dim`` features, which are averaged into the
-    volumes at the voxel's position: ``linspace(-0.5, 0.5, n)`` per axis with
-    ``sample_align="official"`` (as the official code places them, the outer voxels' centres
-    on the cube's faces), the true centres ``(i + 0.5) / n - 0.5`` with "consistent".
+    ``conv_in`` (``kernel_size``^3, 3 in the official models; ReLU) gives each voxel ``c_dim``
+    features, which are averaged into the volumes at the voxel's position:
+    ``linspace(-0.5, 0.5, n)`` per axis with ``sample_align="official"`` (as the official code
+    places them, the outer voxels' centres on the cube's faces), the true centres
+    ``(i + 0.5) / n - 0.5`` with "consistent".
+
+    ``voxelisation_input``: the input is ``(B, 2, n, n, n)``, channel 0 the occupancy and
+    channel 1 the grid's voxelisation (``voxel_channels``: the index of its rule in
+    ``VOXELISATIONS`` in every voxel), which adds a learned offset per rule to every voxel's
+    features: a grid alone cannot say whether the surface runs through its outer voxels
+    ("touching") or between their centres and the empty ones ("centres").
+    ``base_field`` (model level, see ``LocalDecoder``): the volume gets one more channel
+    after the ``c_dim`` features, the occupancy blurred by [1, 2, 1] / 4 on every axis
+    (``blur_kernel``), a smooth field whose 0.5 level is close to the grid's smoothed
+    marching-cubes surface (wider blurs shrink it: on three unseen families' centres grids,
+    two passes scored F-score@1% 0.964, four 0.856, one 0.971).
     """
 
     input_kind = "voxels"
 
     def __init__(self, c_dim=32, plane_type=("grid",), plane_resolution=64, grid_resolution=32,
-                 unet=None, unet3d=None, padding=0.1, sample_align="consistent", kernel_size=3):
+                 unet=None, unet3d=None, padding=0.1, sample_align="consistent", kernel_size=3,
+                 voxelisation_input=False, base_field=False):
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise UserError(f"model config: kernel_size must be odd and positive, got "
                             f"{kernel_size}")
         # One input channel makes a wide kernel cheap: 7^3 sees 3 voxels on every side.
         self.conv_in = nn.Conv3d(1, c_dim, kernel_size, padding=kernel_size // 2)
+        # A constant input channel would make the border voxels differ (zero padding): the
+        # rule enters as a per-feature offset instead.
+        self.fc_rule = nn.Linear(1, c_dim, bias=False) if voxelisation_input else None
+        self.base_field = base_field
+        if base_field:
+            if list(plane_type) != ["grid"] or unet3d is not None:
+                raise UserError("model config: base_field needs a single grid without a U-Net "
+                                f"(plane_type ['grid'], unet3d null), got {list(plane_type)}")
+            self.register_buffer("blur", blur_kernel(), persistent=False)
         self.sample_align = sample_align
         self._add_volumes(c_dim, list(plane_type), plane_resolution, grid_resolution, unet,
                           unet3d, padding)
+
+    def split_input(self, x):
+        """The input batch -> (occupancy ``(B, n, n, n)``, rule index ``(B,)`` or None)."""
+        if self.fc_rule is None:
+            if x.dim() != 4:
+                raise ValueError(f"voxels must be (B, n, n, n), got {tuple(x.shape)}")
+            return x, None
+        if x.dim() != 5 or x.size(1) != 2:
+            raise ValueError("this encoder takes (B, 2, n, n, n): occupancy and voxelisation "
+                             f"(voxel_channels), got {tuple(x.shape)}")
+        return x[:, 0], x[:, 1, 0, 0, 0]
 
     def voxel_centres(self, n, device):
         """Positions of an n^3 grid's voxels ``(n^3, 3)``, [x, y, z] with z fastest."""
@@ -135,15 +168,24 @@ class LocalVoxelEncoder(_LocalEncoder):
         return torch.cartesian_prod(axis, axis, axis)
 
     def forward(self, x):
-        conv = F.relu(self.conv_in(x.unsqueeze(1)))  # (B, C, n, n, n) indexed [x, y, z]
-        if self.one_voxel_per_cell(x.size(1)):
+        occupancy, rule = self.split_input(x)
+        conv = self.conv_in(occupancy.unsqueeze(1))  # (B, C, n, n, n) indexed [x, y, z]
+        if rule is not None:
+            conv = conv + self.fc_rule(rule[:, None].to(conv.dtype))[:, :, None, None, None]
+        conv = F.relu(conv)
+        if self.base_field:
+            base = F.conv3d(occupancy.unsqueeze(1).to(conv.dtype), self.blur.to(conv.dtype),
+                            padding=1)
+            conv = torch.cat([conv, base], dim=1)
+        n = occupancy.size(1)
+        if self.one_voxel_per_cell(n):
             # Each grid cell holds exactly one voxel centre: the mean is the voxel itself,
             # so skip the scatter (2 s of a 5 s training step on a CPU). The grid's layout
             # (x fastest, see ``features``) is the voxels' [z, y, x].
             volume = conv.permute(0, 1, 4, 3, 2)
             return {"grid": volume if self.unet3d is None else self.unet3d(volume)}
         features = conv.flatten(2).transpose(1, 2)
-        p = self.voxel_centres(x.size(1), x.device).expand(x.size(0), -1, -1)
+        p = self.voxel_centres(n, x.device).expand(x.size(0), -1, -1)
         return self.volumes(self.cells(p), features)
 
     def one_voxel_per_cell(self, n: int) -> bool:
@@ -151,3 +193,9 @@ class LocalVoxelEncoder(_LocalEncoder):
         true centres: cell i holds voxel i and nothing else."""
         return (list(self.shapes) == ["grid"] and self.shapes["grid"][0] == n
                 and self.padding == 0 and self.sample_align == "consistent")
+
+
+def blur_kernel():
+    """``(1, 1, 3, 3, 3)`` float32: the separable [1, 2, 1] / 4 filter on every axis."""
+    taps = torch.tensor([1.0, 2.0, 1.0]) / 4
+    return (taps[:, None, None] * taps[None, :, None] * taps[None, None, :])[None, None]

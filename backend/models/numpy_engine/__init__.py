@@ -5,7 +5,7 @@ and builds the numpy twin of the card's architecture (``ARCHITECTURES``). Each m
 what ``engine.generation.Generator`` needs: ``encode_inputs(inputs (1, ...)) -> c``,
 ``shape_decoder(c, z) -> f(points (N, 3) float32) -> logits (N,) float32``, ``prior_z``,
 ``infer_z``, ``z_dim``, ``input_kind``, ``local_features``, ``config``. Official ``.pt``
-checkpoints and grid ConvONets stay on the torch engine.
+checkpoints and grid ConvONets with a 3D U-Net stay on the torch engine.
 """
 
 import logging

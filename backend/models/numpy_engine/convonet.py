@@ -1,8 +1,10 @@
 """Convolutional Occupancy Networks in numpy: the bundled ConvONets without PyTorch.
 
 The same computation as ``backend.models.convonet`` (names, coordinates and sampling in its
-``features`` module) for plane models ("xz", "xy", "yz" with a 2D U-Net); grid models (3D
-U-Net) run on the torch engine. The code c is ``{kind: (C, R, R) float32}``.
+``features`` module) for plane models ("xz", "xy", "yz" with a 2D U-Net) and for voxel
+models on one grid without a U-Net, one voxel per cell (``LocalVoxelEncoder
+.one_voxel_per_cell``); grid models with a 3D U-Net run on the torch engine. The code c is
+``{kind: (C, R, R) | (C, R, R, R) float32}`` (a grid indexed [z, y, x], as in torch).
 """
 
 import logging
@@ -13,7 +15,7 @@ from ...errors import UserError
 from ..convonet.layout import EPS, N_BLOCKS, PLANE_AXES
 from .base import NumpyModel, Weights
 from .ops import (bilinear_corners, conv, conv_transpose2d_2x2, linear, max_pool2d_2x2, relu,
-                  resnet_block_fc, scatter_max, scatter_mean)
+                  resnet_block_fc, scatter_max, scatter_mean, trilinear_corners)
 
 logger = logging.getLogger(__name__)
 
@@ -21,9 +23,11 @@ CHUNK = 8192  # decoder rows per step: the working set stays in the CPU cache
 
 
 def normalize(p, kind, padding):
-    """``features.normalize`` for a plane: points (T, 3) float32 -> u (T, 2) in [0, 1)."""
-    eps = np.float32(EPS["plane"])
-    u = p[:, PLANE_AXES[kind]] / np.float32(1 + padding + EPS["plane"]) + np.float32(0.5)
+    """``features.normalize``: points (T, 3) float32 -> u (T, 2) in [0, 1) for a plane,
+    (T, 3) for the grid."""
+    eps = np.float32(EPS["grid" if kind == "grid" else "plane"])
+    u = p if kind == "grid" else p[:, PLANE_AXES[kind]]
+    u = u / np.float32(1 + padding + eps) + np.float32(0.5)
     return np.maximum(np.where(u >= 1, 1 - eps, u), 0).astype(np.float32)
 
 
@@ -61,16 +65,25 @@ class ConvONet(NumpyModel):
     def __init__(self, weights: Weights, config: dict):
         super().__init__(weights, config)
         encoder = config["encoder"]
-        if "grid" in encoder["plane_type"] or encoder.get("unet") is None:
-            raise UserError("the bundled engine runs plane ConvONets with a U-Net; this "
-                            f"model has {encoder['plane_type']} (unet {encoder.get('unet')}): "
-                            "use the torch engine (--engine torch)")
+        self.grid = encoder["plane_type"] == ["grid"]
+        one_voxel_per_cell = (self.grid and config["input_kind"] == "voxels"
+                              and encoder.get("unet3d") is None and config["padding"] == 0
+                              and config["sample_align"] == "consistent")
+        if not (one_voxel_per_cell or ("grid" not in encoder["plane_type"]
+                                       and encoder.get("unet") is not None)):
+            raise UserError("the bundled engine runs plane ConvONets with a U-Net and voxel "
+                            "ConvONets on one unpadded grid without one; this model has "
+                            f"{encoder['plane_type']} (unet {encoder.get('unet')}, unet3d "
+                            f"{encoder.get('unet3d')}, padding {config['padding']}): use the "
+                            "torch engine (--engine torch)")
         if config["decoder"]["sample_mode"] != "bilinear":
             raise UserError("the bundled engine samples ConvONet planes bilinearly; this model "
                             f"asks for {config['decoder']['sample_mode']!r}: use --engine torch")
         self.kinds = list(encoder["plane_type"])
-        self.resolution = encoder["plane_resolution"]
-        self.depth = encoder["unet"]["depth"]
+        self.resolution = encoder["grid_resolution" if self.grid else "plane_resolution"]
+        self.depth = None if self.grid else encoder["unet"]["depth"]
+        self.rule = bool(encoder.get("voxelisation_input"))
+        self.base_field = bool(config.get("base_field"))
         self.padding = config["padding"]
         self.align_corners = config["sample_align"] == "official"
         self.input_kind = config["input_kind"]
@@ -86,8 +99,30 @@ class ConvONet(NumpyModel):
                            self.weights, "encoder.unet.", self.depth)
                 for kind, index in cells.items()}
 
+    def encode_grid(self, inputs):
+        """``LocalVoxelEncoder`` with one voxel per cell: (1, n, n, n) or with the rule
+        (1, 2, n, n, n) -> {"grid": (C (+1 base), n, n, n) indexed [z, y, x]}."""
+        w = self.weights
+        x = np.asarray(inputs[0], np.float32)
+        occupancy, rule = (x[0], x[1, 0, 0, 0]) if self.rule else (x, None)
+        if occupancy.shape != (self.resolution,) * 3:
+            raise UserError(f"this model takes {self.resolution}^3 voxels, got "
+                            f"{occupancy.shape}")
+        kernel = w["encoder.conv_in.weight"]
+        features = conv(occupancy[None], kernel, w["encoder.conv_in.bias"],
+                        padding=kernel.shape[-1] // 2)
+        if rule is not None:
+            features += (w["encoder.fc_rule.weight"][:, 0] * rule)[:, None, None, None]
+        features = relu(features)
+        if self.base_field:
+            base = conv(occupancy[None], blur_kernel(), padding=1)
+            features = np.concatenate([features, base])
+        return {"grid": np.ascontiguousarray(features.transpose(0, 3, 2, 1))}
+
     def encode_inputs(self, inputs):
         w, r = self.weights, self.resolution
+        if self.grid:
+            return self.encode_grid(inputs)
         if self.input_kind == "voxels":
             grid = np.asarray(inputs[0], np.float32)
             features = relu(conv(grid[None], w["encoder.conv_in.weight"],
@@ -120,15 +155,18 @@ class LocalShapeDecoder:
         self.model = model
         self.tables = {kind: np.ascontiguousarray(volume.reshape(len(volume), -1).T,
                                                   np.float32)
-                       for kind, volume in c.items()}  # (R * R, C) rows per cell
-        self.hidden = len(w["decoder.fc_p.bias"])
+                       for kind, volume in c.items()}  # (R^2 or R^3, C) rows per cell
+        self.hidden = w["decoder.fc_out.weight"].shape[1]
         biases = np.stack([w[f"decoder.fc_c.{i}.bias"] for i in range(N_BLOCKS)])
-        biases[0] += w["decoder.fc_p.bias"]
+        positions = "decoder.fc_p.weight" in w
+        if positions:
+            biases[0] += w["decoder.fc_p.bias"]
         biases[1:] += np.stack([w[f"decoder.blocks.{i}.fc_1.bias"] for i in range(N_BLOCKS - 1)])
         self.w_c_t = np.ascontiguousarray(
             np.concatenate([w[f"decoder.fc_c.{i}.weight"] for i in range(N_BLOCKS)]).T)
         self.b_cols = biases.reshape(-1)
-        self.w_p_t = np.ascontiguousarray(w["decoder.fc_p.weight"].T)
+        self.w_p_t = np.ascontiguousarray(w["decoder.fc_p.weight"].T) if positions else None
+        self.base_scale = np.float32(w["decoder.base_scale"]) if model.base_field else None
         self.blocks = [(np.ascontiguousarray(w[f"decoder.blocks.{i}.fc_0.weight"].T),
                         w[f"decoder.blocks.{i}.fc_0.bias"],
                         np.ascontiguousarray(w[f"decoder.blocks.{i}.fc_1.weight"].T))
@@ -138,13 +176,14 @@ class LocalShapeDecoder:
         self.b_out = w["decoder.fc_out.bias"][0]
 
     def features(self, p):
-        """Plane features summed at points (n, 3) -> (n, C) float32."""
+        """Plane (or grid) features summed at points (n, 3) -> (n, C) float32."""
         model = self.model
         f = None
+        corners = trilinear_corners if model.grid else bilinear_corners
         for kind, table in self.tables.items():
-            index, weights = bilinear_corners(normalize(p, kind, model.padding),
-                                              model.resolution, model.align_corners)
-            for k in range(4):
+            index, weights = corners(normalize(p, kind, model.padding), model.resolution,
+                                     model.align_corners)
+            for k in range(len(index)):
                 tap = table[index[k]]
                 tap *= weights[k][:, None]
                 if f is None:
@@ -159,10 +198,16 @@ class LocalShapeDecoder:
         h = self.hidden
         for start in range(0, len(points), CHUNK):
             p = points[start:start + CHUNK]
-            cols = self.features(p) @ self.w_c_t
+            f = self.features(p)
+            if self.base_scale is not None:
+                f, base = f[:, :-1], f[:, -1]
+            cols = f @ self.w_c_t
             cols += self.b_cols
-            x = p @ self.w_p_t
-            x += cols[:, :h]
+            if self.w_p_t is None:
+                x = cols[:, :h].copy()
+            else:
+                x = p @ self.w_p_t
+                x += cols[:, :h]
             for i, (w0_t, b0, w1_t) in enumerate(self.blocks):
                 t = np.maximum(x, 0) @ w0_t
                 t += b0
@@ -173,4 +218,16 @@ class LocalShapeDecoder:
             x += self.shift
             np.maximum(x, 0, out=x)
             logits[start:start + len(p)] = x @ self.w_out + self.b_out
+            if self.base_scale is not None:  # convonet.decoder: base field, cube_wall
+                out = logits[start:start + len(p)]
+                out += self.base_scale * (base - np.float32(0.5))
+                wall = self.base_scale * np.float32(self.model.resolution) * (
+                    np.float32(0.5) - np.abs(p).max(axis=1))
+                np.minimum(out, wall, out=out)
         return logits
+
+
+def blur_kernel():
+    """``convonet.encoders.blur_kernel``: ``(1, 1, 3, 3, 3) float32``."""
+    taps = np.array([1.0, 2.0, 1.0], np.float32) / 4
+    return (taps[:, None, None] * taps[None, :, None] * taps[None, None, :])[None, None]

@@ -101,11 +101,9 @@ def scatter_mean(values, index, cells):
     return out.astype(values.dtype)
 
 
-def bilinear_corners(u, resolution, align_corners):
-    """``grid_sample``'s bilinear taps on a square (R, R) plane with border padding.
-
-    u (T, 2) float32 in [0, 1], u[:, 0] along the plane's last (W) axis -> (index (4, T)
-    int64 into the flattened plane, weights (4, T) float32)."""
+def _cells(u, resolution, align_corners):
+    """``grid_sample``'s pixel coordinates of u (T, D) in [0, 1] with border padding ->
+    (low cell (T, D) int64, high cell (T, D) int64, fraction (T, D) float32)."""
     if align_corners:
         pixel = u * np.float32(resolution - 1)
     else:
@@ -114,10 +112,34 @@ def bilinear_corners(u, resolution, align_corners):
     low = np.floor(pixel)
     frac = (pixel - low).astype(np.float32)
     low = low.astype(np.int64)
-    high = np.minimum(low + 1, resolution - 1)
+    return low, np.minimum(low + 1, resolution - 1), frac
+
+
+def bilinear_corners(u, resolution, align_corners):
+    """``grid_sample``'s bilinear taps on a square (R, R) plane with border padding.
+
+    u (T, 2) float32 in [0, 1], u[:, 0] along the plane's last (W) axis -> (index (4, T)
+    int64 into the flattened plane, weights (4, T) float32)."""
+    low, high, frac = _cells(u, resolution, align_corners)
     x0, y0, x1, y1 = low[:, 0], low[:, 1], high[:, 0], high[:, 1]
     fx, fy = frac[:, 0], frac[:, 1]
     index = np.stack([y0 * resolution + x0, y0 * resolution + x1,
                       y1 * resolution + x0, y1 * resolution + x1])
     weights = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
     return index, weights
+
+
+def trilinear_corners(u, resolution, align_corners):
+    """``grid_sample``'s trilinear taps on a cubic (R, R, R) grid with border padding.
+
+    u (T, 3) float32 in [0, 1], u[:, 0] along the grid's last (W) axis -> (index (8, T)
+    int64 into the flattened grid (u[:, 0] fastest), weights (8, T) float32)."""
+    low, high, frac = _cells(u, resolution, align_corners)
+    index, weights = [], []
+    for corner in range(8):
+        bits = [(corner >> axis) & 1 for axis in range(3)]
+        i = [np.where(bit, high[:, axis], low[:, axis]) for axis, bit in enumerate(bits)]
+        index.append(i[0] + resolution * (i[1] + resolution * i[2]))
+        weights.append(np.prod([frac[:, axis] if bit else 1 - frac[:, axis]
+                                for axis, bit in enumerate(bits)], axis=0))
+    return np.stack(index), np.stack(weights).astype(np.float32)
