@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def voxelise(shape, rule: str, seed: int) -> np.ndarray:
     """(32, 32, 32) bool grid of ``shape`` over [-0.5, 0.5]^3 by ``rule`` (VOXEL_FILES)."""
-    from .data.mesh_import import touching
+    from .data.procedural import touching
 
     grid = shape.inside(voxel_centres(RESOLUTION)).reshape((RESOLUTION,) * 3)
     if rule == "centres":

@@ -112,14 +112,6 @@ def centres_inside(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return contains(vertices, faces, voxel_centres(VOXELS)).reshape((VOXELS,) * 3)
 
 
-def touching(centres: np.ndarray, surface: np.ndarray) -> np.ndarray:
-    """The "touching" voxelisation: the ``centres_inside`` grid (n, n, n) plus every voxel
-    that holds a surface sample (``surface`` (N, 3)); (n, n, n) bool."""
-    occupancy = centres.copy()
-    n = len(centres)
-    index = np.clip(((surface + 0.5) * n).astype(np.int64), 0, n - 1)
-    occupancy[tuple(index.T)] = True
-    return occupancy
 
 
 def add_centres_voxels(root: Path) -> int:
@@ -148,7 +140,7 @@ def import_mesh(path: Path, folder: Path, count: int, rng: np.random.Generator) 
     from backend.io.meshes import read_mesh, write_mesh
     from training.metrics import sample_surface
 
-    from .procedural import NEAR_SIGMAS, PADDED_LO, PADDED_SIZE, VOXEL_FILES
+    from .procedural import NEAR_SIGMAS, PADDED_LO, PADDED_SIZE, VOXEL_FILES, touching
 
     mesh = read_mesh(path)
     vertices, loc, scale = normalise(mesh.vertices)

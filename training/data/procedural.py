@@ -206,14 +206,22 @@ def voxelize(sdf: SDF, resolution: int, rule: str = "touching",
     "centres", voxels whose centre is inside; "touching", those and every voxel that holds
     one of the ``surface`` points ``(N, 3)`` (dense samples of the surface: the voxels the
     surface passes through, as binvox marks them)."""
-    from .mesh_import import touching
-
     grid = (sdf(voxel_centres(resolution)) < 0).reshape((resolution,) * 3)
     if rule == "centres":
         return grid
     if surface is None:
         raise ValueError("the touching grid needs samples of the surface")
     return touching(grid, surface)
+
+
+def touching(centres: np.ndarray, surface: np.ndarray) -> np.ndarray:
+    """The "touching" voxelisation: a centres grid (n, n, n) plus every voxel
+    that holds a surface sample (``surface`` (N, 3)); (n, n, n) bool."""
+    occupancy = centres.copy()
+    n = len(centres)
+    index = np.clip(((surface + 0.5) * n).astype(np.int64), 0, n - 1)
+    occupancy[tuple(index.T)] = True
+    return occupancy
 
 
 def write_shape(folder: Path, shape: Shape, options: Options, rng: np.random.Generator) -> None:
