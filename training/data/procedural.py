@@ -245,9 +245,9 @@ def write_shape(folder: Path, shape: Shape, options: Options, rng: np.random.Gen
     np.savez(folder / "pointcloud.npz", points=points.astype(np.float16),
              normals=normals.astype(np.float16), **_identity())
 
-    for rule, name in VOXEL_FILES.items():
-        write_binvox(folder / name, voxelize(shape.sdf, options.voxels, rule, points),
-                     (-0.5,) * 3, 1.0)
+    centres = voxelize(shape.sdf, options.voxels, "centres")
+    for rule, grid in (("touching", touching(centres, points)), ("centres", centres)):
+        write_binvox(folder / VOXEL_FILES[rule], grid, (-0.5,) * 3, 1.0)
 
     images_dir = folder / "img_choy2016"
     images_dir.mkdir(exist_ok=True)

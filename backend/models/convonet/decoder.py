@@ -32,6 +32,12 @@ def cube_wall(p, scale, resolution):
     return scale * resolution * (0.5 - p.abs().amax(-1))
 
 
+def with_base(logits, base, p, scale, resolution):
+    """The network's correction ``logits`` plus the base field ``base`` (both ``(...)``) at
+    points ``p`` ``(..., 3)``, capped by ``cube_wall`` (see ``LocalDecoder``)."""
+    return torch.minimum(logits + scale * (base - 0.5), cube_wall(p, scale, resolution))
+
+
 class LocalDecoder(nn.Module):
     """forward(p ``(B, T, 3)``, c ``{type: volume}``) -> logits ``(B, T)``.
 
@@ -70,8 +76,7 @@ class LocalDecoder(nn.Module):
             net = block(net if i == 0 else net + self.fc_c[i](f))
         logits = self.fc_out(F.relu(net)).squeeze(-1)
         if self.base_scale is not None:
-            logits = logits + self.base_scale * (base - 0.5)
-            logits = torch.minimum(logits, cube_wall(p, self.base_scale, c["grid"].size(-1)))
+            logits = with_base(logits, base, p, self.base_scale, c["grid"].size(-1))
         return logits
 
 
@@ -154,7 +159,5 @@ class LocalShapeDecoder:
         h = (x + self.shift).relu()
         logits = torch.mv(h.float(), self.w_out) + self.b_out
         if self.base_scale is not None:
-            logits = logits + self.base_scale * (base - 0.5)
-            logits = torch.minimum(logits, cube_wall(p, self.base_scale,
-                                                     self.volumes["grid"].size(-1)))
+            logits = with_base(logits, base, p, self.base_scale, self.volumes["grid"].size(-1))
         return logits

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from ...errors import UserError
 from ..layers import ResnetBlockFC
 from .features import FEATURE_TYPES, cell_index, normalize, pool_cells, scatter_mean
+from .layout import BLUR_TAPS
 from .unet import UNet, UNet3D
 
 
@@ -197,5 +198,5 @@ class LocalVoxelEncoder(_LocalEncoder):
 
 def blur_kernel():
     """``(1, 1, 3, 3, 3)`` float32: the separable [1, 2, 1] / 4 filter on every axis."""
-    taps = torch.tensor([1.0, 2.0, 1.0]) / 4
+    taps = torch.tensor(BLUR_TAPS)
     return (taps[:, None, None] * taps[None, :, None] * taps[None, None, :])[None, None]

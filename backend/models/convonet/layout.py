@@ -10,3 +10,4 @@ ALIGNMENTS = ("official", "consistent")
 SAMPLE_MODES = ("bilinear", "nearest")
 EPS = {"plane": 10e-6, "grid": 10e-4}  # the official margins, as written there
 N_BLOCKS = 5  # residual blocks of the decoder
+BLUR_TAPS = (0.25, 0.5, 0.25)  # the voxel base field's blur on every axis (encoders.blur_kernel)

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from ...errors import UserError
-from ..convonet.layout import EPS, N_BLOCKS, PLANE_AXES
+from ..convonet.layout import BLUR_TAPS, EPS, N_BLOCKS, PLANE_AXES
 from .base import NumpyModel, Weights
 from .ops import (bilinear_corners, conv, conv_transpose2d_2x2, linear, max_pool2d_2x2, relu,
                   resnet_block_fc, scatter_max, scatter_mean, trilinear_corners)
@@ -229,5 +229,5 @@ class LocalShapeDecoder:
 
 def blur_kernel():
     """``convonet.encoders.blur_kernel``: ``(1, 1, 3, 3, 3) float32``."""
-    taps = np.array([1.0, 2.0, 1.0], np.float32) / 4
+    taps = np.array(BLUR_TAPS, np.float32)
     return (taps[:, None, None] * taps[None, :, None] * taps[None, None, :])[None, None]
