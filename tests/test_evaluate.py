@@ -328,9 +328,12 @@ def test_generative_report_scores_posterior_and_samples(tmp_path):
     out = tmp_path / "report"
     assert generative.main(["--model", "unconditional_onet_small", "--data", str(root),
                             "--out", str(out), "--samples", "3", "--surface-points", "2000",
-                            "--resolution0", "16", "--upsampling-steps", "1"]) == 0
+                            "--resolution0", "16", "--upsampling-steps", "1",
+                            "--thresholds", "0.2", "0.5"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["shapes"] == 2 and 0 <= summary["posterior_iou"] <= 1
+    by_threshold = summary["posterior_iou_by_threshold"]
+    assert summary["shapes"] == 2 and summary["posterior_iou"] == by_threshold["0.2"]
+    assert summary["best_threshold"] == max((0.2, 0.5), key=lambda t: by_threshold[f"{t:g}"])
     samples, reference = summary["samples"], summary["training_shapes"]
     assert samples["count"] == 3 and reference["count"] == 2 and reference["coverage"] == 1
     assert 0 < reference["mmd_chamfer_l1"] < samples["mmd_chamfer_l1"] / 2

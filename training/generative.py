@@ -1,14 +1,17 @@
 """Generative model quality: posterior reconstructions and prior samples against a split.
 
 ``python -m training.generative --model M --data DIR --out REPORT_DIR [--split test]
-[--categories a,b] [--samples 32] [--limit N] [--surface-points 5000] [--seed 0]``
+[--categories a,b] [--samples 32] [--limit N] [--surface-points 5000]
+[--thresholds 0.2 0.3 ...] [--seed 0]``
 
 The measures of a generative ONet (a VAE with a latent encoder q(z | p, occ)):
 
 - **Posterior IoU**, the paper's reconstruction score and the trainer's validation: each split
   shape's training-style labelled points (``data.points`` of the model card's config, half
   of them near the surface) give the mean of q(z | p, occ); decoded at the shape's uniform
-  IoU points, thresholded at the card's threshold, against their labels. Mean over shapes.
+  IoU points, thresholded at the card's threshold (and each of ``--thresholds``: on the
+  validation split, the way to choose a card's threshold), against their labels. Mean over
+  shapes.
 - **Samples against the split** (Achlioptas et al. 2018): z ~ N(0, I) for seeds 0..S-1,
   each meshed through the backend's one flow (``pipeline.reconstruct`` of a ``Sample``, as
   ``python -m backend sample`` does); Chamfer-L1 (training/metrics.py) between
@@ -62,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resolution0", type=int, default=32, help="MISE start resolution")
     parser.add_argument("--upsampling-steps", type=int, default=2,
                         help="MISE levels after the first")
+    parser.add_argument("--thresholds", type=float, nargs="+",
+                        help="also score the posterior at these probabilities (on validation "
+                             "data: the card's threshold to choose; default: the card's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of points and sampling")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     return parser
@@ -73,6 +79,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
     if args.upsampling_steps < 0:
         raise UserError("--upsampling-steps must be >= 0")
+    if args.thresholds and not all(0 < t < 1 for t in args.thresholds):
+        raise UserError("--thresholds are probabilities in (0, 1)")
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be >= 1")
 
@@ -85,20 +93,22 @@ def training_points(card: dict) -> MixedPointsField:
                             data.get("near_share", SCHEMA["data"]["near_share"].default))
 
 
-def posterior_iou(model, card, folder: Path, rng: np.random.Generator, device) -> float:
+def posterior_iou(model, card, folder: Path, rng: np.random.Generator, device,
+                  thresholds: list[float]) -> list[float]:
     """IoU of the decoded posterior mean of one shape at its uniform points (see the module
-    docstring), as the trainer validates."""
+    docstring), as the trainer validates, at each of ``thresholds`` (probabilities)."""
     import torch
 
     labelled = training_points(card).load(folder, rng)
     uniform = PointsField().load(folder, rng)
-    logit = math.log(card["threshold"] / (1 - card["threshold"]))
     with torch.no_grad():
         c = model.encode_inputs(None)
         z, _ = model.infer_z(torch.as_tensor(labelled[None])[None].to(device),
                              torch.as_tensor(labelled["occ"])[None].to(device), c)
         logits = model.decode(torch.as_tensor(uniform[None])[None].to(device), z, c)
-    return metrics.iou(logits[0].cpu().numpy() > logit, uniform["occ"] >= 0.5)
+    logits = logits[0].float().cpu().numpy()
+    return [metrics.iou(logits > math.log(t / (1 - t)), uniform["occ"] >= 0.5)
+            for t in thresholds]
 
 
 def sample_meshes(model, card, device, args) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -164,8 +174,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     out = make_folder(args.out)
     rng = np.random.default_rng(args.seed)
 
-    ious = [posterior_iou(model, card, ref.folder, rng, device)
-            for ref in tqdm(shapes, desc="posterior", unit="shape")]
+    thresholds = args.thresholds or [card["threshold"]]
+    ious = np.mean([posterior_iou(model, card, ref.folder, rng, device, thresholds)
+                    for ref in tqdm(shapes, desc="posterior", unit="shape")], axis=0)
     references = [surface_cloud(*load_npz(ref.folder / "pointcloud.npz",
                                           ("points", "normals")).values(),
                                 args.surface_points, rng) for ref in shapes]
@@ -180,7 +191,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     summary = {
         "model": args.model, "data": str(args.data), "split": args.split,
         "categories": sorted(names), "shapes": len(shapes), "threshold": card["threshold"],
-        "posterior_iou": float(np.mean(ious)),
+        "posterior_iou": float(ious[thresholds.index(card["threshold"])]
+                               if card["threshold"] in thresholds else ious.max()),
+        "posterior_iou_by_threshold": {f"{t:g}": float(v) for t, v in zip(thresholds, ious)},
+        "best_threshold": thresholds[int(ious.argmax())],
         "samples": {"count": len(meshes), "empty": sum(len(f) == 0 for _, f in meshes),
                     **mmd_cov(chamfer_matrix(samples, references))},
         "training_shapes": ({"count": len(training),
@@ -210,7 +224,13 @@ def markdown(summary: dict) -> str:
         f"# Generative model: {summary['model']}", "",
         f"Data `{summary['data']}`, split {summary['split']} ({summary['shapes']} shapes: "
         f"{', '.join(summary['categories'])}), threshold {summary['threshold']:g}.", "",
-        f"Posterior IoU (decoded posterior means): **{summary['posterior_iou']:.3f}**", "",
+        f"Posterior IoU (decoded posterior means, threshold {summary['threshold']:g}): "
+        f"**{summary['posterior_iou']:.3f}**", "",
+        "| threshold | " + " | ".join(summary["posterior_iou_by_threshold"]) + " |",
+        "|---" * (len(summary["posterior_iou_by_threshold"]) + 1) + "|",
+        "| posterior IoU | " + " | ".join(f"{v:.3f}" for v in
+                                          summary["posterior_iou_by_threshold"].values())
+        + " |", "",
         "| against the split | shapes | MMD (Chamfer-L1) | COV |", "|---|---:|---:|---:|",
         f"| prior samples (seeds 0..{samples['count'] - 1}; {samples['empty']} empty) | "
         f"{samples['count']} | {samples['mmd_chamfer_l1']:.4f} | {samples['coverage']:.2f} |",
