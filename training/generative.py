@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.errors import UserError, run_command
+from backend.io.cards import DEFAULT_THRESHOLD
 
 from . import metrics
 from .config import SCHEMA
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="MISE levels after the first")
     parser.add_argument("--thresholds", type=float, nargs="+",
                         help="also score the posterior at these probabilities (on validation "
-                             "data: the card's threshold to choose; default: the card's)")
+                             "data: to choose the card's threshold)")
     parser.add_argument("--seed", type=int, default=0, help="seed of points and sampling")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     return parser
@@ -93,13 +94,13 @@ def training_points(card: dict) -> MixedPointsField:
                             data.get("near_share", SCHEMA["data"]["near_share"].default))
 
 
-def posterior_iou(model, card, folder: Path, rng: np.random.Generator, device,
-                  thresholds: list[float]) -> list[float]:
+def posterior_iou(model, field: MixedPointsField, folder: Path, rng: np.random.Generator,
+                  device, thresholds: list[float]) -> list[float]:
     """IoU of the decoded posterior mean of one shape at its uniform points (see the module
     docstring), as the trainer validates, at each of ``thresholds`` (probabilities)."""
     import torch
 
-    labelled = training_points(card).load(folder, rng)
+    labelled = field.load(folder, rng)
     uniform = PointsField().load(folder, rng)
     with torch.no_grad():
         c = model.encode_inputs(None)
@@ -128,11 +129,14 @@ def sample_meshes(model, card, device, args) -> list[tuple[np.ndarray, np.ndarra
     return meshes
 
 
-def surface_cloud(points: np.ndarray, normals: np.ndarray, count: int,
+def surface_cloud(folder: Path, count: int,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` of a surface's (N, 3) points and normals, drawn without replacement."""
-    keep = rng.choice(len(points), min(count, len(points)), replace=False)
-    return points[keep], normals[keep]
+    """``count`` of a shape's surface points and normals (``pointcloud.npz``; (count, 3)
+    each), drawn without replacement."""
+    surface = load_npz(folder / "pointcloud.npz", ("points", "normals"))
+    keep = rng.choice(len(surface["points"]), min(count, len(surface["points"])),
+                      replace=False)
+    return surface["points"][keep], surface["normals"][keep]
 
 
 def chamfer_matrix(candidates: list, references: list) -> np.ndarray:
@@ -174,25 +178,22 @@ def evaluate(args: argparse.Namespace) -> dict:
     out = make_folder(args.out)
     rng = np.random.default_rng(args.seed)
 
-    thresholds = args.thresholds or [card["threshold"]]
-    ious = np.mean([posterior_iou(model, card, ref.folder, rng, device, thresholds)
+    threshold = float(card.get("threshold", DEFAULT_THRESHOLD))
+    thresholds = sorted({threshold, *(args.thresholds or [])})
+    field = training_points(card)
+    ious = np.mean([posterior_iou(model, field, ref.folder, rng, device, thresholds)
                     for ref in tqdm(shapes, desc="posterior", unit="shape")], axis=0)
-    references = [surface_cloud(*load_npz(ref.folder / "pointcloud.npz",
-                                          ("points", "normals")).values(),
-                                args.surface_points, rng) for ref in shapes]
+    references = [surface_cloud(ref.folder, args.surface_points, rng) for ref in shapes]
     meshes = sample_meshes(model, card, device, args)
     samples = [metrics.sample_surface(v, f, args.surface_points, args.seed + i) if len(f)
                else (np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32))
                for i, (v, f) in enumerate(meshes)]
     picked = rng.permutation(len(train))[:args.samples]
-    training = [surface_cloud(*load_npz(train[i].folder / "pointcloud.npz",
-                                        ("points", "normals")).values(),
-                              args.surface_points, rng) for i in picked]
+    training = [surface_cloud(train[i].folder, args.surface_points, rng) for i in picked]
     summary = {
         "model": args.model, "data": str(args.data), "split": args.split,
-        "categories": sorted(names), "shapes": len(shapes), "threshold": card["threshold"],
-        "posterior_iou": float(ious[thresholds.index(card["threshold"])]
-                               if card["threshold"] in thresholds else ious.max()),
+        "categories": sorted(names), "shapes": len(shapes), "threshold": threshold,
+        "posterior_iou": float(ious[thresholds.index(threshold)]),
         "posterior_iou_by_threshold": {f"{t:g}": float(v) for t, v in zip(thresholds, ious)},
         "best_threshold": thresholds[int(ious.argmax())],
         "samples": {"count": len(meshes), "empty": sum(len(f) == 0 for _, f in meshes),
