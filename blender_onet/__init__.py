@@ -11,7 +11,8 @@ directly (timers never fire in module mode).
 Modules (docs/design.md, "Blender add-on"): ``bundled`` (the one import of the bundled
 backend), ``interpreters`` (which Python runs the backend), ``installer`` (the backend
 venv), ``connection`` (launching or reaching the backend), ``jobs`` (streamed requests and
-their states), ``interpolation`` (the latent slider), ``status`` (the panel's messages),
+their states), ``interpolation`` (the latent slider), ``crop_preview`` (what the image
+model sees), ``status`` (the panel's messages),
 ``session`` (the main-thread pump), ``scene_input`` and ``numeric`` (reading the input),
 ``result_mesh`` (writing meshes), ``props``, ``prefs``, ``operators`` and ``ui``.
 """

@@ -9,6 +9,7 @@ from . import (installer, interpreters, jobs, prefs, props, result_mesh, samplin
                session)
 from .bundled import BACKEND_DIR
 from .connection import BACKEND
+from .crop_preview import CROP_PREVIEW
 from .interpolation import INTERPOLATION
 from .numeric import InputError
 from .status import panel
@@ -341,6 +342,28 @@ class ONET_OT_sample(_Checked, bpy.types.Operator):
         return {"FINISHED"}
 
 
+class ONET_OT_preview_crop(_Checked, bpy.types.Operator):
+    bl_idname = "onet.preview_crop"
+    bl_label = "Preview Crop"
+    bl_description = ("Show the picture the image model sees: the object cut out by the"
+                      " image's alpha (or mask, or a foreground estimate on a plain"
+                      " background), centred and scaled as in training")
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def problem(cls, context):
+        if CROP_PREVIEW.busy():
+            return "A crop preview is on its way"
+        return CROP_PREVIEW.problem(context) or prefs.backend_problem(context)
+
+    def execute(self, context):
+        try:
+            CROP_PREVIEW.start(context)
+        except InputError as exc:
+            return self.fail(exc)
+        return {"FINISHED"}
+
+
 class ONET_OT_interpolate_set_a(_SetShape, bpy.types.Operator):
     bl_idname = "onet.interpolate_set_a"
     bl_label = "Set Shape A"
@@ -396,7 +419,7 @@ class ONET_OT_interpolate_clear(_Checked, bpy.types.Operator):
 
 CLASSES = (ONET_OT_reconstruct, ONET_OT_cancel, ONET_OT_backend_start, ONET_OT_backend_stop,
            ONET_OT_check_python, ONET_OT_install_backend, ONET_OT_sample,
-           ONET_OT_interpolate_set_a,
+           ONET_OT_preview_crop, ONET_OT_interpolate_set_a,
            ONET_OT_interpolate_set_b, ONET_OT_interpolate_apply, ONET_OT_interpolate_clear)
 
 

@@ -11,6 +11,7 @@ import bpy
 
 from . import jobs
 from .connection import BACKEND
+from .crop_preview import CROP_PREVIEW
 from .interpolation import INTERPOLATION
 from .status import panel
 
@@ -26,6 +27,7 @@ def pump():
         if job.kind == "reconstruct":
             changed |= jobs.pump_job(job)
     changed |= INTERPOLATION.pump()
+    changed |= CROP_PREVIEW.pump()
     now = time.monotonic()
     if now - _checked_at[0] > INTERRUPTED_CHECK_S:
         _checked_at[0] = now
@@ -39,7 +41,8 @@ def pump():
         changed = True
     if changed:
         redraw()
-    return (bool(jobs.active) or INTERPOLATION.busy() or BACKEND.state == "starting"
+    return (bool(jobs.active) or INTERPOLATION.busy() or CROP_PREVIEW.busy()
+            or BACKEND.state == "starting"
             or panel.install_running() or panel.check_running)
 
 

@@ -5,6 +5,7 @@ import bpy
 
 from . import jobs, prefs, props, scene_input
 from .connection import BACKEND
+from .crop_preview import CROP_PREVIEW, PREVIEW_IMAGE
 from .interpolation import INTERPOLATION
 from .prefs import wrap
 from .status import panel
@@ -16,6 +17,20 @@ class _Sidebar:
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "ONet"
+
+
+def _draw_crop_preview(layout):
+    """The Preview Crop button, and the last preview with its caption (or its error)."""
+    layout.operator("onet.preview_crop", icon="IMAGE_DATA")
+    if CROP_PREVIEW.error:
+        for i, line in enumerate(wrap(CROP_PREVIEW.error)):
+            layout.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
+        return
+    image = bpy.data.images.get(PREVIEW_IMAGE)
+    if image is not None and image.preview is not None and CROP_PREVIEW.text:
+        layout.template_icon(icon_value=image.preview.icon_id, scale=8.0)
+        for line in wrap(CROP_PREVIEW.text):
+            layout.label(text=line)
 
 
 class ONET_PT_reconstruct(_Sidebar, bpy.types.Panel):
@@ -33,6 +48,7 @@ class ONET_PT_reconstruct(_Sidebar, bpy.types.Panel):
         description = scene_input.describe(context, settings)
         if description.kind == "image":
             col.prop(settings, "mask_image")
+            _draw_crop_preview(col)
         ob = context.active_object
         if settings.source == "OBJECT" and ob is not None and ob.type in scene_input.MESH_LIKE:
             col.prop(settings, "mesh_mode")

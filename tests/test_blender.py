@@ -344,6 +344,21 @@ def test_reconstruct_image_empty_and_image_sources(blender):
     assert data["datablock_with_mask"]["closed"], data
 
 
+def test_preview_crop_shows_the_object_centred_as_in_training(blender):
+    data = blender.run("crop_preview")
+    assert data["not_image_problem"], data  # greyed out without an image input
+    assert data["size"] == [224, 224, 3], data
+    # The small disc in a corner of the 64 x 64 image fills OBJECT_FILL (0.54) of the view,
+    # centred (to half an input pixel: 4 of the view's, the crop being 28 pixels wide); its
+    # red survives, the transparent rest is white.
+    assert abs(data["centre"][0] - 112) <= 5 and abs(data["centre"][1] - 112) <= 5, data
+    assert abs(data["side"] / 224 - 0.54) < 0.04, data
+    assert data["object_colour"][0] > 190 and data["background"] == [255, 255, 255], data
+    assert "alpha" in data["text"], data
+    assert data["objects_after"] == data["objects_before"], data
+    assert data["source_unchanged"], data
+
+
 def test_point_cloud_and_volume_objects(blender):
     data = blender.run("pointcloud_and_volume")
     if data["pointcloud"] is not None:  # bpy 5.0+ can make point cloud objects from Python
@@ -1010,6 +1025,40 @@ def scenario_image_inputs():
     settings.source, settings.image, settings.mask_image = "IMAGE", image, disc_image("Mask", 32)
     result, _ = reconstruct(None, "analytic:sphere", "PREVIEW")
     out["datablock_with_mask"] = {"closed": is_closed(result)}
+    return out
+
+
+def scenario_crop_preview():
+    settings = fresh_scene()
+    source = make_object("Cloud", sphere_points(200, 1.0, 3))
+    activate(source)
+    out = {"not_image_problem": poll_message(bpy.ops.onet.preview_crop)}
+    size = 64
+    image = bpy.data.images.new("Corner", size, size, alpha=True)
+    y, x = np.mgrid[0:size, 0:size]
+    inside = ((x - 0.25 * size) ** 2 + (y - 0.7 * size) ** 2) < (0.12 * size) ** 2
+    pixels = np.zeros((size, size, 4), np.float32)
+    pixels[..., 0] = 0.9
+    pixels[..., 3] = inside
+    image.pixels.foreach_set(pixels.ravel())
+    before = np.array(image.pixels[:])
+    settings.source, settings.image = "IMAGE", image
+    objects_before = sorted(bpy.data.objects.keys())
+    bpy.ops.onet.preview_crop()
+    addon.crop_preview.CROP_PREVIEW.wait()
+    pump_until_idle()
+    rgb = addon.crop_preview.model_view_pixels()
+    red = (rgb[..., 0] > 128) & (rgb[..., 1] < 128)
+    rows, cols = np.flatnonzero(red.any(1)), np.flatnonzero(red.any(0))
+    out.update({
+        "size": list(rgb.shape), "text": addon.crop_preview.CROP_PREVIEW.text,
+        "error": addon.crop_preview.CROP_PREVIEW.error,
+        "centre": [float((rows[0] + rows[-1] + 1) / 2), float((cols[0] + cols[-1] + 1) / 2)],
+        "side": float(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)),
+        "object_colour": [int(v) for v in rgb[red].mean(0)],
+        "background": [int(v) for v in rgb[0, 0]],
+        "objects_before": objects_before, "objects_after": sorted(bpy.data.objects.keys()),
+        "source_unchanged": bool(np.array_equal(np.array(image.pixels[:]), before))})
     return out
 
 

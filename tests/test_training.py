@@ -452,3 +452,28 @@ def test_sparse_clouds_are_resampled_as_in_training():
     nearest = np.linalg.norm(unit[:, None] - source[None], axis=2).min(axis=1)
     assert nearest.max() < 0.005 * 6 and 0.004 < np.median(nearest) < 0.012
     assert prepare_points(points, {"input_points": 3000}).inputs.shape == (1, 300, 3)
+
+
+def test_init_from_torchvision_resnet18_weights(tmp_path):
+    """``--init resnet18-*.pth`` (torchvision's ImageNet file: a bare state dict with the
+    1000-class fc) starts the paper's image encoder trunk from it; the rest is random, and a
+    narrow encoder is refused with what to change."""
+    from backend.models.onet.encoders import ResNet18Features
+    from training.train import open_model
+
+    torch.manual_seed(5)
+    trunk = ResNet18Features(64).state_dict()
+    weights = {**trunk, "fc.weight": torch.randn(1000, 512), "fc.bias": torch.randn(1000)}
+    path = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(weights, path)
+    config = check_config({"model": {"paper": "image"}})
+    model, state, origin = open_model(config, tmp_path / "run", False, path)
+    assert state is None and "ImageNet" in origin["weights"] and len(origin["sha256"]) == 64
+    loaded = model.encoder.features.state_dict()
+    for key, value in trunk.items():
+        assert torch.equal(loaded[key], value), key
+    assert model.encoder.fc.weight.shape == (256, 512)  # c_dim, not ImageNet's classes
+    narrow = check_config(yaml.safe_load(
+        (Path(__file__).parents[1] / "training/configs/image_small.yaml").read_text()))
+    with pytest.raises(UserError, match="width 64"):
+        open_model(narrow, tmp_path / "run2", False, path)

@@ -12,7 +12,8 @@ A config has four sections; every key but ``model`` has a default (see ``SCHEMA`
                  (resample | none),
                  partial_views ([min, max] viewpoints), partial_probability; see
                  ``training.data.augment``), voxelisations (voxel runs: the grids a sample
-                 draws from, touching and/or centres)
+                 draws from, touching and/or centres), image_backgrounds (image runs: the
+                 share of training views laid on a random plain background)
     training:    batch_size (shapes per iteration over all processes), lr, lr_milestones
                  (iterations where the lr is multiplied by lr_factor), max_iterations,
                  validate_every, checkpoint_every, log_every, seed, num_workers,
@@ -84,6 +85,8 @@ SCHEMA = {
         "augment": Option(dict, None, schema=AUGMENT_SCHEMA),  # null: all off
         # voxel runs: the grids each sample draws from (training.data.procedural.VOXEL_FILES)
         "voxelisations": Option(list, ["touching"], items=str),
+        # image runs: the share of training views put on a random plain background
+        "image_backgrounds": Option(float, 0.0, minimum=0, maximum=1),
     },
     "training": {
         "batch_size": Option(int, 64, minimum=1),

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from backend.io.checkpoints import file_sha256, load_model
 from backend.errors import UserError
 from backend.models import build_model
+from backend.models.onet.encoders import ResNet18Features
 
 from .checkpoints import MODEL_BEST, MODEL_LAST, STATE, load_run, save_model_file, save_state
 from .config import learning_rate, load_config
@@ -275,12 +276,49 @@ def open_model(config, run_dir, resume, init=None):
     torch.manual_seed(config["training"]["seed"])
     if init is None:
         return build_model(config["model"]), None, None
+    trunk = torchvision_resnet18(init)
+    if trunk is not None:
+        return init_image_trunk(config, init, trunk)
     model, card = load_model(init)
     if model.config != config["model"]:
         raise UserError(f"--init {init}: its model differs from the config's model section; "
                         f"start from a model of this architecture or copy its config (the "
                         f"card's provenance.config.model)")
     return model.train(), None, init_provenance(init, card)
+
+
+def torchvision_resnet18(path):
+    """The trunk tensors (all but ``fc.*``) of a torchvision ResNet-18 weights file (the
+    ImageNet ``resnet18-f37072fd.pth``: a bare state dict, ``conv1.weight`` to
+    ``fc.bias``), or None when ``path`` is not such a file."""
+    if Path(path).suffix not in (".pth", ".pt") or not Path(path).is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a bare tensor dict: let load_model say what it is
+        return None
+    if not isinstance(state, dict) or not {"conv1.weight", "layer4.1.bn2.weight",
+                                           "fc.weight"} <= state.keys():
+        return None
+    return {key: value for key, value in state.items() if not key.startswith("fc.")}
+
+
+def init_image_trunk(config, path, trunk):
+    """(model, None, origin): a fresh model of the config whose image encoder's ResNet-18
+    trunk starts from ``trunk`` (``torchvision_resnet18``); everything else is random."""
+    model = build_model(config["model"])
+    features = getattr(model.encoder, "features", None)
+    if not isinstance(features, ResNet18Features):
+        raise UserError(f"--init {path}: a torchvision ResNet-18 initialises an image "
+                        f"encoder (encoder name resnet18), not this config's model")
+    try:
+        features.load_state_dict(trunk)
+    except RuntimeError:
+        raise UserError(f"--init {path}: the ImageNet ResNet-18 has torchvision's width 64; "
+                        f"set the config's encoder width to 64 (as `paper: image`)") from None
+    return model.train(), None, {"file": str(path), "sha256": file_sha256(path),
+                                 "weights": "torchvision ResNet-18 (ImageNet): the image "
+                                            "encoder's trunk; the rest random"}
 
 
 def init_provenance(path, card):
@@ -453,8 +491,10 @@ def build_parser():
                             "config's lr schedule)")
     start.add_argument("--init", type=Path, metavar="MODEL",
                        help="start from the weights of MODEL (.safetensors or an official "
-                            ".pt of the config's architecture) instead of random ones: "
-                            "fine-tuning, with a fresh optimizer and the config's schedule")
+                            ".pt of the config's architecture, or torchvision's ImageNet "
+                            "resnet18-*.pth for an image encoder of width 64) instead of "
+                            "random ones: fine-tuning, with a fresh optimizer and the "
+                            "config's schedule")
     parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                         help="stop after this many seconds of this invocation, validating "
                              "and saving as at the last iteration (resumable)")

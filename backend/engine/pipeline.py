@@ -22,12 +22,11 @@ from . import transforms
 from ..errors import UserError
 from ..io.inputs import VOXELISATIONS
 from .generation import FitProgress, Generator, MeshFrame
+from .image_view import model_view
 from .request import Blend, EncodedShape, ReconstructRequest, Sample, check_kind
 from .tiling import TileProgress, reconstruct_tiled
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SIZE = 224  # the ONet image encoder's input size
 
 
 @dataclass
@@ -127,17 +126,15 @@ def prepare_voxels(occupancy, translate, scale, voxelisation=VOXELISATIONS[0],
 
 
 def prepare_image(rgba):
-    """(H, W, 4) uint8 -> (1, 3, 224, 224) float32 in [0, 1], composited over white and
-    resampled as Pillow's bilinear resize (``transforms.resize_image``).
+    """(H, W, 4) uint8 -> (1, 3, 224, 224) float32 in [0, 1]: the object cut out by its
+    alpha (or a foreground estimate), centred and scaled as in training renders, on white
+    (``image_view.model_view``).
 
     Images carry no coordinates: the mesh stays in the unit cube.
     """
-    rgb = rgba[..., :3].astype(np.float32) / 255.0
-    alpha = rgba[..., 3:].astype(np.float32) / 255.0
-    composite = (rgb * alpha + (1.0 - alpha)) * 255.0
-    image = transforms.resize_image(composite.round().astype(np.uint8), IMAGE_SIZE)
-    array = image.astype(np.float32).transpose(2, 0, 1) / 255.0
-    return Prepared(np.ascontiguousarray(array)[None], np.zeros(3), 1.0)
+    view = model_view(rgba)
+    array = view.rgb.astype(np.float32).transpose(2, 0, 1) / 255.0
+    return Prepared(np.ascontiguousarray(array)[None], np.zeros(3), 1.0, view.notes)
 
 
 def to_world(frame: MeshFrame, prepared: Prepared) -> MeshFrame:

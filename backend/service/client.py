@@ -16,6 +16,7 @@ stream cut inside a frame, no byte within ``timeout``) raises ``ServerLost``, a
 (docs/protocol.md, "Client errors").
 """
 
+import base64
 import contextlib
 import http.client
 import json
@@ -190,6 +191,18 @@ class Client:
         with self.request("POST", "/v1/encode", body, protocol.CONTENT_TYPE) as response, \
                 _lost_as("POST /v1/encode"):
             return json.loads(response.read())["latent"]
+
+    def image_view(self, **inputs):
+        """What the image model sees of an image input (image= (+ mask=) | image_file=):
+        {"rgb": (H, W, 3) uint8, "box": [top, left, side] (the crop in the input's
+        pixels), "mask_source": alpha | estimated | none, "notes"}."""
+        body = self.input_frame(**inputs)
+        with self.request("POST", "/v1/image_view", body, protocol.CONTENT_TYPE) as response, \
+                _lost_as("POST /v1/image_view"):
+            answer = json.loads(response.read())
+        answer["rgb"] = np.frombuffer(base64.b64decode(answer["rgb"]), np.uint8).reshape(
+            answer.pop("height"), answer.pop("width"), 3)
+        return answer
 
     def interpolate(self, a, b, t, preview=False, mise=None, output=None, on_accepted=None):
         """Stream the mesh of the code (1 - t) * a + t * b (latent ids from ``encode``)."""

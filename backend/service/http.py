@@ -5,6 +5,7 @@ Every request is answered on its own thread; work goes to the ``Worker``
 format: docs/protocol.md.
 """
 
+import base64
 import json
 import logging
 import queue
@@ -19,6 +20,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .. import __version__
+from ..engine.image_view import model_view
 from ..engine.request import Blend, ReconstructRequest
 from ..errors import UserError
 from . import protocol
@@ -377,12 +379,29 @@ class Handler(BaseHTTPRequestHandler):
                           "t": t, "preview": preview})
 
 
+    def image_view(self):
+        """What the image model sees of an image frame (the crop preview): the 224 x 224
+        RGB, base64 of its bytes row by row, with the crop box and the mask's source."""
+        self.service.check_room()
+        header, arrays = self.read_frame()
+        request = request_from(header, arrays, self.service.limits)
+        if request.kind != "image":
+            raise bad_request("/v1/image_view takes an image frame ('image' or "
+                              "'image_file', optionally 'mask')")
+        view = model_view(request.source.rgba)
+        self.send_json(HTTPStatus.OK, {
+            "width": view.rgb.shape[1], "height": view.rgb.shape[0],
+            "rgb": base64.b64encode(view.rgb.tobytes()).decode("ascii"),
+            "box": list(view.box), "mask_source": view.mask_source, "notes": view.notes})
+
+
 ROUTES = {
     ("GET", "/v1/health"): Handler.health,
     ("GET", "/v1/models"): Handler.list_models,
     ("POST", "/v1/reconstruct"): Handler.reconstruct,
     ("POST", "/v1/encode"): Handler.encode,
     ("POST", "/v1/interpolate"): Handler.interpolate,
+    ("POST", "/v1/image_view"): Handler.image_view,
 }
 
 

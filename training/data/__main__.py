@@ -23,6 +23,7 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .looks import LOOKS
     from .procedural import CORPORA, MAKERS, Options
 
     parser = argparse.ArgumentParser(prog="python -m training.data", description=__doc__)
@@ -50,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"points per points/pointcloud file (default {Options.points})")
     procedural.add_argument("--image-size", type=positive_int, default=Options.image_size,
                             help=f"image width and height (default {Options.image_size})")
+    procedural.add_argument("--look", choices=LOOKS, default=Options.look,
+                            help="shading of the views: plain (light grey, the default), "
+                                 "photo (random colours, gloss, lights and camera "
+                                 "distances: the training looks) or novel (striped metallic "
+                                 "materials kept out of training, for tests)")
+    procedural.add_argument("--split", choices=("train", "val", "test"),
+                            help="write only this split's shapes (and its list): the same "
+                                 "shapes as in the whole corpus of --per-class and --seed")
+    procedural.add_argument("--backgrounds", action="store_true",
+                            help="write the views opaque on random plain backgrounds, as "
+                                 "photos (default: transparent, white when flattened)")
     from .mesh_import import add_arguments
 
     add_arguments(commands.add_parser(
@@ -84,9 +96,9 @@ def run_procedural(args: argparse.Namespace) -> None:
         raise UserError(f"cannot write into {args.out}; choose a writable folder")
 
     options = Options(points=args.points, views=args.views, image_size=args.image_size,
-                      rotate=rotate)
+                      rotate=rotate, look=args.look, backgrounds=args.backgrounds)
     summary = generate(args.out, list(dict.fromkeys(classes)), args.per_class, args.seed,
-                       args.workers, options)
+                       args.workers, options, args.split)
     print(f"wrote {summary['shapes']} shapes to {args.out} in {summary['seconds']:.1f} s "
           f"({summary['seconds_per_shape']:.2f} s per shape on one worker), "
           f"{summary['bytes'] / 2**20:.1f} MiB")

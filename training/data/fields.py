@@ -17,6 +17,7 @@ from backend.engine.pipeline import prepare_image
 from backend.engine.transforms import resample_voxels, voxel_channels
 
 from .augment import augment_options
+from .looks import composite, random_background
 from .procedural import VOXEL_FILES
 from .transforms import Compose, PointcloudNoise, SubsamplePointcloud, SubsamplePoints
 
@@ -137,14 +138,18 @@ class ImagesField:
     """One view ``(3, 224, 224) float32`` in [0, 1] from a folder of renderings.
 
     Training (``random_view``) picks a random view, evaluation the first one (by file
-    name), as im2mesh does. RGBA is composited over white and resized exactly as the
-    backend prepares a user's image, so training and inference see the same pixels.
-    Official folders hold ``000.jpg``..., ours ``000.png``... (RGBA).
+    name), as im2mesh does. The view goes through the backend's own preparation of a
+    user's image (``backend.engine.image_view``: cut out, centred, on white, resized), so
+    training and inference see the same pixels. ``backgrounds``: the share of RGBA views
+    first laid opaque over a random plain background (``looks.random_background``), so the
+    model learns from the foreground estimate a photo gets. Official folders hold
+    ``000.jpg``..., ours ``000.png``... (RGBA).
     """
 
-    def __init__(self, folder_name="img_choy2016", random_view=True):
+    def __init__(self, folder_name="img_choy2016", random_view=True, backgrounds=0.0):
         self.folder_name = folder_name
         self.random_view = random_view
+        self.backgrounds = backgrounds
         self.required = (folder_name,)
 
     def load(self, folder, rng):
@@ -160,6 +165,8 @@ class ImagesField:
                 rgba = np.asarray(image.convert("RGBA"))
         except (UnidentifiedImageError, OSError) as exc:
             raise UserError(f"{path}: not a readable image ({exc}); regenerate it") from None
+        if self.backgrounds and rng.random() < self.backgrounds and (rgba[..., 3] < 255).any():
+            rgba = composite(rgba, random_background(*rgba.shape[:2], rng))
         return prepare_image(rgba).inputs[0]
 
 
@@ -170,7 +177,8 @@ INPUT_FIELDS = {
     "pointcloud": lambda data, training, rule: PointCloudField(transform=Compose([
         SubsamplePointcloud(data["input_points"]), PointcloudNoise(data["input_noise"])])),
     "voxels": lambda data, training, rule: VoxelsField(data["voxelisations"], channels=rule),
-    "image": lambda data, training, rule: ImagesField(random_view=training),
+    "image": lambda data, training, rule: ImagesField(
+        random_view=training, backgrounds=data["image_backgrounds"] if training else 0.0),
     "none": lambda data, training, rule: None,
 }
 

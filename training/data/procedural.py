@@ -24,7 +24,8 @@ Written by ``python -m training.data procedural`` (``N`` is ``Options.points``):
                           (the "touching" voxelisation)
         model_centres.binvox  the same grid by the common rule: a voxel is set when its
                           centre is inside (the "centres" voxelisation)
-        img_choy2016/     ``000.png`` ... RGBA views and ``cameras.npz`` (see render.py)
+        img_choy2016/     ``000.png`` ... RGBA views and ``cameras.npz`` (see render.py; their
+                          shading and backgrounds: ``--look``, ``--backgrounds``, looks.py)
         mesh.ply          marching cubes at 128 over the padded cube, vertices projected onto
                           the surface: watertight, one connected piece
 
@@ -73,6 +74,7 @@ import numpy as np
 from backend.io.inputs import VOXELISATIONS
 
 from . import surface
+from .looks import composite, random_background
 from .render import render_views
 from .families import FAMILIES
 from .sdf import SDF, random_rotation
@@ -99,6 +101,8 @@ class Options:
     resolution: int = 128
     voxels: int = 32
     rotate: bool = False
+    look: str = "plain"  # the views' shading (looks.LOOKS)
+    backgrounds: bool = False  # views opaque on a random plain background, as photos
 
 
 @dataclass
@@ -251,8 +255,11 @@ def write_shape(folder: Path, shape: Shape, options: Options, rng: np.random.Gen
 
     images_dir = folder / "img_choy2016"
     images_dir.mkdir(exist_ok=True)
-    images, cameras = render_views(shape.sdf, options.views, options.image_size, rng)
+    images, cameras = render_views(shape.sdf, options.views, options.image_size, rng,
+                                   options.look)
     for i, image in enumerate(images):
+        if options.backgrounds:
+            image = composite(image, random_background(*image.shape[:2], rng))
         Image.fromarray(image).save(images_dir / f"{i:03d}.png")
     np.savez(images_dir / "cameras.npz", **cameras)
 
@@ -287,13 +294,26 @@ def split_counts(total: int) -> tuple[int, int, int]:
     return total - val - test, val, test
 
 
+def split_lists(ids: list[str], rng: np.random.Generator) -> dict[str, list[str]]:
+    """Shuffle ``ids`` into {train, val, test: sorted ids} (``split_counts`` sizes)."""
+    ids = [ids[i] for i in rng.permutation(len(ids))]
+    lists, start = {}, 0
+    for (name, _), count in zip(SPLITS, split_counts(len(ids))):
+        lists[name] = sorted(ids[start:start + count])
+        start += count
+    return lists
+
+
 def write_splits(category_dir: Path, ids: list[str], rng: np.random.Generator) -> None:
     """Shuffle ``ids`` and write ``train.lst``, ``val.lst`` and ``test.lst``."""
-    ids = [ids[i] for i in rng.permutation(len(ids))]
-    start = 0
-    for (name, _), count in zip(SPLITS, split_counts(len(ids))):
-        (category_dir / f"{name}.lst").write_text("\n".join(sorted(ids[start:start + count])))
-        start += count
+    for name, chosen in split_lists(ids, rng).items():
+        (category_dir / f"{name}.lst").write_text("\n".join(chosen))
+
+
+def corpus_splits(category: str, per_class: int, seed: int) -> dict[str, list[str]]:
+    """The split lists of one category of the corpus of ``per_class`` shapes and ``seed``."""
+    return split_lists([shape_id(i) for i in range(per_class)],
+                       shape_rng(seed, category, 0, stream=2))
 
 
 def write_metadata(out: Path, categories: list[str]) -> None:
@@ -322,15 +342,19 @@ def _single_threaded_children():
 
 
 def generate(out: Path, categories: list[str], per_class: int, seed: int, workers: int = 1,
-             options: Options = Options()) -> dict:
+             options: Options = Options(), split: str | None = None) -> dict:
     """Write the corpus into ``out``; returns a summary (shapes, seconds, bytes, mean seconds
-    per shape on one worker). ``workers > 1`` runs shapes in spawned processes."""
+    per shape on one worker). ``workers > 1`` runs shapes in spawned processes. ``split``
+    (train, val or test): only that split's shapes and list, the same shapes as in the
+    whole corpus (e.g. the test split rendered with other looks)."""
     from tqdm import tqdm
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
+    splits = {category: corpus_splits(category, per_class, seed) for category in categories}
     tasks = [(str(out), category, index, seed, options)
-             for category in categories for index in range(per_class)]
+             for category in categories for index in range(per_class)
+             if split is None or shape_id(index) in splits[category][split]]
     busy, total_bytes = 0.0, 0
     with _task_map(workers) as task_map:
         for _, _, seconds, size in tqdm(task_map(generate_one, tasks), total=len(tasks),
@@ -339,8 +363,10 @@ def generate(out: Path, categories: list[str], per_class: int, seed: int, worker
             total_bytes += size
 
     for category in categories:
-        ids = [shape_id(i) for i in range(per_class)]
-        write_splits(out / category, ids, shape_rng(seed, category, 0, stream=2))
+        for name, ids in splits[category].items():
+            if split is None or name == split:
+                (out / category).mkdir(exist_ok=True)
+                (out / category / f"{name}.lst").write_text("\n".join(ids))
     write_metadata(out, categories)
     return {"shapes": len(tasks), "seconds": time.perf_counter() - start, "bytes": total_bytes,
             "seconds_per_shape": busy / max(len(tasks), 1)}
