@@ -103,7 +103,9 @@ def resize_image(rgb: np.ndarray, size: int) -> np.ndarray:
     ``Image.resize((size, size), Image.BILINEAR)`` does: horizontal pass, then vertical,
     each rounded to 8 bits (within one level of Pillow's fixed-point arithmetic)."""
     h, w = rgb.shape[:2]
-    rows = np.einsum("xw,hwc->hxc", _bilinear_weights(w, size), rgb.astype(np.float64))
-    rows = np.clip(np.round(rows), 0, 255)
-    out = np.einsum("yh,hxc->yxc", _bilinear_weights(h, size), rows)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    # tensordot (BLAS) rather than einsum: 20x faster, and this runs for every training view.
+    rows = np.tensordot(rgb.astype(np.float64), _bilinear_weights(w, size), axes=([1], [1]))
+    rows = np.clip(np.round(rows), 0, 255)  # (h, c, size)
+    out = np.tensordot(_bilinear_weights(h, size), rows, axes=([1], [0]))  # (size, c, size)
+    out = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(out.transpose(0, 2, 1))
