@@ -25,7 +25,8 @@ from backend.models import numpy_engine
 from backend.models.numpy_engine.safetensors import read_safetensors
 
 BUNDLED = ["pointcloud_convonet_3plane", "voxels_convonet_3plane", "voxels_convonet_grid",
-           "pointcloud_onet_small", "image_onet_small", "unconditional_onet_small",
+           "pointcloud_onet_small", "image_onet_small", "image_onet_photo",
+           "unconditional_onet_small",
            "pointcloud_poco"]
 
 
