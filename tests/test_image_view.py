@@ -166,3 +166,24 @@ def test_image_view_endpoint(tmp_path):
             local.client.image_view(points=np.zeros((5, 3), np.float32))
     finally:
         local.stop()
+
+
+def test_numpy_components_and_holes_equal_scipy():
+    """The bundled engine has no SciPy: label_components and fill_holes are numpy, and
+    number and fill as scipy.ndimage does (4-connectivity)."""
+    from scipy import ndimage
+
+    from backend.engine.image_view import fill_holes, label_components
+
+    rng = np.random.default_rng(7)
+    spiral = np.zeros((60, 60), bool)
+    for i in range(0, 30, 4):  # a long, winding component
+        spiral[i, i:60 - i] = spiral[i:60 - i, 60 - i - 1] = True
+        spiral[60 - i - 1, i + 2:60 - i] = spiral[i + 2:60 - i, i + 2] = True
+    for mask in (rng.random((50, 70)) < p for p in (0.3, 0.5, 0.7)):
+        for case in (mask, spiral):
+            labels, count = label_components(case)
+            expected, expected_count = ndimage.label(case)
+            assert count == expected_count
+            np.testing.assert_array_equal(labels, expected)
+            np.testing.assert_array_equal(fill_holes(case), ndimage.binary_fill_holes(case))

@@ -123,10 +123,9 @@ def estimate_foreground(rgb: np.ndarray) -> tuple[np.ndarray | None, str]:
     object touching the edge does not pull it along; a pixel is foreground when it differs
     from it by more than ``COLOUR_TOLERANCE`` in a channel; specks smaller than 1/500 of
     the largest piece are dropped and small holes (``HOLE_SHARE``: parts the colour of the
-    background) filled, while larger ones (a mug's handle) stay open. Computed at most ``MASK_SIZE`` on a side, then scaled back.
+    background) filled, while larger ones (a mug's handle) stay open. Computed at most
+    ``MASK_SIZE`` on a side, then scaled back; numpy alone (the bundled engine has no SciPy).
     """
-    from scipy import ndimage
-
     height, width = rgb.shape[:2]
     step = max(1, int(np.ceil(max(height, width) / MASK_SIZE)))
     small = rgb[::step, ::step].astype(np.float32)
@@ -134,8 +133,8 @@ def estimate_foreground(rgb: np.ndarray) -> tuple[np.ndarray | None, str]:
     if min(h, w) < 8:
         return None, f"the image ({height} x {width}) is too small to find the object in"
     window = max(3, min(h, w) // 8) | 1
-    lines = [ndimage.median_filter(line, size=(window, 1), mode="nearest")
-             for line in (small[0], small[-1], small[:, 0], small[:, -1])]
+    lines = [_median_filter(line, window) for line in (small[0], small[-1], small[:, 0],
+                                                      small[:, -1])]
     top, bottom, left, right = lines
     deviation = np.median(np.abs(np.concatenate([small[0], small[-1], small[:, 0],
                                                  small[:, -1]])
@@ -149,12 +148,12 @@ def estimate_foreground(rgb: np.ndarray) -> tuple[np.ndarray | None, str]:
     background = ((1 - v) * top[None] + v * bottom[None]
                   + (1 - u) * left[:, None] + u * right[:, None] - corners)
     mask = (np.abs(small - background) > COLOUR_TOLERANCE).any(axis=2)
-    labels, count = ndimage.label(mask)
+    labels, count = label_components(mask)
     if count == 0:
         return None, "no object stands out from the background"
     sizes = np.bincount(labels.ravel())[1:]
     mask = np.isin(labels, 1 + np.flatnonzero(sizes >= sizes.max() / 500))
-    holes, count = ndimage.label(ndimage.binary_fill_holes(mask) & ~mask)
+    holes, count = label_components(fill_holes(mask) & ~mask)
     if count:  # small holes are object the colour of the background; large ones see through
         sizes = np.bincount(holes.ravel())[1:]
         mask |= np.isin(holes, 1 + np.flatnonzero(sizes < HOLE_SHARE * mask.sum()))
@@ -165,3 +164,47 @@ def estimate_foreground(rgb: np.ndarray) -> tuple[np.ndarray | None, str]:
     rows = np.minimum(np.arange(height) // step, h - 1)
     cols = np.minimum(np.arange(width) // step, w - 1)
     return mask[rows[:, None], cols[None, :]], ""
+
+
+def _median_filter(line: np.ndarray, window: int) -> np.ndarray:
+    """Running median (N, C) -> (N, C) over ``window`` (odd) samples, edges repeated."""
+    half = window // 2
+    padded = np.concatenate([np.repeat(line[:1], half, 0), line, np.repeat(line[-1:], half, 0)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0)
+    return np.median(windows, axis=-1)
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """4-connected components of (H, W) bool: (labels (H, W) int64, 0 off the mask and 1..n
+    on it, n), as ``scipy.ndimage.label``'s default numbers them (by first pixel in row
+    order). Each pixel takes its neighbours' smallest flat index, then that index's own
+    label (pointer jumping), until nothing changes: a few dozen rounds for image masks."""
+    height, width = mask.shape
+    none = height * width
+    labels = np.where(mask, np.arange(none).reshape(height, width), none)
+    while True:
+        smallest = labels.copy()
+        np.minimum(smallest[1:], labels[:-1], out=smallest[1:])
+        np.minimum(smallest[:-1], labels[1:], out=smallest[:-1])
+        np.minimum(smallest[:, 1:], labels[:, :-1], out=smallest[:, 1:])
+        np.minimum(smallest[:, :-1], labels[:, 1:], out=smallest[:, :-1])
+        smallest[~mask] = none
+        flat = np.append(smallest.ravel(), none)
+        smallest = flat[flat[:-1]].reshape(height, width)  # a root's label is its own
+        if np.array_equal(smallest, labels):
+            break
+        labels = smallest
+    roots, compact = np.unique(labels, return_inverse=True)
+    compact = compact.reshape(height, width) + 1
+    if roots[-1] == none:  # the background's sentinel sorts last
+        compact[~mask] = 0
+        return compact, len(roots) - 1
+    return compact, len(roots)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool with every region off the mask that does not reach the image's edge
+    (4-connected) set, as ``scipy.ndimage.binary_fill_holes``."""
+    labels, _ = label_components(~mask)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return mask | ((labels > 0) & ~np.isin(labels, edge))
