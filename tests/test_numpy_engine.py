@@ -26,7 +26,7 @@ from backend.models.numpy_engine.safetensors import read_safetensors
 
 BUNDLED = ["pointcloud_convonet_3plane", "voxels_convonet_3plane", "voxels_convonet_grid",
            "pointcloud_onet_small", "image_onet_small", "image_onet_photo",
-           "unconditional_onet_small",
+           "unconditional_onet_chair",
            "pointcloud_poco"]
 
 
@@ -63,7 +63,7 @@ def test_numpy_model_equals_the_torch_model(name):
 
 def test_latent_encoder_equals_torch():
     """The VAE's posterior mean from labelled points, both engines."""
-    key, _ = zoo.resolve("unconditional_onet_small")
+    key, _ = zoo.resolve(zoo.default_model_name("sample"))
     (torch_model, card), (numpy_model, _) = (zoo.load_resolved(key, engine=e)
                                              for e in ("torch", "bundled"))
     rng = np.random.default_rng(2)

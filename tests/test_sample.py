@@ -1,6 +1,6 @@
 """Sampling from the generative ONet's prior and slerp of its latent: engine, CLI, server.
 
-The CLI and server tests use the bundled VAE (``unconditional_onet_small``, the default for
+The CLI and server tests use the bundled VAE (``unconditional_onet_chair``, the default for
 sampling) at low MISE resolutions.
 """
 
