@@ -29,6 +29,7 @@ class CropPreview:
         self.thread = None
         self.answer = None  # dict from Client.image_view, until pump applies it
         self.error = ""
+        self.error_new = False  # an error the panel has not been redrawn for
         self.text = ""  # the shown preview's caption ("" before the first)
 
     def busy(self):
@@ -61,7 +62,7 @@ class CropPreview:
                 client = BACKEND.ensure(snapshot)
                 self.answer = client.image_view(**data.wire_arrays())
             except Exception as exc:  # shown in the panel, in plain words
-                self.error = plain_error(exc, snapshot)
+                self.error, self.error_new = plain_error(exc, snapshot), True
             finally:
                 self.thread = None
 
@@ -78,7 +79,8 @@ class CropPreview:
         """Apply a finished answer (main thread). True when the panel should redraw."""
         answer, self.answer = self.answer, None
         if answer is None:
-            return bool(self.error) and self.thread is None
+            fresh, self.error_new = self.error_new, False
+            return fresh
         show(answer["rgb"])
         how = {"alpha": "cut out by its alpha / mask", "estimated":
                "cut out from its plain background (estimated)",

@@ -290,8 +290,9 @@ def open_model(config, run_dir, resume, init=None):
 def torchvision_resnet18(path):
     """The trunk tensors (all but ``fc.*``) of a torchvision ResNet-18 weights file (the
     ImageNet ``resnet18-f37072fd.pth``: a bare state dict, ``conv1.weight`` to
-    ``fc.bias``), or None when ``path`` is not such a file."""
-    if Path(path).suffix not in (".pth", ".pt") or not Path(path).is_file():
+    ``fc.bias``), or None when ``path`` is not such a file. Only ``.pth`` files are
+    opened here: official ONet checkpoints (``.pt``) go to ``load_model`` unread."""
+    if Path(path).suffix != ".pth" or not Path(path).is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

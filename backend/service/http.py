@@ -378,7 +378,6 @@ class Handler(BaseHTTPRequestHandler):
         self.stream(job, {"type": "accepted", "model": name, "queue": service.queue_length(),
                           "t": t, "preview": preview})
 
-
     def image_view(self):
         """What the image model sees of an image frame (the crop preview): the 224 x 224
         RGB, base64 of its bytes row by row, with the crop box and the mask's source."""

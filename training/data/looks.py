@@ -62,7 +62,8 @@ def random_look(style: str, rng: np.random.Generator) -> Look:
         return Look(light, float(rng.uniform(0.15, 0.5)), albedo, albedo, 0.0,
                     float(rng.uniform(0.2, 0.6)) if glossy else 0.0,
                     float(rng.uniform(8, 64)))
-    light = _unit(np.array([rng.uniform(-0.5, 0.5), -rng.uniform(0.8, 1.2), -rng.uniform(0.2, 0.6)]))
+    light = _unit(np.array([rng.uniform(-0.5, 0.5), -rng.uniform(0.8, 1.2),
+                            -rng.uniform(0.2, 0.6)]))
     hue = rng.uniform(0, 1)
     return Look(light, float(rng.uniform(0.2, 0.4)), _hsv(hue, 0.9, 0.9),
                 _hsv((hue + 0.5) % 1, 0.9, 0.5), float(rng.uniform(0.08, 0.2)),
