@@ -42,6 +42,26 @@ def test_alpha_crop_centres_and_scales_the_object():
     assert (view.rgb[0, 0] == 255).all()  # padding is white
 
 
+def test_large_photo_is_averaged_down_to_the_view_of_a_small_one():
+    """A 2400 px photo (block-averaged before resampling) gives the view of the same photo
+    at 480 px, and a half-transparent object keeps its composite colour."""
+    def photo(scale):  # near a corner, the image's sides not multiples of the block
+        rgba = rectangle(480 * scale + 3, 400 * scale + 1, 220 * scale, 220 * scale,
+                         250 * scale, 170 * scale)
+        rgba[220 * scale:280 * scale, 220 * scale:390 * scale, 3] = 128  # translucent band
+        return rgba
+
+    large, small = model_view(photo(5)), model_view(photo(1))
+    assert np.abs(np.subtract(large.box, [5 * v for v in small.box])).max() <= 5
+    difference = np.abs(large.rgb.astype(int) - small.rgb)
+    assert difference.mean() < 1.0 and np.percentile(difference, 99) <= 40
+    assert np.abs(np.subtract(dark_box(large.rgb), dark_box(small.rgb))).max() <= 1
+    middle = large.rgb[IMAGE_SIZE // 2, IMAGE_SIZE // 2]
+    assert np.abs(middle.astype(int) - (40, 90, 200)).max() <= 1
+    band = large.rgb[dark_box(large.rgb)[0].astype(int) - 50, IMAGE_SIZE // 2]
+    assert np.abs(band.astype(int) - np.round((np.array([40, 90, 200]) + 255) / 2)).max() <= 2
+
+
 def test_training_renders_keep_their_framing(chair):
     """A training render already has the object centred at about OBJECT_FILL: the crop
     changes its size by little (the renders span 0.44 to 0.66)."""
