@@ -79,3 +79,19 @@ def test_a_size_bounded_default_takes_sparse_clouds_only(run_dir, tmp_path):
     with pytest.raises(UserError, match="--default-for pointcloud"):
         bundle(run, "voxel", [report], ["voxels"], out, default_max_points=1500)
     assert "default_max_points" not in bundle(run, "dense", [report], ["pointcloud"], out)
+
+
+def test_the_cli_bundles_the_last_checkpoint_when_asked(run_dir, tmp_path):
+    from training.bundle import main
+    run, report = run_dir
+    model, _ = zoo.load(str(run / "model_best.safetensors"))
+    save_model(run / "model_last.safetensors", model, {"threshold": 0.5,
+                                                       "input_kind": "pointcloud"})
+    out = tmp_path / "weights"
+    assert main([str(run), "--name", "last", "--checkpoint", "model_last", "--out",
+                 str(out)]) == 0
+    assert json.loads((out / "last.json").read_text())["threshold"] == 0.5
+    assert (out / "last.safetensors").read_bytes() == \
+        (run / "model_last.safetensors").read_bytes()
+    assert main([str(run), "--name", "best", "--out", str(out)]) == 0
+    assert json.loads((out / "best.json").read_text())["threshold"] == 0.2

@@ -1,12 +1,13 @@
 """Bundle a trained run as a backend model: ``python -m training.bundle RUN_DIR --name NAME``.
 
-Copies the run's best checkpoint into ``backend/weights/NAME.safetensors`` and writes its
-card: the training card (config, data, command, hardware, wall time, validation IoU) plus the
-test metrics of ``training.evaluate`` reports (``--report DIR``, repeatable: e.g. 3000 and
-300 points) and ``default_for`` (the input kinds, or "sample" for drawing from a prior, for
-which the CLI and the server pick it when no model is named; ``--default-max-points N``: only for
-point clouds of at most N points, ``backend.io.zoo.default_model_name``). Refuses files over
-``--max-mb`` (the repository keeps every committed weight file forever).
+Copies the run's best checkpoint (``--checkpoint model_last``: its last) into
+``backend/weights/NAME.safetensors`` and writes its card: the training card (config, data,
+command, hardware, wall time, validation IoU) plus the test metrics of ``training.evaluate``
+reports (``--report DIR``, repeatable: e.g. 3000 and 300 points) and ``default_for`` (the
+input kinds, or "sample" for drawing from a prior, for which the CLI and the server pick it
+when no model is named; ``--default-max-points N``: only for point clouds of at most N
+points, ``backend.io.zoo.default_model_name``). Refuses files over ``--max-mb`` (the
+repository keeps every committed weight file forever).
 """
 
 import argparse
@@ -17,6 +18,9 @@ from pathlib import Path
 from backend.errors import UserError, run_command
 from backend.io.zoo import BUNDLED_DIR
 
+from .checkpoints import MODEL_BEST, MODEL_LAST
+
+CHECKPOINTS = tuple(Path(file).stem for file in (MODEL_BEST, MODEL_LAST))  # best first
 KINDS = ("pointcloud", "voxels", "image", "sample")  # "sample": drawing from a prior
 
 
@@ -46,13 +50,14 @@ def test_metrics(report_dir):
 
 
 def bundle(run_dir, name, reports=(), default_for=(), out_dir=BUNDLED_DIR, max_mb=10.0,
-           checkpoint="model_best", notes=(), default_max_points=None):
+           checkpoint=CHECKPOINTS[0], notes=(), default_max_points=None):
     """Write ``out_dir/name.safetensors`` + card; returns the card written."""
     run_dir = Path(run_dir)
     weights = run_dir / f"{checkpoint}.safetensors"
     if not weights.is_file():
         raise UserError(f"{weights} not found: train first (python -m training.train CONFIG"
-                        f" --out {run_dir}); model_best appears at the first validation")
+                        f" --out {run_dir}); model_best appears at the first validation, "
+                        "model_last at the first checkpoint")
     size_mb = weights.stat().st_size / 1e6
     if size_mb > max_mb:
         raise UserError(f"{weights} is {size_mb:.1f} MB, over the {max_mb} MB limit for bundled"
@@ -99,13 +104,16 @@ def main(argv=None):
                         help="the point-cloud default only for clouds of at most N points")
     parser.add_argument("--out", default=str(BUNDLED_DIR), help="default: backend/weights")
     parser.add_argument("--max-mb", type=float, default=10.0)
+    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default=CHECKPOINTS[0],
+                        help="which of the run's weights (default model_best; model_last "
+                             "where validation does not score what the model is for)")
     parser.add_argument("--note", action="append", default=[],
                         help="a line for the card's provenance (repeatable), e.g. how a run "
                              "was resumed")
 
     def run(args):
         card = bundle(args.run_dir, args.name, args.report, args.default_for, args.out,
-                      args.max_mb, notes=args.note,
+                      args.max_mb, args.checkpoint, notes=args.note,
                       default_max_points=args.default_max_points)
         print(f"{Path(args.out) / args.name}.safetensors: "
               f"{card.get('input_kind') or 'unconditional'} model,"
