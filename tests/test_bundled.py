@@ -48,19 +48,27 @@ def test_bundled_files_are_small_and_carry_their_provenance(path):
         assert test and all(0 <= t["mean_of_classes"]["iou"] <= 1 for t in test)
 
 
-def test_cli_picks_the_sparse_default_for_a_sparse_cloud(tmp_path, run_cli):
-    """Without --model a cloud of at most a card's default_max_points points goes to that
-    card's model, a denser one to the unbounded default."""
-    sparse = zoo.default_model_name("pointcloud", points=300)
-    bound = zoo.catalogue()[sparse]["default_max_points"]
-    assert sparse != zoo.default_model_name("pointcloud") and bound >= 300
+def test_cli_picks_the_sparse_defaults_by_cloud_size(tmp_path, run_cli):
+    """Without --model a cloud goes to the bundled default with the tightest
+    default_max_points it fits (300 points to the sparsest), one point more to the next."""
+    catalogue = zoo.catalogue()
+    bounds = sorted(card["default_max_points"] for card in catalogue.values()
+                    if "pointcloud" in card.get("default_for", ()) and
+                    "default_max_points" in card)
+    assert bounds and bounds[0] >= 300
+    sparsest = zoo.default_model_name("pointcloud", points=300)
+    assert catalogue[sparsest]["default_max_points"] == bounds[0]
     scan = trimesh.load(SAMPLE).vertices
-    for count, expected in ((300, sparse), (bound + 1, zoo.default_model_name("pointcloud"))):
+    counts = [300] + [bound + 1 for bound in bounds]
+    expected = [zoo.default_model_name("pointcloud", points=count) for count in counts]
+    assert expected[-1] == zoo.default_model_name("pointcloud")
+    assert len(set(expected)) == len(counts)  # each bound hands over to another model
+    for count, model in zip(counts, expected):
         cloud = tmp_path / f"scan_{count}.npy"
         np.save(cloud, scan[np.random.default_rng(0).choice(len(scan), count, replace=False)])
         result = run_cli("reconstruct", cloud, "-o", tmp_path / f"{count}.ply", "--json")
         assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout)["model"] == expected
+        assert json.loads(result.stdout)["model"] == model
 
 
 def test_cli_reconstructs_the_sample_with_the_default_model(tmp_path, run_cli):
