@@ -15,6 +15,7 @@ import trimesh
 
 from backend.engine import pipeline
 from backend.engine.generation import ShapeCode, slerp
+from backend.engine.runtime import lerp
 from backend.engine.request import MAX_SEED, ReconstructRequest, Sample, Settings
 from backend.errors import UserError
 from backend.io import zoo
@@ -43,6 +44,19 @@ def prior_pair(seed, dim=128):
 
 
 # -- slerp ---------------------------------------------------------------------------------------
+def test_lerp_of_codes_is_exact_at_both_ends():
+    """An interpolation's t = 1 must be shape B's own code, not a + (b - a), which differs in
+    the last bit and, where the field sits at the threshold, changes the mesh."""
+    a, b = (code.numpy() for code in prior_pair(1, 16))
+    planes_a, planes_b = {"xz": a[None, None] * 3}, {"xz": b[None, None] / 7}
+    assert not np.array_equal(a + (b - a), b)  # the rounding this guards against
+    for x, y in ((a, b), (torch.from_numpy(a), torch.from_numpy(b))):
+        assert (lerp(x, y, 0.0) == x).all() and (lerp(x, y, 1.0) == y).all()
+        assert np.allclose(lerp(x, y, 0.25), 0.75 * x + 0.25 * y, atol=1e-6)
+        assert np.allclose(lerp(x, y, 0.75), 0.25 * x + 0.75 * y, atol=1e-6)
+    assert np.array_equal(lerp(planes_a, planes_b, 1.0)["xz"], planes_b["xz"])
+
+
 def test_slerp_is_exact_at_the_ends_and_keeps_samples_on_the_prior_shell():
     a, b = prior_pair(0)
     assert torch.equal(slerp(a, b, 0.0), a) and torch.equal(slerp(a, b, 1.0), b)

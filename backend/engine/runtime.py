@@ -115,11 +115,15 @@ def runtime_for(model, device, precision: str):
 
 def lerp(a, b, t: float):
     """(1 - t) a + t b of two codes: arrays, tensors, dicts of them or objects with
-    ``lerp`` (a point-latent code refuses there)."""
+    ``lerp`` (a point-latent code refuses there). Exact at both ends: arrays are lerped
+    from the nearer end, as ``torch.lerp`` does (a + (b - a) is not b in floating point)."""
     if isinstance(a, dict):
         return {key: lerp(value, b[key], t) for key, value in a.items()}
     if isinstance(a, np.ndarray):
-        return (a + (b - a) * np.float32(t)).astype(np.float32)
+        a, b = a.astype(np.float32), b.astype(np.float32)
+        if t < 0.5:
+            return a + (b - a) * np.float32(t)
+        return b - (b - a) * np.float32(1 - t)
     return a.lerp(b, t)
 
 
