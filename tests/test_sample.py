@@ -16,7 +16,8 @@ import trimesh
 from backend.engine import pipeline
 from backend.engine.generation import ShapeCode, slerp
 from backend.engine.runtime import lerp
-from backend.engine.request import MAX_SEED, ReconstructRequest, Sample, Settings
+from backend.engine.request import (MAX_SEED, Blend, EncodedShape, ReconstructRequest, Sample,
+                                    Settings)
 from backend.errors import UserError
 from backend.io import zoo
 from backend.service.client import JobCancelled, ServerError, launch
@@ -41,6 +42,26 @@ def md5(path):
 def prior_pair(seed, dim=128):
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(2, 1, dim, generator=generator)
+
+
+def test_a_blend_judges_floaters_by_the_points_of_the_ends_it_takes_from():
+    """A reconstruction drops shells far from its input points; a blend's ends must too, or
+    t = 0 keeps a floater the reconstruction of A dropped."""
+    z = np.zeros((1, 0), np.float32)
+    support_a, support_b = np.zeros((5, 3), np.float32), np.ones((7, 3), np.float32)
+    a = EncodedShape("m", ShapeCode(np.zeros((1, 4), np.float32), z), np.zeros(3), 1.0,
+                     support_a)
+    b = EncodedShape("m", ShapeCode(np.ones((1, 4), np.float32), z), np.ones(3), 2.0,
+                     support_b)
+    request = ReconstructRequest(Blend(a, b, 0.0), "m")
+    for t, want in ((0.0, support_a), (1.0, support_b),
+                    (0.5, np.concatenate([support_a, support_b]))):
+        request.source.t = t
+        _, place = pipeline.source_code(request, None, None, {})
+        np.testing.assert_array_equal(place.points, want)
+    sample = EncodedShape("m", a.code, np.zeros(3), 1.0)  # a prior sample: no points
+    request.source = Blend(sample, b, 0.0)
+    assert pipeline.source_code(request, None, None, {})[1].points is None
 
 
 # -- slerp ---------------------------------------------------------------------------------------

@@ -154,13 +154,23 @@ class Finished:
 Frame = Union[TileProgress, FitProgress, MeshFrame, Finished]
 
 
+# Input points an encoding keeps to judge a blend's floaters by (1.2 MB; the server caches
+# ``ServiceLimits.max_latents`` encodings): larger clouds keep a subsample, so their blends'
+# ends may keep a floater their reconstruction drops.
+SUPPORT_POINTS = 100_000
+
+
 def encode(request: ReconstructRequest, name: str, model, card,
            device="cpu") -> tuple[EncodedShape, list[str]]:
     """A request's shape code and unit-cube placement, for caching and blending (an input's
     encoding or a sample's draw), and the notes on how the input was prepared."""
     generator = Generator(model, card, device, request.settings)
     code, prepared = source_code(request, generator, model, card)
-    return EncodedShape(name, code, prepared.center, prepared.scale), prepared.notes
+    support = prepared.points
+    if support is not None and len(support) > SUPPORT_POINTS:
+        keep = np.random.default_rng(request.seed).choice(len(support), SUPPORT_POINTS, False)
+        support = support[np.sort(keep)]
+    return EncodedShape(name, code, prepared.center, prepared.scale, support), prepared.notes
 
 
 def source_code(request: ReconstructRequest, generator: Generator, model,
@@ -214,9 +224,14 @@ def reconstruct(request: ReconstructRequest, model, card, device="cpu",
 
 def _blend(blend: Blend):
     """The code at ``blend.t`` (``ShapeCode.blend``: c lerped, z slerped) and its placement:
-    the unit cube moves linearly with t too, so both ends are exact."""
+    the unit cube moves linearly with t too, and the floaters are judged by the input
+    points of the ends that take part (t = 0: A's, t = 1: B's, between: both), so both ends
+    are exact."""
     a, b, t = blend.a, blend.b, float(blend.t)
-    place = Prepared(None, (1 - t) * a.center + t * b.center, (1 - t) * a.scale + t * b.scale)
+    ends = [shape.support for shape, weight in ((a, 1 - t), (b, t))
+            if weight > 0 and shape.support is not None]
+    place = Prepared(None, (1 - t) * a.center + t * b.center, (1 - t) * a.scale + t * b.scale,
+                     points=np.concatenate(ends) if ends else None)
     return a.code.blend(b.code, t), place
 
 

@@ -188,12 +188,15 @@ class TilingOptions:
 @dataclass
 class EncodedShape:
     """A shape's code and where its unit cube sits in its input's coordinates:
-    ``world = center + unit * scale`` (center (3,) float64)."""
+    ``world = center + unit * scale`` (center (3,) float64); ``support``: the input points
+    (N, 3) float32 in the unit cube (None for samples, voxels and images), which keep a
+    blend's mesh to the shells a reconstruction of its input keeps (``drop_floaters``)."""
 
     model: str
     code: object  # generation.ShapeCode
     center: np.ndarray
     scale: float
+    support: Optional[np.ndarray] = None
 
 
 @dataclass
