@@ -74,7 +74,7 @@ def prepare_points(points, card, seed=0, occupancies=None):
     rng = np.random.default_rng(seed)
     limit = card.get("input_points")
     if limit and len(points) > limit:
-        keep = np.sort(rng.choice(len(points), limit, replace=False))
+        keep = transforms.subset(len(points), limit, rng)
         notes.append(f"subsampled {len(points)} points to the model's {limit}")
         points = points[keep]
         occupancies = None if occupancies is None else occupancies[keep]
@@ -168,8 +168,8 @@ def encode(request: ReconstructRequest, name: str, model, card,
     code, prepared = source_code(request, generator, model, card)
     support = prepared.points
     if support is not None and len(support) > SUPPORT_POINTS:
-        keep = np.random.default_rng(request.seed).choice(len(support), SUPPORT_POINTS, False)
-        support = support[np.sort(keep)]
+        support = support[transforms.subset(len(support), SUPPORT_POINTS,
+                                            np.random.default_rng(request.seed))]
     return EncodedShape(name, code, prepared.center, prepared.scale, support), prepared.notes
 
 

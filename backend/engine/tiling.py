@@ -27,7 +27,7 @@ import numpy as np
 from . import meshing
 from .generation import Cancelled, logit
 from .mise import BOX_SIZE, mise
-from .transforms import resample_sparse
+from .transforms import resample_sparse, subset
 
 CROP_HALF = 0.5  # input points within the model's unit cube, as in training
 MARGIN = 0.05  # of the crop edge, around the cloud's bounding box: surfaces close inside
@@ -107,7 +107,7 @@ def crop_points(points: np.ndarray, grid: TileGrid, index, max_points: int,
     unit = (points - grid.center(index)) / grid.crop
     unit = unit[np.all(np.abs(unit) <= CROP_HALF, axis=1)]
     if len(unit) > max_points:
-        unit = unit[np.sort(rng.choice(len(unit), max_points, replace=False))]
+        unit = unit[subset(len(unit), max_points, rng)]
     return unit.astype(np.float32)
 
 

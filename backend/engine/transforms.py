@@ -75,6 +75,12 @@ def resample_voxels(occupancy: np.ndarray, n: int = 32) -> np.ndarray:
     return occupancy[np.ix_(*index)]
 
 
+def subset(count: int, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices (limit,) int64, in increasing order, of ``limit`` of ``count`` items drawn
+    without replacement (the order of the input is kept)."""
+    return np.sort(rng.choice(count, limit, replace=False))
+
+
 def resample_sparse(unit, sparse, rng):
     """Unit-cube points (N, 3) drawn with replacement to ``sparse["resample_to"]`` points,
     each copy jittered by ``sparse["jitter"]`` (std): how sparse scans were fed in training.
