@@ -121,6 +121,20 @@ def test_a_fit_that_raises_the_loss_gives_the_unfitted_mesh(bundled, monkeypatch
     np.testing.assert_array_equal(fitted.frame.vertices, unfitted.frame.vertices)
 
 
+def test_a_cards_fit_learning_rate_sets_the_step(bundled):
+    """The card's rate reaches the fit: a tiny one barely moves the code, an overshooting
+    one makes the loss rise (the unfitted mesh comes back)."""
+    model, card = bundled
+    points = torus_cloud(1000, seed=4)
+    default = run(model, card, points, 5)[-1].summary["fit"]
+    tiny = run(model, {**card, "fit_learning_rate": 1e-6}, points, 5)[-1].summary["fit"]
+    huge = run(model, {**card, "fit_learning_rate": 1e4}, points, 5)[-1].summary["fit"]
+    assert default["applied"] and not huge["applied"]
+    assert default["final_loss"] < tiny["final_loss"] <= tiny["initial_loss"]
+    assert tiny["initial_loss"] - tiny["final_loss"] < 0.01 * (
+        default["initial_loss"] - default["final_loss"])
+
+
 def test_a_fit_that_turns_nan_stops_and_gives_the_unfitted_mesh(bundled, monkeypatch):
     model, card = bundled
     points = torus_cloud(1000, seed=4)

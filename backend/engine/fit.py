@@ -40,7 +40,9 @@ SIDE_OFFSET = 0.01  # d: displacement along the prior's normal, unit-cube units
 PRIOR_CLEARANCE = 0.04  # prior points lie at least this far from every input point
 PRIOR_POINTS = 8192  # uniform candidates drawn for the prior term (fewer survive)
 BATCH = 2048  # at most this many input points (and prior points) per step
-LEARNING_RATE = 0.01  # Adam, on the code's own scale (see _learning_rates)
+LEARNING_RATE = 0.01  # Adam, on the code's own scale (see _learning_rates); a card's
+# ``fit_learning_rate`` overrides it (dense clouds pin the surface with more points and want
+# smaller steps: README, "Fit to the scan")
 COARSEN = 4  # feature planes and grids are fitted through offsets at 1/COARSEN resolution
 WEIGHTS = {"surface": 1.0, "sides": 1.0, "prior": 1.0}
 
@@ -176,21 +178,22 @@ def prior_points(points: np.ndarray, rng: np.random.Generator,
     return candidates[distance >= PRIOR_CLEARANCE]
 
 
-def _learning_rates(leaves) -> List[float]:
-    """Per leaf: ``LEARNING_RATE`` times the leaf's RMS value, so a step moves every kind
-    of code (planes, a global vector, per-point features) by a like share of its size."""
+def _learning_rates(leaves, rate: float) -> List[float]:
+    """Per leaf: ``rate`` times the leaf's RMS value, so a step moves every kind of code
+    (planes, a global vector, per-point features) by a like share of its size."""
     rates = []
     for leaf in leaves:
         rms = float(leaf.detach().pow(2).mean().sqrt()) if leaf.numel() else 0.0
-        rates.append(LEARNING_RATE * (rms if rms > 1e-6 else 1.0))
+        rates.append(rate * (rms if rms > 1e-6 else 1.0))
     return rates
 
 
 def fit(model, code: ShapeCode, points, threshold: float, steps: int, device="cpu",
-        seed: int = 0, should_stop: Optional[Callable[[], bool]] = None
-        ) -> Iterator[FitProgress]:
+        seed: int = 0, should_stop: Optional[Callable[[], bool]] = None,
+        learning_rate: Optional[float] = None) -> Iterator[FitProgress]:
     """Optimise ``code`` for ``steps`` Adam steps so its surface passes through ``points``
-    (N, 3) float32 numpy, unit cube; ``threshold`` is the surface's occupancy probability.
+    (N, 3) float32 numpy, unit cube; ``threshold`` is the surface's occupancy probability,
+    ``learning_rate`` the step's share of the code's size (None: ``LEARNING_RATE``).
 
     Yields a ``FitProgress`` per step and returns (``yield from``) a ``FitResult``.
     should_stop is polled before every step (raises ``Cancelled``). Deterministic for a
@@ -251,8 +254,10 @@ def fit(model, code: ShapeCode, points, threshold: float, steps: int, device="cp
 
     generator = torch.Generator().manual_seed(int(seed))
     initial = whole_loss(code)
+    rates = _learning_rates(params.base,
+                            LEARNING_RATE if learning_rate is None else learning_rate)
     optimiser = torch.optim.Adam([{"params": [leaf], "lr": rate} for leaf, rate in
-                                  zip(params.leaves, _learning_rates(params.base))])
+                                  zip(params.leaves, rates)])
     run = 0  # steps taken: fewer than asked when the loss turned NaN or infinite
     with torch.inference_mode(False), torch.enable_grad():
         for step in range(1, steps + 1):

@@ -203,7 +203,7 @@ def reconstruct(request: ReconstructRequest, model, card, device="cpu",
 
         fitted = yield from fit(generator.model, code, prepared.points, generator.threshold,
                                 request.settings.fit_steps, generator.device, request.seed,
-                                should_stop)
+                                should_stop, card.get("fit_learning_rate"))
         code = fitted.code
         prepared.notes.extend(fitted.notes)
     for frame in generator.frames(code, should_stop, started, prepared.points):
