@@ -92,6 +92,23 @@ def test_fit_fits_point_latents_too():
     assert torch.equal(result.code.c.points, code.c.points)
 
 
+def test_a_dense_cloud_is_fitted_to_every_point_not_the_encoders_subsample(monkeypatch):
+    """The encoder gets the card's input_points; the fit and the floater test get the whole
+    cloud in the same unit cube, or SUPPORT_POINTS of it."""
+    cloud = torus_cloud(5000, seed=5)
+    prepared = pipeline.prepare_points(cloud, {"input_points": 1000})
+    assert prepared.inputs.shape == (1, 1000, 3) and prepared.points.shape == (5000, 3)
+    np.testing.assert_allclose(prepared.to_world(prepared.points), cloud, atol=1e-6)
+    encoded = {tuple(p) for p in prepared.inputs[0]}
+    assert encoded <= {tuple(p) for p in prepared.points}
+    monkeypatch.setattr(pipeline, "SUPPORT_POINTS", 2000)
+    capped = pipeline.prepare_points(cloud, {"input_points": 1000})
+    assert capped.points.shape == (2000, 3) and len(np.unique(capped.points, axis=0)) == 2000
+    np.testing.assert_array_equal(capped.inputs, prepared.inputs)
+    small = pipeline.prepare_points(cloud[:800], {"input_points": 1000})
+    np.testing.assert_array_equal(small.points, small.inputs[0])
+
+
 def test_cancel_mid_fit_stops_at_the_next_step_with_no_mesh(bundled):
     model, card = bundled
     seen = []

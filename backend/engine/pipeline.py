@@ -29,6 +29,12 @@ from .tiling import TileProgress, reconstruct_tiled
 logger = logging.getLogger(__name__)
 
 
+# Input points a cloud keeps beyond the encoder's subsample, for the fit, the floater test
+# and a blend's floaters (1.2 MB; the server caches ``ServiceLimits.max_latents``
+# encodings): larger clouds keep a random subset of this size.
+SUPPORT_POINTS = 100_000
+
+
 @dataclass
 class Prepared:
     """A model's input batch of one (numpy; each engine converts it) and where its unit cube
@@ -40,7 +46,9 @@ class Prepared:
     scale: float
     notes: List[str] = field(default_factory=list)
     occupancies: Optional[np.ndarray] = None  # (1, N) float32 0/1 labels of the points
-    points: Optional[np.ndarray] = None  # (N, 3) float32 unit-cube input points, unjittered
+    # (N, 3) float32 unit-cube input points, unjittered: the whole cloud (at most
+    # SUPPORT_POINTS), not only the encoder's subsample, for the fit and the floater test
+    points: Optional[np.ndarray] = None
 
     def to_world(self, vertices):
         """Unit-cube vertices (V, 3) -> the input's coordinates, (V, 3) float32."""
@@ -73,12 +81,21 @@ def prepare_points(points, card, seed=0, occupancies=None):
     notes = []
     rng = np.random.default_rng(seed)
     limit = card.get("input_points")
+    cloud = points
     if limit and len(points) > limit:
         keep = transforms.subset(len(points), limit, rng)
         notes.append(f"subsampled {len(points)} points to the model's {limit}")
         points = points[keep]
         occupancies = None if occupancies is None else occupancies[keep]
     unit, center, scale = transforms.normalize_points(points)
+    if len(cloud) > len(points):  # the fit and the floater test take every point the
+        # encoder could not (README, "Dense clouds"), at most SUPPORT_POINTS of them
+        if len(cloud) > SUPPORT_POINTS:
+            cloud = cloud[transforms.subset(len(cloud), SUPPORT_POINTS,
+                                            np.random.default_rng([seed, 1]))]
+        support = ((np.asarray(cloud, np.float64) - center) / scale).astype(np.float32)
+    else:
+        support = unit
     sparse = card.get("sparse_inputs")
     if sparse and len(unit) < sparse["resample_to"]:
         notes.append(f"resampled {len(unit)} points to {sparse['resample_to']} with jitter "
@@ -91,7 +108,7 @@ def prepare_points(points, card, seed=0, occupancies=None):
         resampled = unit
     labels = None if occupancies is None else np.asarray(occupancies, np.float32)[None]
     return Prepared(np.ascontiguousarray(resampled, np.float32)[None], center, scale, notes,
-                    labels, unit)
+                    labels, support)
 
 
 def reads_voxelisation(model) -> bool:
@@ -154,23 +171,14 @@ class Finished:
 Frame = Union[TileProgress, FitProgress, MeshFrame, Finished]
 
 
-# Input points an encoding keeps to judge a blend's floaters by (1.2 MB; the server caches
-# ``ServiceLimits.max_latents`` encodings): larger clouds keep a subsample, so their blends'
-# ends may keep a floater their reconstruction drops.
-SUPPORT_POINTS = 100_000
-
-
 def encode(request: ReconstructRequest, name: str, model, card,
            device="cpu") -> tuple[EncodedShape, list[str]]:
     """A request's shape code and unit-cube placement, for caching and blending (an input's
     encoding or a sample's draw), and the notes on how the input was prepared."""
     generator = Generator(model, card, device, request.settings)
     code, prepared = source_code(request, generator, model, card)
-    support = prepared.points
-    if support is not None and len(support) > SUPPORT_POINTS:
-        support = support[transforms.subset(len(support), SUPPORT_POINTS,
-                                            np.random.default_rng(request.seed))]
-    return EncodedShape(name, code, prepared.center, prepared.scale, support), prepared.notes
+    return (EncodedShape(name, code, prepared.center, prepared.scale, prepared.points),
+            prepared.notes)
 
 
 def source_code(request: ReconstructRequest, generator: Generator, model,
