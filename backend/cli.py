@@ -85,6 +85,12 @@ def add_request_options(parser, tiling=True):
                         help="fit the shape code to the input points for STEPS optimisation "
                              "steps before meshing (point clouds; about 30: a surface closer "
                              f"to the scan; at most {LIMITS.max_fit_steps}; default 0: off)")
+    parser.add_argument("--rotations", type=positive_int, default=defaults.rotations,
+                        metavar="N",
+                        help="average the field over the input and N - 1 rotated copies of "
+                             "it (point clouds, models trained on rotated shapes such as "
+                             "pointcloud_poco; about 4: a smoother, closer surface for N "
+                             f"times the time; at most {LIMITS.max_rotations}; default 1: off)")
     if not tiling:
         return
     parser.add_argument("--tile-size", type=float, metavar="SIZE",
@@ -184,6 +190,7 @@ def settings_from_args(args) -> Settings:
     return Settings(args.resolution0, args.upsampling_steps, args.threshold,
                     precision=args.precision, normals=args.normals, simplify=args.simplify,
                     refine_steps=args.refine_steps, fit_steps=args.fit_steps,
+                    rotations=args.rotations,
                     fill_cavities=args.fill_cavities, smooth_steps=args.smooth_steps,
                     drop_floaters=args.drop_floaters, mesh_every_level=False)
 

@@ -318,7 +318,7 @@ def _succeed(job):
             message = "The result object was deleted before the job finished."
         _fail(job, JobStatus.FAILED, message)
         return
-    for key in ("evaluations", "seconds", "threshold", "resolution"):
+    for key in ("evaluations", "seconds", "threshold", "resolution", "rotations"):
         if key in final:
             ob[f"onet_{key}"] = final[key]
     summary = (f"{ob.name}: {final.get('faces', 0):,} faces in {final.get('seconds', 0):.1f} s"

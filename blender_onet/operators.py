@@ -48,11 +48,12 @@ def start_reconstruction(context):
     mise = props.mise_of(settings)
     output, tiling = props.output_of(settings), props.tiling_of(settings)
     fit_steps = settings.fit_steps or None  # None: left out of the request
+    rotations = settings.rotations if settings.rotations > 1 else None
 
     def request(client, on_accepted):
         return client.reconstruct(model=model, mise=mise, output=output, tiling=tiling,
-                                  fit_steps=fit_steps, on_accepted=on_accepted,
-                                  **data.wire_arrays())
+                                  fit_steps=fit_steps, rotations=rotations,
+                                  on_accepted=on_accepted, **data.wire_arrays())
 
     job = jobs.StreamJob("reconstruct", prefs.settings_snapshot(context), request, data.matrix,
                          f"{data.source} ONet", context.scene.name)

@@ -2,9 +2,10 @@
 
 Each option keeps one name from the property to the wire and the CLI flag
 (``resolution0``, ``upsampling_steps``, ``threshold``, ``tile_size``, ``fill_cavities``,
-``smooth_steps``, ``drop_floaters``, ``fit_steps``; docs/design.md, "One request"): ``mise_of``, ``output_of`` and ``tiling_of``
-build the request's ``mise``, ``output`` and ``tiling`` objects; ``fit_steps`` is sent at the
-header's top level.
+``smooth_steps``, ``drop_floaters``, ``fit_steps``, ``rotations``; docs/design.md, "One
+request"): ``mise_of``, ``output_of`` and ``tiling_of`` build the request's ``mise``,
+``output`` and ``tiling`` objects; ``fit_steps`` and ``rotations`` are sent at the header's top
+level.
 """
 
 import bpy
@@ -192,6 +193,11 @@ class ONET_PG_scene(bpy.types.PropertyGroup):
         description="Point clouds: optimisation steps fitting the model's shape code to the"
         " input points before meshing, so the surface follows the scan closely (about 30; a"
         " few seconds). 0: the model's prediction as it is")
+    rotations: IntProperty(
+        name="Rotations", default=1, min=1, soft_max=8, max=16,
+        description="Point clouds: average the surface over the scan and this many - 1"
+        " rotated copies of it (about 4, for models trained on rotated shapes like the"
+        " default): smoother and closer to the scan, that many times the time. 1: off")
     fill_cavities: BoolProperty(
         name="Fill Enclosed Cavities", default=True,
         description="Make cavities sealed inside the shape solid: no scan sees them, so they"

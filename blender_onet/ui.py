@@ -92,6 +92,7 @@ class ONET_PT_reconstruct(_Sidebar, bpy.types.Panel):
                 fold.label(text=f"-1: the model's own smoothing, {own}")
             fold.prop(settings, "drop_floaters")
             fold.prop(settings, "fit_steps")
+            fold.prop(settings, "rotations")
             fold.prop(settings, "show_test_shapes")
 
         running = jobs.running()

@@ -315,6 +315,7 @@ def test_reconstruct_mesh_vertices_streams_in_the_source_frame(blender):
     assert data["after_redo"] == data["objects_after"]
     assert data["surface_description"] == "Mesh: 12 faces → 5,000 points sampled on the faces"
     assert data["surface_closed"]
+    assert data["rotations"] == [2, True]
 
 
 def test_bundled_engine_in_blenders_own_python(request):
@@ -606,7 +607,7 @@ def test_panels_draw_what_the_issue_asks_for(blender):
     # Threshold 0 is the model's own, as the backend lists it (no copy of 0.2 in the add-on).
     assert any(label.startswith("0: the model's own threshold, ") for label in idle["labels"])
     assert "fill_cavities" in idle["props"] and "tile_size" in idle["props"]
-    assert "fit_steps" in idle["props"]  # Advanced > Fit to Points
+    assert {"fit_steps", "rotations"} <= set(idle["props"])  # Advanced > Fit to Points, Rotations
     # Smoothing -1 is the card's (sent as null), a number is sent as it is.
     assert {"smooth_steps", "drop_floaters"} <= set(idle["props"])
     assert any(label.startswith("-1: the model's own smoothing, ") for label in idle["labels"])
@@ -870,7 +871,11 @@ def scenario_mesh_vertices():
     out["surface_description"] = addon.scene_input.describe(bpy.context, settings).text
     result, _ = reconstruct(solid, "analytic:box", "PREVIEW")
     out["surface_closed"] = is_closed(result)
-    settings.mesh_mode = "AUTO"
+    # Advanced > Rotations reaches the backend, and the result says it was used.
+    settings.rotations = 2
+    result, _ = reconstruct(solid, "analytic:sphere", "PREVIEW")
+    out["rotations"] = [result.get("onet_rotations"), is_closed(result)]
+    settings.mesh_mode, settings.rotations = "AUTO", 1
     return out
 
 

@@ -2,8 +2,8 @@
 
 ``python -m training.evaluate --model M --data DIR --out REPORT_DIR [--split test]
 [--input pointcloud|voxels|image] [--n-points 300] [--noise 0.005] [--partial-views K]
-[--poisson] [--resolution0 32 --upsampling-steps 2] [--fit-steps STEPS] [--limit N]
-[--categories a,b]``
+[--poisson] [--resolution0 32 --upsampling-steps 2] [--fit-steps STEPS] [--rotations N]
+[--limit N] [--categories a,b]``
 
 Every shape of the split is reconstructed through the backend's one flow
 (``backend.engine.pipeline.reconstruct``), exactly as a user's input would be, from the input
@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fit-steps", type=int, default=0, metavar="STEPS",
                         help="fit each shape code to its input points for STEPS steps before "
                              "meshing (backend/engine/fit.py; point clouds; default 0: off)")
+    parser.add_argument("--rotations", type=int, default=1, metavar="N",
+                        help="average each field over the input and N - 1 rotated copies "
+                             "(Settings.rotations; point clouds; default 1: off)")
     parser.add_argument("--limit", type=int, help="at most N shapes per class")
     parser.add_argument("--categories", help="comma-separated category folders (default all)")
     parser.add_argument("--eval-points", type=int, default=metrics.N_POINTS,
@@ -150,6 +153,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0")
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be >= 1")
+    if args.rotations < 1:
+        raise UserError("--rotations must be >= 1")
     if not args.noise >= 0:
         raise UserError(f"--noise must be >= 0 (got {args.noise})")
 
@@ -327,8 +332,8 @@ def _evaluate(args: argparse.Namespace, procs, device) -> None:
     if procs.main:
         out = make_folder(args.out)
     settings = Settings(args.resolution0, args.upsampling_steps, precision=args.precision,
-                        fit_steps=args.fit_steps, fill_cavities=args.fill_cavities,
-                        smooth_steps=args.smooth_steps, drop_floaters=args.drop_floaters,
+                        fit_steps=args.fit_steps, rotations=args.rotations,
+                        fill_cavities=args.fill_cavities, smooth_steps=args.smooth_steps, drop_floaters=args.drop_floaters,
                         mesh_every_level=False)
 
     shown = gallery_shapes(shapes, args.gallery_per_class)

@@ -2,8 +2,8 @@
 
 ``python -m training.generalize --model M [--model M2 ...] --out DIR [--points 3000 300]
 [--partial] [--seeds 0 1 2] [--limit N] [--poisson-depths 6 7 8 9] [--families a,b]
-[--no-real] [--resolution0 32 --upsampling-steps 2] [--fit-steps STEPS] [--raw]
-[--eval-points 100000]``
+[--no-real] [--resolution0 32 --upsampling-steps 2] [--fit-steps STEPS] [--rotations N]
+[--raw] [--eval-points 100000]``
 
 The benchmark set (``training/generalize_shapes.py``, never imported by training): (a) one
 shape per procedural family the corpus lacks (metaballs, noise-displaced spheres,
@@ -19,7 +19,9 @@ Methods, all scored on the same input by ``evaluate.score`` (``training/metrics.
 every ``--model`` through the backend (``evaluate.reconstruct``: MISE, then the card's
 smoothing and the floaters dropped, as users get it, with enclosed voids left as they are;
 with ``--raw`` also the raw marching-cubes mesh, method "MODEL raw"; with ``--fit-steps``
-each model also fitted to the input points, method "MODEL fit STEPS") and screened Poisson (``training/baselines.py``) at each of
+each model also fitted to the input points, method "MODEL fit STEPS"; with ``--rotations``
+each model, and each fitted one, also averaged over rotated copies of the input, method
+"MODEL rotations N [fit STEPS]") and screened Poisson (``training/baselines.py``) at each of
 ``--poisson-depths``; the report adds, per shape set and input, the depth with the best mean
 F-score ("poisson best").
 
@@ -120,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also run every model fitted to the input points for STEPS steps "
                              "(backend/engine/fit.py), as method 'MODEL fit STEPS' (default 0: "
                              "unfitted only)")
+    parser.add_argument("--rotations", type=int, default=1, metavar="N",
+                        help="also run every model (and, with --fit-steps, every fitted one) "
+                             "averaged over the input and N - 1 rotated copies "
+                             "(Settings.rotations), as method 'MODEL rotations N' (default 1: "
+                             "not)")
     parser.add_argument("--raw", action="store_true",
                         help="also score every model's raw marching-cubes mesh (no smoothing, "
                              "floaters kept), as method 'MODEL raw'")
@@ -147,6 +154,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--seeds must be >= 0")
     if args.fit_steps < 0:
         raise UserError("--fit-steps must be >= 0")
+    if args.rotations < 1:
+        raise UserError("--rotations must be >= 1")
 
 
 def settings_of(args: argparse.Namespace) -> list[Setting]:
@@ -192,8 +201,9 @@ def ground_truth(shape: BenchShape, count: int, seed: int) -> dict[str, np.ndarr
 
 def load_methods(args: argparse.Namespace, device) -> dict[str, Method]:
     """Each ``--model`` loaded once, with its settings (and, with ``--fit-steps``, the same
-    model fitted, as "NAME fit STEPS"); UserError for a model that does not reconstruct
-    point clouds."""
+    model fitted, as "NAME fit STEPS"; with ``--rotations``, each of those averaged over
+    rotated copies, as "NAME rotations N [fit STEPS]"); UserError for a model that does not
+    reconstruct point clouds."""
     from backend.engine.request import Settings
     from backend.io import zoo
 
@@ -210,9 +220,14 @@ def load_methods(args: argparse.Namespace, device) -> dict[str, Method]:
         if args.raw:
             raw = replace(settings, smooth_steps=0, drop_floaters=False)
             methods[f"{name} raw"] = Method(model, card, device, raw)
-        if args.fit_steps:
-            fitted = replace(settings, fit_steps=args.fit_steps)
-            methods[fit_name(name, args.fit_steps)] = Method(model, card, device, fitted)
+        variants = [(name, settings)]
+        if args.rotations > 1:
+            variants.append((f"{name} rotations {args.rotations}",
+                             replace(settings, rotations=args.rotations)))
+            methods[variants[-1][0]] = Method(model, card, device, variants[-1][1])
+        for label, variant in variants if args.fit_steps else ():
+            fitted = replace(variant, fit_steps=args.fit_steps)
+            methods[fit_name(label, args.fit_steps)] = Method(model, card, device, fitted)
     return methods
 
 

@@ -193,12 +193,45 @@ def fit(model, code: ShapeCode, points, threshold: float, steps: int, device="cp
         learning_rate: Optional[float] = None) -> Iterator[FitProgress]:
     """Optimise ``code`` for ``steps`` Adam steps so its surface passes through ``points``
     (N, 3) float32 numpy, unit cube; ``threshold`` is the surface's occupancy probability,
-    ``learning_rate`` the step's share of the code's size (None: ``LEARNING_RATE``).
+    ``learning_rate`` the step's share of the code's size (None: ``LEARNING_RATE``). A code
+    with rotated copies (``ShapeCode.rotated``) has each copy fitted on its own to the
+    points in its frame, one after the other (``steps`` each).
 
-    Yields a ``FitProgress`` per step and returns (``yield from``) a ``FitResult``.
-    should_stop is polled before every step (raises ``Cancelled``). Deterministic for a
-    fixed seed on one device.
+    Yields a ``FitProgress`` per step (numbered over all copies) and returns (``yield
+    from``) a ``FitResult``. should_stop is polled before every step (raises
+    ``Cancelled``). Deterministic for a fixed seed on one device.
     """
+    started = time.perf_counter()
+    copies = [(None, replace(code, rotated=()))] + list(code.rotated)
+    results = []
+    for index, (rotation, copy) in enumerate(copies):
+        frame = points if rotation is None else np.asarray(points, np.float32) @ rotation.T
+        progress = _fit_one(model, copy, frame, threshold, steps, device, seed, should_stop,
+                            learning_rate)
+        while True:
+            try:
+                step = next(progress)
+            except StopIteration as done:
+                results.append(done.value)
+                break
+            yield replace(step, step=index * steps + step.step, steps=len(copies) * steps,
+                          seconds=time.perf_counter() - started)
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    rotated = tuple((rotation, result.code) for (rotation, _), result
+                    in zip(copies[1:], results[1:]))
+    return FitResult(replace(first.code, rotated=rotated),
+                     float(np.mean([r.initial_loss for r in results])),
+                     float(np.mean([r.final_loss for r in results])),
+                     sum(r.steps for r in results), time.perf_counter() - started,
+                     list(dict.fromkeys(note for r in results for note in r.notes)),
+                     any(r.applied for r in results))
+
+
+def _fit_one(model, code: ShapeCode, points, threshold: float, steps: int, device,
+             seed: int, should_stop, learning_rate) -> Iterator[FitProgress]:
+    """``fit`` of one code (no rotated copies)."""
     started = time.perf_counter()
     device = torch.device(device)
     points = np.ascontiguousarray(points, dtype=np.float32)

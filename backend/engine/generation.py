@@ -19,6 +19,7 @@ from ..io.cards import DEFAULT_THRESHOLD
 from .mise import mise
 from .request import Settings
 from .runtime import lerp, runtime_for
+from .transforms import input_rotations
 
 PAD_POINTS = 1024  # decoder chunks are padded to a multiple of this many points
 
@@ -60,12 +61,18 @@ class ShapeCode:
     c: object
     z: object
     encode_seconds: float = 0.0
+    # ``Settings.rotations``: (rotation (3, 3) float32, ShapeCode) of each further copy of
+    # the input, encoded rotated by it (points x -> x R^T); the field is the mean over all.
+    rotated: tuple = ()
 
     def blend(self, other, t):
         """The code at t in [0, 1] between two codes: c linearly (``runtime.lerp``: an
         array, each volume of a dict, or a code that interpolates itself with ``c.lerp`` or
         refuses with a UserError), z spherically (``slerp``: the Gaussian prior's samples
         lie near a shell, and lerp midpoints fall inside it). Exact at both ends."""
+        if self.rotated or other.rotated:
+            raise UserError("a shape encoded with rotations cannot be blended; encode both "
+                            "ends with rotations 1")
         return ShapeCode(lerp(self.c, other.c, t), slerp(self.z, other.z, t))
 
 
@@ -142,7 +149,11 @@ class Generator:
         """
         started = time.perf_counter()
         c, z = self.runtime.encode(self.model, inputs, occupancies)
-        return ShapeCode(c, z, time.perf_counter() - started)
+        rotated = tuple(
+            (rotation, ShapeCode(*self.runtime.encode(
+                self.model, np.ascontiguousarray(inputs @ rotation.T), occupancies)))
+            for rotation in input_rotations(self.settings.rotations)[1:])
+        return ShapeCode(c, z, time.perf_counter() - started, rotated)
 
     def sample(self, seed):
         """A ShapeCode drawn from a generative model's prior: z ~ N(0, I) ``(1, z_dim)``
@@ -154,8 +165,22 @@ class Generator:
 
     def decoder(self, code, exact=False):
         """Per-shape decoder in the engine's arrays: (N, 3) float32 -> logits (N,); in fp32
-        when ``exact`` (normals, refinement)."""
-        return self.runtime.decoder(self.model, code.c, code.z, exact)
+        when ``exact`` (normals, refinement). A code with rotated copies decodes to the mean
+        of their logits, each copy queried in its own frame."""
+        own = self.runtime.decoder(self.model, code.c, code.z, exact)
+        if not code.rotated:
+            return own
+        copies = [(rotation.T, self.runtime.decoder(self.model, copy.c, copy.z, exact))
+                  for rotation, copy in code.rotated]
+
+        def mean(points):
+            total = own(points)
+            for turn, decoder in copies:
+                total = total + decoder(points @ (turn if isinstance(points, np.ndarray)
+                                                  else points.new_tensor(turn)))
+            return total / (len(copies) + 1)
+
+        return mean
 
     def evaluator(self, decoder, timer, should_stop=None):
         """Batched numpy wrapper: points (M, 3) float32 -> logits (M,) float32."""

@@ -227,7 +227,9 @@ def reconstruct(request: ReconstructRequest, model, card, device="cpu",
         "threshold": generator.threshold, "smooth_steps": generator.smooth_steps,
         "precision": generator.precision_name, "engine": generator.runtime.name,
         "seconds": round(time.perf_counter() - started, 4), "notes": prepared.notes,
-        **sampled, **({"fit": fitted.summary()} if fitted else {})})
+        **sampled, **({"fit": fitted.summary()} if fitted else {}),
+        **({"rotations": request.settings.rotations} if request.settings.rotations > 1
+           else {})})
 
 
 def _blend(blend: Blend):

@@ -55,6 +55,9 @@ class Settings:
     simplify: Optional[int] = None  # decimate the final mesh to about this many faces
     refine_steps: int = 0
     fit_steps: int = 0  # optimise the shape code to the input points first (engine/fit.py)
+    # Point clouds: the field is the mean over the input and rotations - 1 rotated copies of
+    # it (transforms.input_rotations), for models trained on rotated shapes; 1: off.
+    rotations: int = 1
     fill_cavities: bool = True  # final mesh: enclosed voids made solid (meshing.fill_enclosed)
     # Final mesh: Taubin (lambda, mu) pairs (meshing.taubin); None: the model card's
     # ``smooth_steps`` (chosen on validation shapes), else 0.
@@ -71,8 +74,10 @@ class Settings:
         (docs/protocol.md, "Ranges"): resolution0 in [2, max_resolution], upsampling_steps
         >= 0 with resolution0 * 2^steps <= max_resolution, threshold in (0, 1), simplify in
         [4, 2^31 - 1], refine_steps >= 0 (and <= Limits.max_refine_steps), fit_steps >= 0 (and
-        <= Limits.max_fit_steps), smooth_steps None or >= 0 (and <= Limits.max_smooth_steps)."""
-        for name in ("resolution0", "upsampling_steps", "refine_steps", "fit_steps"):
+        <= Limits.max_fit_steps), rotations >= 1 (and <= Limits.max_rotations), smooth_steps
+        None or >= 0 (and <= Limits.max_smooth_steps)."""
+        for name in ("resolution0", "upsampling_steps", "refine_steps", "fit_steps",
+                     "rotations"):
             if not is_int(getattr(self, name)):
                 raise UserError(f"{name} must be a whole number (got {getattr(self, name)!r})")
         if self.smooth_steps is not None and not (is_int(self.smooth_steps)
@@ -108,6 +113,9 @@ class Settings:
             raise UserError("refine_steps must be >= 0")
         if self.fit_steps < 0:
             raise UserError("fit_steps must be >= 0")
+        if self.rotations < 1:
+            raise UserError(f"rotations must be at least 1 (1: the input as it is; got "
+                            f"{short(self.rotations)})")
 
 
 MAX_FACES = 2**31 - 1  # int32 face indices
@@ -155,6 +163,7 @@ class Limits:
     max_tiles: int = 4096  # tiles of a tiled reconstruction
     max_fit_steps: int = 500  # steps fitting the shape code to the input points
     max_smooth_steps: int = 100  # Taubin pairs of the final mesh (each one pass over it)
+    max_rotations: int = 16  # rotated copies of a point cloud (each one encoding and decoding)
 
     def check_settings(self, settings: Settings) -> None:
         """UserError naming the option when MISE or output settings are out of range."""
@@ -165,6 +174,9 @@ class Limits:
         if settings.fit_steps > self.max_fit_steps:
             raise LimitError(f"fit_steps {short(settings.fit_steps)} is over the limit of "
                              f"{self.max_fit_steps} (max_fit_steps)")
+        if settings.rotations > self.max_rotations:
+            raise LimitError(f"rotations {short(settings.rotations)} is over the limit of "
+                             f"{self.max_rotations} (max_rotations)")
         if (settings.smooth_steps or 0) > self.max_smooth_steps:
             raise LimitError(f"smooth_steps {short(settings.smooth_steps)} is over the limit "
                              f"of {self.max_smooth_steps} (max_smooth_steps)")
@@ -267,16 +279,19 @@ class ReconstructRequest:
         if self.tiling is not None:
             self._check_tiling(model, limits)
         if self.settings.fit_steps:
-            self._check_fit()
+            self._check_points_only("fit_steps", "fits the surface to input points", 0)
+        if self.settings.rotations > 1:
+            self._check_points_only("rotations", "encodes rotated copies of input points", 1)
 
-    def _check_fit(self) -> None:
-        """UserError when fit_steps is asked for where there are no points to fit to."""
+    def _check_points_only(self, option: str, what_it_does: str, off: int) -> None:
+        """UserError when a point-cloud option (fit_steps, rotations) is asked for where
+        there are no points, or with tiling."""
         if self.kind != "pointcloud":
             what = "a blend of two shapes" if self.kind is None else KIND_NAMES[self.kind]
-            raise UserError(f"fit_steps fits the surface to input points, and this input is "
-                            f"{what}; leave fit_steps at 0 or send a point cloud")
+            raise UserError(f"{option} {what_it_does}, and this input is {what}; leave "
+                            f"{option} at {off} or send a point cloud")
         if self.tiling is not None:
-            raise UserError("fit_steps is not available with tiling; leave one of them out")
+            raise UserError(f"{option} is not available with tiling; leave one of them out")
 
     def _check_tiling(self, model, limits: Limits) -> None:
         tiling, settings = self.tiling, self.settings

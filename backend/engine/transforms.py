@@ -115,3 +115,25 @@ def resize_image(rgb: np.ndarray, size: int) -> np.ndarray:
     out = np.tensordot(_bilinear_weights(h, size), rows, axes=([1], [0]))  # (size, c, size)
     out = np.clip(np.round(out), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(out.transpose(0, 2, 1))
+
+
+def uniform_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A rotation (3, 3) float64 uniform on SO(3): the matrix of a unit quaternion drawn
+    uniformly on the 3-sphere (four normal draws of ``rng``, normalised)."""
+    w, x, y, z = (quaternion := rng.standard_normal(4)) / np.linalg.norm(quaternion)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+ROTATIONS_SEED = 7  # fixed: every request averages over the same copies
+
+
+def input_rotations(count: int) -> np.ndarray:
+    """(count, 3, 3) float32: the identity, then count - 1 rotations uniform on SO(3) drawn
+    from a fixed seed, the frames of the rotated copies a point cloud is encoded in
+    (``Settings.rotations``)."""
+    rng = np.random.default_rng(ROTATIONS_SEED)
+    return np.stack([np.eye(3)] + [uniform_rotation(rng) for _ in range(count - 1)]
+                    ).astype(np.float32)

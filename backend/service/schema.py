@@ -48,8 +48,8 @@ def is_int(value) -> bool:
 
 
 def settings_from(header: dict, preview: bool = False) -> Settings:
-    """Settings from the ``mise``, ``precision``, ``fit_steps`` and ``output`` fields
-    (defaults: the paper's 32 -> 128; ``preview``: a quick 16 -> 32)."""
+    """Settings from the ``mise``, ``precision``, ``fit_steps``, ``rotations`` and ``output``
+    fields (defaults: the paper's 32 -> 128; ``preview``: a quick 16 -> 32)."""
     values = {**(PREVIEW_MISE if preview else {})}
     for group, names in (("mise", MISE_FIELDS), ("output", OUTPUT_FIELDS)):
         given = header.get(group) or {}
@@ -70,10 +70,12 @@ def settings_from(header: dict, preview: bool = False) -> Settings:
     precision = header.get("precision", "auto")
     if precision not in PRECISIONS:
         raise bad_request(f"'precision' must be one of {', '.join(PRECISIONS)}")
-    fit_steps = header.get("fit_steps", 0)
-    if not is_int(fit_steps):
-        raise bad_request(f"'fit_steps' must be a whole number (got {fit_steps!r})")
-    return Settings(**values, precision=precision, fit_steps=fit_steps)
+    counts = {name: header.get(name, default) for name, default in
+              (("fit_steps", Settings.fit_steps), ("rotations", Settings.rotations))}
+    for name, count in counts.items():
+        if not is_int(count):
+            raise bad_request(f"'{name}' must be a whole number (got {count!r})")
+    return Settings(**values, precision=precision, **counts)
 
 
 def tiling_from(header: dict) -> Optional[TilingOptions]:

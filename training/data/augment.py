@@ -35,6 +35,8 @@ transform -> partial views -> density -> ``input_points`` -> noise.
 
 import numpy as np
 
+from backend.engine.transforms import uniform_rotation
+
 CAMERA_DISTANCE = 2.0
 GRID = 128  # z-buffer cells per side
 DEPTH_TOLERANCE = 0.02  # a point is visible within this of its cell's nearest depth
@@ -63,12 +65,7 @@ def random_rotation(rng, mode):
         c, s = np.cos(angle), np.sin(angle)
         return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
     if mode == "any":
-        q = rng.standard_normal(4)
-        w, x, y, z = q / np.linalg.norm(q)
-        return np.array([
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+        return uniform_rotation(rng)
     raise ValueError(f"rotation must be none, up or any, got {mode!r}")
 
 

@@ -22,6 +22,8 @@ from typing import Callable
 
 import numpy as np
 
+from backend.engine.transforms import uniform_rotation
+
 Field = Callable[[np.ndarray], np.ndarray]  # (3, N) float32 -> (N,) float32
 SMALL_BATCH = 1 << 20  # point-segment pairs ``polyline`` measures in one vectorised pass
 
@@ -352,12 +354,5 @@ def repeat_around_y(part: SDF, count: int) -> SDF:
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A rotation (3, 3) float32 uniform on SO(3): the matrix of a unit quaternion drawn
-    uniformly on the 3-sphere (four normal draws, normalised)."""
-    quaternion = rng.standard_normal(4)
-    w, x, y, z = quaternion / np.linalg.norm(quaternion)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ], dtype=np.float32)
+    """A rotation (3, 3) float32 uniform on SO(3) (``transforms.uniform_rotation``)."""
+    return uniform_rotation(rng).astype(np.float32)

@@ -1,0 +1,187 @@
+"""Rotated copies (``Settings.rotations``): the field is the mean over the cloud and turned
+copies of it, each queried in its own frame; both engines agree; the fit takes each copy in
+turn; point clouds only, within the limit, on the CLI and the server."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from backend.engine import fit, pipeline
+from backend.engine.generation import Generator
+from backend.engine.request import LIMITS, Limits, ReconstructRequest, Settings, TilingOptions
+from backend.engine.transforms import input_rotations
+from backend.errors import LimitError, UserError
+from backend.io import zoo
+from backend.io.inputs import PointCloudInput, VoxelInput
+from backend.io.inputs import read_ply_vertices_numpy
+from backend.service.client import ServerError, launch
+from tests.conftest import ROOT
+
+MODEL = "pointcloud_poco"
+MISE = {"resolution0": 16, "upsampling_steps": 1}
+CHAIR = ROOT / "backend" / "samples" / "chair_scan.ply"
+
+
+@pytest.fixture(scope="module")
+def poco():
+    return zoo.load(MODEL, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def chair():
+    """3000 of the sample scan's points (3000, 3) float32 in the unit cube."""
+    points = read_ply_vertices_numpy(CHAIR)
+    points = points[np.random.default_rng(0).permutation(len(points))[:3000]]
+    lo, hi = points.min(0), points.max(0)
+    return ((points - (lo + hi) / 2) / (hi - lo).max()).astype(np.float32)
+
+
+def run(model, card, points, **settings):
+    """All events of one fp32 reconstruction of ``points`` at 16 -> 32."""
+    request = ReconstructRequest(PointCloudInput(points), settings=Settings(
+        **MISE, precision="fp32", mesh_every_level=False, **settings))
+    request.validate(model)
+    return list(pipeline.reconstruct(request, model, card, "cpu"))
+
+
+def test_input_rotations_start_with_the_identity_and_are_fixed():
+    turns = input_rotations(5)
+    assert turns.shape == (5, 3, 3) and turns.dtype == np.float32
+    np.testing.assert_array_equal(turns[0], np.eye(3))
+    np.testing.assert_allclose(turns @ turns.transpose(0, 2, 1), np.broadcast_to(np.eye(3),
+                               (5, 3, 3)), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.det(turns), 1, atol=1e-5)
+    assert np.abs(turns[1:] - np.eye(3)).max() > 0.1  # turned, not the identity again
+    np.testing.assert_array_equal(input_rotations(3), turns[:3])  # a prefix, every call
+
+
+def test_each_copy_is_queried_in_its_own_frame(poco, chair):
+    """The mean field's surface still runs through the scan: a copy queried in the wrong
+    frame (x R instead of x R^T) would average the chair with turned chairs."""
+    model, card = poco
+    plain = run(model, card, chair)[-1]
+    turned = run(model, card, chair, rotations=4)[-1]
+    assert turned.summary["rotations"] == 4 and "rotations" not in plain.summary
+    for finished in (plain, turned):
+        distance = cKDTree(finished.frame.vertices).query(chair)[0]
+        assert np.median(distance) < 0.02, np.median(distance)
+    # ...and differs from the single copy's: the turned copies took part.
+    assert len(turned.frame.vertices) != len(plain.frame.vertices) or not np.allclose(
+        turned.frame.vertices, plain.frame.vertices)
+
+
+def test_the_mean_field_is_the_mean_of_the_turned_copies(poco, chair):
+    model, card = poco
+    generator = Generator(model, card, "cpu", Settings(precision="fp32", rotations=3))
+    code = generator.encode(chair[None])
+    queries = np.random.default_rng(0).uniform(-0.5, 0.5, (500, 3)).astype(np.float32)
+    single = Generator(model, card, "cpu", Settings(precision="fp32"))
+    expected = np.mean([single.logits(single.encode(chair[None] @ turn.T), queries @ turn.T)
+                        for turn in input_rotations(3)], axis=0)
+    np.testing.assert_allclose(generator.logits(code, queries), expected, atol=1e-4)
+
+
+def test_the_bundled_engine_averages_the_same_copies(poco, chair):
+    model, card = poco
+    numpy_model, numpy_card = zoo.load(MODEL, engine="bundled")
+    settings = Settings(precision="fp32", rotations=3)
+    queries = np.random.default_rng(1).uniform(-0.5, 0.5, (500, 3)).astype(np.float32)
+    torch_side = Generator(model, card, "cpu", settings)
+    numpy_side = Generator(numpy_model, numpy_card, "cpu", settings)
+    np.testing.assert_allclose(numpy_side.logits(numpy_side.encode(chair[None]), queries),
+                               torch_side.logits(torch_side.encode(chair[None]), queries),
+                               atol=1e-3)
+
+
+def test_the_fit_takes_each_copy_in_turn(poco, chair):
+    model, card = poco
+    events = run(model, card, chair, rotations=2, fit_steps=3)
+    progress = [e for e in events if isinstance(e, fit.FitProgress)]
+    assert [e.step for e in progress] == list(range(1, 7))
+    assert all(e.steps == 6 for e in progress)
+    summary = events[-1].summary
+    assert summary["fit"]["steps"] == 6 and summary["rotations"] == 2
+
+
+def test_a_turned_code_is_not_blended(poco, chair):
+    model, card = poco
+    code = Generator(model, card, "cpu", Settings(rotations=2)).encode(chair[None])
+    with pytest.raises(UserError, match="rotations 1"):
+        code.blend(code, 0.5)
+
+
+def test_rotations_are_checked_before_any_work(poco):
+    model, _ = poco
+    points = PointCloudInput(np.random.default_rng(0).uniform(-0.5, 0.5, (100, 3)))
+    with pytest.raises(LimitError, match="max_rotations"):
+        ReconstructRequest(points, settings=Settings(rotations=LIMITS.max_rotations + 1)
+                           ).validate(model)
+    with pytest.raises(LimitError, match="rotations 3 is over the limit of 2"):
+        ReconstructRequest(points, settings=Settings(rotations=3)).validate(
+            model, Limits(max_rotations=2))
+    with pytest.raises(UserError, match="rotations must be at least 1"):
+        ReconstructRequest(points, settings=Settings(rotations=0)).validate(model)
+    with pytest.raises(UserError, match="rotations must be a whole number"):
+        ReconstructRequest(points, settings=Settings(rotations=2.5)).validate(model)
+    with pytest.raises(UserError, match="rotations is not available with tiling"):
+        ReconstructRequest(points, settings=Settings(rotations=2),
+                           tiling=TilingOptions(1.0)).validate(model)
+    voxels = VoxelInput(np.ones((32, 32, 32), bool), np.zeros(3), 1.0)
+    voxel_model, _ = zoo.load("voxels_convonet_grid", torch.device("cpu"))
+    with pytest.raises(UserError, match="leave rotations at 1 or send a point cloud"):
+        ReconstructRequest(voxels, settings=Settings(rotations=2)).validate(voxel_model)
+
+
+def test_cli_rotations_reach_the_summary_and_keep_the_cap(run_cli, tmp_path):
+    import json
+
+    base = ["reconstruct", CHAIR, "-o", tmp_path / "out.ply", "--resolution0", "16",
+            "--upsampling-steps", "1", "--json"]
+    result = run_cli(*base, "--rotations", "2")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rotations"] == 2
+    result = run_cli(*base[:2], "-o", tmp_path / "out2.ply", "--rotations",
+                     str(LIMITS.max_rotations + 1))
+    assert result.returncode == 2
+    assert "max_rotations" in result.stderr and not (tmp_path / "out2.ply").exists()
+
+
+@pytest.fixture(scope="module")
+def server():
+    local = launch(cwd=ROOT, extra_args=["--max-rotations", "3"])
+    yield local
+    local.stop()
+
+
+def test_server_takes_rotations_and_keeps_its_cap(server, chair):
+    client = server.client
+    assert client.health()["limits"]["max_rotations"] == 3
+    frames = list(client.reconstruct(points=chair, model=MODEL, mise=MISE, rotations=2))
+    assert frames[-1][0]["type"] == "final" and frames[-1][0]["rotations"] == 2
+    with pytest.raises(ServerError) as error:
+        list(client.reconstruct(points=chair, model=MODEL, mise=MISE, rotations=4))
+    assert error.value.status == 413 and "max_rotations" in error.value.message
+    with pytest.raises(ServerError) as error:
+        list(client.reconstruct(points=chair, model=MODEL, rotations="2"))
+    assert error.value.status == 400 and "rotations" in error.value.message
+
+
+def test_generalize_adds_the_turned_variants(tmp_path, capsys):
+    import csv
+
+    from training import generalize
+
+    status = generalize.main([
+        "--model", MODEL, "--rotations", "2", "--fit-steps", "2", "--out", str(tmp_path),
+        "--points", "300", "--families", "superquadric", "--no-real", "--poisson-depths",
+        "--resolution0", "16", "--upsampling-steps", "0", "--eval-points", "3000"])
+    assert status == 0
+    with open(tmp_path / "shapes.csv") as f:
+        methods = {row["method"] for row in csv.DictReader(f)}
+    turned = f"{MODEL} rotations 2"
+    assert methods == {MODEL, turned, generalize.fit_name(MODEL, 2),
+                       generalize.fit_name(turned, 2)}
+    assert generalize.main(["--model", MODEL, "--rotations", "0", "--out",
+                            str(tmp_path)]) == 2
+    assert "--rotations must be >= 1" in capsys.readouterr().err
