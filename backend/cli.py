@@ -88,9 +88,10 @@ def add_request_options(parser, tiling=True):
     parser.add_argument("--rotations", type=positive_int, default=defaults.rotations,
                         metavar="N",
                         help="average the field over the input and N - 1 rotated copies of "
-                             "it (point clouds, models trained on rotated shapes such as "
-                             "pointcloud_poco; about 4: a smoother, closer surface for N "
-                             f"times the time; at most {LIMITS.max_rotations}; default 1: off)")
+                             "it (point clouds and voxel grids, models trained on rotated "
+                             "shapes such as pointcloud_poco; about 4: a smoother, closer "
+                             f"surface for N times the time; at most {LIMITS.max_rotations}; "
+                             "default 1: off)")
     if not tiling:
         return
     parser.add_argument("--tile-size", type=float, metavar="SIZE",

@@ -195,9 +195,9 @@ class ONET_PG_scene(bpy.types.PropertyGroup):
         " few seconds). 0: the model's prediction as it is")
     rotations: IntProperty(
         name="Rotations", default=1, min=1, soft_max=8, max=16,
-        description="Point clouds: average the surface over the scan and this many - 1"
-        " rotated copies of it (about 4, for models trained on rotated shapes like the"
-        " default): smoother and closer to the scan, that many times the time. 1: off")
+        description="Point clouds and voxels: average the surface over the input and this"
+        " many - 1 rotated copies of it (about 4, for models trained on rotated shapes like"
+        " the defaults): smoother and closer to the input, that many times the time. 1: off")
     fill_cavities: BoolProperty(
         name="Fill Enclosed Cavities", default=True,
         description="Make cavities sealed inside the shape solid: no scan sees them, so they"

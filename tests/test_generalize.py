@@ -155,20 +155,22 @@ def test_bad_options_are_user_errors(tmp_path, capsys):
 
 
 def test_voxel_benchmark_end_to_end(tmp_path):
-    """Both voxelisations of one family through a bundled voxel model, marching cubes and
-    Taubin: every row, and the grids nest (centres inside is within touching)."""
+    """Both voxelisations of one family through a bundled voxel model (also with turned
+    copies), marching cubes and Taubin: every row, and the grids nest (centres inside is
+    within touching)."""
     from training import generalize_voxels
 
     assert generalize_voxels.main([
         "--model", "voxels_convonet_3plane", "--out", str(tmp_path), "--families",
         "bumpy_sphere", "--limit", "1", "--no-real", "--taubin-iterations", "2", "10",
-        "--resolution0", "16", "--upsampling-steps", "0", "--eval-points", "5000"]) == 0
+        "--rotations", "2", "--resolution0", "16", "--upsampling-steps", "0",
+        "--eval-points", "5000"]) == 0
     with open(tmp_path / "shapes.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["setting"], r["method"]) for r in rows} == {
         (rule, method) for rule in ("touching", "centres")
-        for method in ("voxels_convonet_3plane", "marching cubes", "mc + taubin x2",
-                       "mc + taubin x10")}
+        for method in ("voxels_convonet_3plane", "voxels_convonet_3plane rotations 2",
+                       "marching cubes", "mc + taubin x2", "mc + taubin x10")}
     by = {(r["setting"], r["method"]): r for r in rows}
     # A near-sphere at 32^3: plain marching cubes of the centre-inside grid is close;
     # the touching grid is fatter by about half a voxel, so its IoU is lower.

@@ -1,6 +1,7 @@
-"""Rotated copies (``Settings.rotations``): the field is the mean over the cloud and turned
-copies of it, each queried in its own frame; both engines agree; the fit takes each copy in
-turn; point clouds only, within the limit, on the CLI and the server."""
+"""Rotated copies (``Settings.rotations``): the field is the mean over the cloud (or voxel
+grid) and turned copies of it, each queried in its own frame; both engines agree; the fit
+takes each copy in turn; point clouds and grids only, within the limit, on the CLI and the
+server."""
 
 import numpy as np
 import pytest
@@ -10,15 +11,17 @@ from scipy.spatial import cKDTree
 from backend.engine import fit, pipeline
 from backend.engine.generation import Generator
 from backend.engine.request import LIMITS, Limits, ReconstructRequest, Settings, TilingOptions
-from backend.engine.transforms import input_rotations
+from backend.engine.transforms import (GRID_ROTATIONS, cube_rotations, input_rotations,
+                                       turn_grid)
 from backend.errors import LimitError, UserError
 from backend.io import zoo
-from backend.io.inputs import PointCloudInput, VoxelInput
+from backend.io.inputs import ImageInput, PointCloudInput, VoxelInput
 from backend.io.inputs import read_ply_vertices_numpy
 from backend.service.client import ServerError, launch
 from tests.conftest import ROOT
 
 MODEL = "pointcloud_poco"
+VOXEL_MODEL = "voxels_convonet_grid"
 MISE = {"resolution0": 16, "upsampling_steps": 1}
 CHAIR = ROOT / "backend" / "samples" / "chair_scan.ply"
 
@@ -128,9 +131,88 @@ def test_rotations_are_checked_before_any_work(poco):
         ReconstructRequest(points, settings=Settings(rotations=2),
                            tiling=TilingOptions(1.0)).validate(model)
     voxels = VoxelInput(np.ones((32, 32, 32), bool), np.zeros(3), 1.0)
-    voxel_model, _ = zoo.load("voxels_convonet_grid", torch.device("cpu"))
-    with pytest.raises(UserError, match="leave rotations at 1 or send a point cloud"):
-        ReconstructRequest(voxels, settings=Settings(rotations=2)).validate(voxel_model)
+    voxel_model, _ = zoo.load(VOXEL_MODEL, torch.device("cpu"))
+    ReconstructRequest(voxels, settings=Settings(rotations=2)).validate(voxel_model)
+    with pytest.raises(UserError, match="a voxel grid has 24 exact rotations"):
+        ReconstructRequest(voxels, settings=Settings(rotations=GRID_ROTATIONS + 1)).validate(
+            voxel_model, Limits(max_rotations=GRID_ROTATIONS + 1))
+    image_model, _ = zoo.load("image_onet_small", torch.device("cpu"))
+    image = ImageInput(np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(UserError, match="this input is an image; leave rotations at 1"):
+        ReconstructRequest(image, settings=Settings(rotations=2)).validate(image_model)
+
+
+def test_cube_rotations_are_the_cubes_24_turns():
+    turns = cube_rotations()
+    assert turns.shape == (GRID_ROTATIONS, 3, 3) and turns.dtype == np.float32
+    np.testing.assert_array_equal(turns[0], np.eye(3))
+    assert len({turn.tobytes() for turn in turns}) == GRID_ROTATIONS
+    assert set(np.unique(turns)) == {-1.0, 0.0, 1.0}
+    np.testing.assert_allclose(np.linalg.det(turns), 1)
+    np.testing.assert_array_equal(input_rotations(4, grid=True), turns[:4])
+
+
+def test_a_turned_grid_holds_each_voxel_at_the_turned_place():
+    """The voxel at unit-cube centre x lands at R x, as a turned cloud's point x R^T."""
+    n = 6
+    rng = np.random.default_rng(0)
+    grid = rng.random((2, n, n, n))  # a leading channel axis is kept
+    centres = (np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1) + 0.5) / n - 0.5
+    for turn in cube_rotations():
+        turned = turn_grid(grid, turn)
+        landed = np.rint((centres @ turn.T + 0.5) * n - 0.5).astype(int)
+        np.testing.assert_array_equal(turned[:, landed[..., 0], landed[..., 1],
+                                             landed[..., 2]], grid)
+
+
+@pytest.fixture(scope="module")
+def voxel_model():
+    return zoo.load(VOXEL_MODEL, torch.device("cpu"))
+
+
+def test_a_grids_copies_are_turned_grids_queried_in_their_own_frames(voxel_model):
+    """The mean field of a grid's copies is the mean of each turned grid's field at the
+    turned queries, and the mesh of an asymmetric solid (an L block) stays in place."""
+    model, card = voxel_model
+    grid = np.zeros((32, 32, 32), bool)
+    grid[6:26, 6:14, 6:26] = grid[6:14, 6:26, 6:26] = True  # an L, not symmetric by turns
+    voxels = VoxelInput(grid, np.full(3, -0.5), 1.0, "centres")
+    inputs = pipeline.prepare_voxels(grid, np.full(3, -0.5), 1.0, "centres", True).inputs
+    settings = Settings(precision="fp32", rotations=3)
+    queries = np.random.default_rng(2).uniform(-0.5, 0.5, (500, 3)).astype(np.float32)
+    generator = Generator(model, card, "cpu", settings)
+    single = Generator(model, card, "cpu", Settings(precision="fp32"))
+    expected = np.mean([single.logits(single.encode(turn_grid(inputs, turn)), queries @ turn.T)
+                        for turn in input_rotations(3, grid=True)], axis=0)
+    np.testing.assert_allclose(generator.logits(generator.encode(inputs), queries), expected,
+                               atol=1e-4)
+    request = ReconstructRequest(voxels, settings=Settings(
+        **MISE, precision="fp32", mesh_every_level=False, rotations=4))
+    request.validate(model)
+    finished = list(pipeline.reconstruct(request, model, card, "cpu"))[-1]
+    assert finished.summary["rotations"] == 4
+    # Turned the wrong way, a copy's L would fill the notch (voxels 14 to 26 in x and y).
+    vertices = finished.frame.vertices
+    margin = 2 / 32
+    lo, hi = np.array([14, 14, 6]) / 32 - 0.5 + margin, np.array([26, 26, 26]) / 32 - 0.5 - margin
+    assert not np.all((vertices > lo) & (vertices < hi), axis=1).any(), "surface in the notch"
+    solid = (np.argwhere(grid) + 0.5) / 32 - 0.5
+    assert np.median(cKDTree(solid).query(vertices)[0]) < 0.05
+
+
+def test_the_bundled_engine_turns_grids_alike(voxel_model):
+    model, card = voxel_model
+    numpy_model, numpy_card = zoo.load(VOXEL_MODEL, engine="bundled")
+    grid = np.zeros((32, 32, 32), bool)
+    grid[4:20, 8:28, 10:22] = True
+    inputs = pipeline.prepare_voxels(grid, np.full(3, -0.5), 1.0, "touching", True).inputs
+    settings = Settings(precision="fp32", rotations=4)
+    queries = np.random.default_rng(3).uniform(-0.5, 0.5, (500, 3)).astype(np.float32)
+    torch_side = Generator(model, card, "cpu", settings)
+    numpy_side = Generator(numpy_model, numpy_card, "cpu", settings)
+    np.testing.assert_allclose(numpy_side.logits(numpy_side.encode(inputs), queries),
+                               torch_side.logits(torch_side.encode(inputs), queries),
+                               atol=1e-3)
 
 
 def test_cli_rotations_reach_the_summary_and_keep_the_cap(run_cli, tmp_path):

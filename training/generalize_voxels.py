@@ -1,7 +1,7 @@
 """Generalisation benchmark for voxel input: models against marching cubes of their own grid.
 
 ``python -m training.generalize_voxels --model M [--model M2 ...] --out DIR [--seeds 0 1 2]
-[--limit N] [--families a,b] [--no-real] [--taubin-iterations 10 20 50]``
+[--limit N] [--families a,b] [--no-real] [--taubin-iterations 10 20 50] [--rotations N]``
 
 The shapes of ``training.generalize`` (unseen procedural families and real meshes from
 packages, random orientation; ``generalize.shape_makers``), each voxelised at 32^3 over
@@ -9,7 +9,8 @@ packages, random orientation; ``generalize.shape_makers``), each voxelised at 32
 sent with the grid): "centres" (a voxel is set when its centre is inside, the common rule) and
 "touching" (also every voxel the surface passes through, as the corpus's ``model.binvox``).
 Methods, scored on the same ground truth by ``evaluate.score``: every ``--model`` through
-the backend (``evaluate.reconstruct``, raw marching-cubes mesh of MISE), plain marching cubes
+the backend (``evaluate.reconstruct``, raw marching-cubes mesh of MISE; with ``--rotations``
+also averaged over turned copies of the grid, "MODEL rotations N"), plain marching cubes
 of the grid (``baselines.voxel_mesh``) and marching cubes followed by Taubin smoothing
 (lambda 0.5, mu -0.52; an iteration is one of the alternating half steps) at each of
 ``--taubin-iterations``; the report adds the iteration
@@ -28,6 +29,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--families", help="comma-separated families (default all)")
     parser.add_argument("--no-real", action="store_true", help="leave the real meshes out")
     parser.add_argument("--taubin-iterations", type=int, nargs="+", default=[10, 20, 50])
+    parser.add_argument("--rotations", type=int, default=1, metavar="N",
+                        help="also run every model averaged over the grid and N - 1 copies "
+                             "turned by the cube's rotations (Settings.rotations), as method "
+                             "'MODEL rotations N' (default 1: not)")
     parser.add_argument("--resolution0", type=int, default=32)
     parser.add_argument("--upsampling-steps", type=int, default=2)
     parser.add_argument("--eval-points", type=int, default=metrics.N_POINTS)
@@ -98,6 +104,9 @@ def load_methods(args: argparse.Namespace, device) -> dict:
         settings = Settings(args.resolution0, args.upsampling_steps, fill_cavities=False,
                             mesh_every_level=False)
         methods[name] = generalize.Method(model, card, device, settings)
+        if args.rotations > 1:
+            methods[f"{name} rotations {args.rotations}"] = generalize.Method(
+                model, card, device, replace(settings, rotations=args.rotations))
     return methods
 
 
@@ -188,7 +197,9 @@ def gallery(shown: list, models: list[str], table: list[dict]):
         for rule in VOXEL_FILES:
             for name in [MARCHING_CUBES, best[shape.group, rule], *models]:
                 images.append(render.render_mesh(*meshes[rule][name], view=view))
-                labels.append(f"{rule}: {Path(name).stem.replace('voxels_', '')}"[:22])
+                short = (Path(name).stem.replace("voxels_", "").replace("convonet_", "")
+                         .replace(" rotations ", " x"))
+                labels.append(f"{rule}: {short}"[:22])
         rows.append(render.side_by_side(images, labels))
     return render.stack(rows)
 
@@ -200,6 +211,8 @@ def benchmark(args: argparse.Namespace) -> None:
 
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be >= 1")
+    if args.rotations < 1:
+        raise UserError("--rotations must be >= 1")
     if min(args.taubin_iterations) < 1:
         raise UserError("--taubin-iterations must be >= 1")
     makers = generalize.shape_makers(args)

@@ -19,7 +19,7 @@ from ..io.cards import DEFAULT_THRESHOLD
 from .mise import mise
 from .request import Settings
 from .runtime import lerp, runtime_for
-from .transforms import input_rotations
+from .transforms import input_rotations, turn_grid
 
 PAD_POINTS = 1024  # decoder chunks are padded to a multiple of this many points
 
@@ -62,7 +62,8 @@ class ShapeCode:
     z: object
     encode_seconds: float = 0.0
     # ``Settings.rotations``: (rotation (3, 3) float32, ShapeCode) of each further copy of
-    # the input, encoded rotated by it (points x -> x R^T); the field is the mean over all.
+    # the input, encoded rotated by it (points x -> x R^T, grids turned alike); the field
+    # is the mean over all.
     rotated: tuple = ()
 
     def blend(self, other, t):
@@ -128,6 +129,7 @@ class Generator:
         self.runtime.check(self.settings)
         self.device = self.runtime.device
         self.model = self.runtime.prepare_model(model)
+        self.reads_grid = getattr(model, "input_kind", None) == "voxels"
         threshold = self.settings.threshold
         if threshold is None:
             threshold = card.get("threshold", DEFAULT_THRESHOLD)
@@ -151,9 +153,16 @@ class Generator:
         c, z = self.runtime.encode(self.model, inputs, occupancies)
         rotated = tuple(
             (rotation, ShapeCode(*self.runtime.encode(
-                self.model, np.ascontiguousarray(inputs @ rotation.T), occupancies)))
-            for rotation in input_rotations(self.settings.rotations)[1:])
+                self.model, self._turn(inputs, rotation), occupancies)))
+            for rotation in input_rotations(self.settings.rotations, self.reads_grid)[1:])
         return ShapeCode(c, z, time.perf_counter() - started, rotated)
+
+    def _turn(self, inputs, rotation):
+        """The input batch of one turned by ``rotation`` (3, 3): points (1, N, 3) as x R^T,
+        a voxel grid (1, [C,] n, n, n) by ``transforms.turn_grid``."""
+        if self.reads_grid:
+            return turn_grid(inputs, rotation)
+        return np.ascontiguousarray(inputs @ rotation.T)
 
     def sample(self, seed):
         """A ShapeCode drawn from a generative model's prior: z ~ N(0, I) ``(1, z_dim)``

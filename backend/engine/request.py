@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import LimitError, UserError
 from ..io.binvox import MAX_VOXEL_DIM
 from ..io.inputs import KIND_NAMES, MAX_IMAGE_PIXELS, MAX_POINTS, Input
+from .transforms import GRID_ROTATIONS
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,9 @@ class Settings:
     simplify: Optional[int] = None  # decimate the final mesh to about this many faces
     refine_steps: int = 0
     fit_steps: int = 0  # optimise the shape code to the input points first (engine/fit.py)
-    # Point clouds: the field is the mean over the input and rotations - 1 rotated copies of
-    # it (transforms.input_rotations), for models trained on rotated shapes; 1: off.
+    # Point clouds and voxel grids: the field is the mean over the input and rotations - 1
+    # rotated copies of it (transforms.input_rotations), for models trained on rotated
+    # shapes; 1: off.
     rotations: int = 1
     fill_cavities: bool = True  # final mesh: enclosed voids made solid (meshing.fill_enclosed)
     # Final mesh: Taubin (lambda, mu) pairs (meshing.taubin); None: the model card's
@@ -163,7 +165,7 @@ class Limits:
     max_tiles: int = 4096  # tiles of a tiled reconstruction
     max_fit_steps: int = 500  # steps fitting the shape code to the input points
     max_smooth_steps: int = 100  # Taubin pairs of the final mesh (each one pass over it)
-    max_rotations: int = 16  # rotated copies of a point cloud (each one encoding and decoding)
+    max_rotations: int = 16  # rotated copies of an input (each one encoding and decoding)
 
     def check_settings(self, settings: Settings) -> None:
         """UserError naming the option when MISE or output settings are out of range."""
@@ -281,17 +283,30 @@ class ReconstructRequest:
         if self.settings.fit_steps:
             self._check_points_only("fit_steps", "fits the surface to input points", 0)
         if self.settings.rotations > 1:
-            self._check_points_only("rotations", "encodes rotated copies of input points", 1)
+            self._check_rotations()
 
     def _check_points_only(self, option: str, what_it_does: str, off: int) -> None:
-        """UserError when a point-cloud option (fit_steps, rotations) is asked for where
-        there are no points, or with tiling."""
+        """UserError when a point-cloud option (fit_steps) is asked for where there are no
+        points, or with tiling."""
         if self.kind != "pointcloud":
             what = "a blend of two shapes" if self.kind is None else KIND_NAMES[self.kind]
             raise UserError(f"{option} {what_it_does}, and this input is {what}; leave "
                             f"{option} at {off} or send a point cloud")
         if self.tiling is not None:
             raise UserError(f"{option} is not available with tiling; leave one of them out")
+
+    def _check_rotations(self) -> None:
+        """UserError when rotated copies are asked for where the input cannot be turned:
+        images, blends, tiling, or more copies than a voxel grid has exact turns."""
+        if self.kind not in ("pointcloud", "voxels"):
+            what = "a blend of two shapes" if self.kind is None else KIND_NAMES[self.kind]
+            raise UserError(f"rotations encodes rotated copies of a point cloud or voxel grid,"
+                            f" and this input is {what}; leave rotations at 1")
+        if self.tiling is not None:
+            raise UserError("rotations is not available with tiling; leave one of them out")
+        if self.kind == "voxels" and self.settings.rotations > GRID_ROTATIONS:
+            raise UserError(f"a voxel grid has {GRID_ROTATIONS} exact rotations; ask for"
+                            f" at most that many (got rotations {self.settings.rotations})")
 
     def _check_tiling(self, model, limits: Limits) -> None:
         tiling, settings = self.tiling, self.settings

@@ -8,6 +8,8 @@ point clouds get (center, scale) from ``normalize_points``, voxel grids from
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from ..errors import UserError
@@ -128,12 +130,42 @@ def uniform_rotation(rng: np.random.Generator) -> np.ndarray:
 
 
 ROTATIONS_SEED = 7  # fixed: every request averages over the same copies
+GRID_ROTATIONS = 24  # the cube's rotations, the turns of a voxel grid that need no resampling
 
 
-def input_rotations(count: int) -> np.ndarray:
-    """(count, 3, 3) float32: the identity, then count - 1 rotations uniform on SO(3) drawn
-    from a fixed seed, the frames of the rotated copies a point cloud is encoded in
-    (``Settings.rotations``)."""
+def cube_rotations() -> np.ndarray:
+    """(24, 3, 3) float32: the rotations that map the cube [-0.5, 0.5]^3 onto itself (the
+    signed permutation matrices of determinant 1), the identity first, the others in an
+    order shuffled by a fixed seed so that the first few differ in every axis."""
+    turns = [np.diag(signs)[list(order)] for order in itertools.permutations(range(3))
+             for signs in itertools.product((1, -1), repeat=3)]
+    turns = [turn for turn in turns if np.linalg.det(turn) > 0]
+    rest = np.random.default_rng(ROTATIONS_SEED).permutation(np.arange(1, len(turns)))
+    return np.stack([turns[0]] + [turns[i] for i in rest]).astype(np.float32)
+
+
+def input_rotations(count: int, grid: bool = False) -> np.ndarray:
+    """(count, 3, 3) float32: the frames of the rotated copies an input is encoded in
+    (``Settings.rotations``), the identity first. Point clouds: then count - 1 rotations
+    uniform on SO(3) drawn from a fixed seed; voxel grids (``grid``): the first of
+    ``cube_rotations``, which turn a grid exactly (at most ``GRID_ROTATIONS``)."""
+    if grid:
+        if count > GRID_ROTATIONS:
+            raise UserError(f"a voxel grid has {GRID_ROTATIONS} exact rotations; rotations "
+                            f"{count} is more")
+        return cube_rotations()[:count]
     rng = np.random.default_rng(ROTATIONS_SEED)
     return np.stack([np.eye(3)] + [uniform_rotation(rng) for _ in range(count - 1)]
                     ).astype(np.float32)
+
+
+def turn_grid(grid: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """The grid (..., n, n, n), indexed [x, y, z] over the cube [-0.5, 0.5]^3, of the solid
+    turned by the cube rotation (3, 3) (``cube_rotations``): the voxel at centred index c
+    takes the value at R^T c, so a point x of the old grid lies at R x in the new one,
+    like the points x R^T of a turned cloud. Exact: axes permuted and flipped."""
+    lead = grid.ndim - 3
+    source = np.abs(rotation).argmax(axis=1)  # new axis r reads old axis source[r]
+    turned = np.transpose(grid, tuple(range(lead)) + tuple(lead + int(a) for a in source))
+    flips = tuple(lead + r for r in range(3) if rotation[r, source[r]] < 0)
+    return np.ascontiguousarray(np.flip(turned, flips) if flips else turned)
