@@ -281,32 +281,26 @@ class ReconstructRequest:
         if self.tiling is not None:
             self._check_tiling(model, limits)
         if self.settings.fit_steps:
-            self._check_points_only("fit_steps", "fits the surface to input points", 0)
+            self._check_untiled_input("fit_steps", "fits the surface to input points", 0,
+                                      ("pointcloud",))
         if self.settings.rotations > 1:
-            self._check_rotations()
+            self._check_untiled_input("rotations", "encodes rotated copies of the input", 1,
+                                      ("pointcloud", "voxels"))
+            if self.kind == "voxels" and self.settings.rotations > GRID_ROTATIONS:
+                raise UserError(f"a voxel grid has {GRID_ROTATIONS} exact rotations; ask for"
+                                f" at most that many (got rotations {self.settings.rotations})")
 
-    def _check_points_only(self, option: str, what_it_does: str, off: int) -> None:
-        """UserError when a point-cloud option (fit_steps) is asked for where there are no
-        points, or with tiling."""
-        if self.kind != "pointcloud":
+    def _check_untiled_input(self, option: str, what_it_does: str, off: int,
+                             kinds: tuple) -> None:
+        """UserError when an option that works on some input ``kinds`` only (fit_steps,
+        rotations) is asked for with another input, a blend, or tiling."""
+        if self.kind not in kinds:
             what = "a blend of two shapes" if self.kind is None else KIND_NAMES[self.kind]
             raise UserError(f"{option} {what_it_does}, and this input is {what}; leave "
-                            f"{option} at {off} or send a point cloud")
+                            f"{option} at {off} or send "
+                            + " or ".join(KIND_NAMES[kind] for kind in kinds))
         if self.tiling is not None:
             raise UserError(f"{option} is not available with tiling; leave one of them out")
-
-    def _check_rotations(self) -> None:
-        """UserError when rotated copies are asked for where the input cannot be turned:
-        images, blends, tiling, or more copies than a voxel grid has exact turns."""
-        if self.kind not in ("pointcloud", "voxels"):
-            what = "a blend of two shapes" if self.kind is None else KIND_NAMES[self.kind]
-            raise UserError(f"rotations encodes rotated copies of a point cloud or voxel grid,"
-                            f" and this input is {what}; leave rotations at 1")
-        if self.tiling is not None:
-            raise UserError("rotations is not available with tiling; leave one of them out")
-        if self.kind == "voxels" and self.settings.rotations > GRID_ROTATIONS:
-            raise UserError(f"a voxel grid has {GRID_ROTATIONS} exact rotations; ask for"
-                            f" at most that many (got rotations {self.settings.rotations})")
 
     def _check_tiling(self, model, limits: Limits) -> None:
         tiling, settings = self.tiling, self.settings

@@ -150,9 +150,8 @@ def input_rotations(count: int, grid: bool = False) -> np.ndarray:
     uniform on SO(3) drawn from a fixed seed; voxel grids (``grid``): the first of
     ``cube_rotations``, which turn a grid exactly (at most ``GRID_ROTATIONS``)."""
     if grid:
-        if count > GRID_ROTATIONS:
-            raise UserError(f"a voxel grid has {GRID_ROTATIONS} exact rotations; rotations "
-                            f"{count} is more")
+        if count > GRID_ROTATIONS:  # requests are refused before this (ReconstructRequest)
+            raise ValueError(f"a voxel grid has {GRID_ROTATIONS} rotations, not {count}")
         return cube_rotations()[:count]
     rng = np.random.default_rng(ROTATIONS_SEED)
     return np.stack([np.eye(3)] + [uniform_rotation(rng) for _ in range(count - 1)]
