@@ -91,7 +91,8 @@ def add_request_options(parser, tiling=True):
                              "it (point clouds and voxel grids, models trained on rotated "
                              "shapes such as pointcloud_poco; about 4: a smoother, closer "
                              f"surface for N times the time; at most {LIMITS.max_rotations}; "
-                             "default 1: off)")
+                             "default: the model card's rotations, chosen on validation "
+                             "shapes, else 1: off)")
     if not tiling:
         return
     parser.add_argument("--tile-size", type=float, metavar="SIZE",

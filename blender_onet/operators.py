@@ -48,7 +48,7 @@ def start_reconstruction(context):
     mise = props.mise_of(settings)
     output, tiling = props.output_of(settings), props.tiling_of(settings)
     fit_steps = settings.fit_steps or None  # None: left out of the request
-    rotations = settings.rotations if settings.rotations > 1 else None
+    rotations = settings.rotations or None  # None: the model's own
 
     def request(client, on_accepted):
         return client.reconstruct(model=model, mise=mise, output=output, tiling=tiling,

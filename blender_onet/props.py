@@ -124,11 +124,12 @@ def model_threshold(settings, kind):
     return None if model is None else model.get("threshold")
 
 
-def model_smooth_steps(settings, kind):
-    """The smoothing the chosen model's card asks for when the panel's is -1 (0 when the
-    card names none); None when the model is not known."""
+def model_own(settings, kind, option, off):
+    """What the chosen model's card asks for ``option`` (``smooth_steps`` when the panel's
+    is -1, ``rotations`` when it is 0); ``off`` when the card names none, None when the model
+    is not known."""
     model = chosen_model(settings, kind)
-    return None if model is None else (model.get("card") or {}).get("smooth_steps", 0)
+    return None if model is None else (model.get("card") or {}).get(option, off)
 
 
 class ONET_PG_scene(bpy.types.PropertyGroup):
@@ -194,10 +195,11 @@ class ONET_PG_scene(bpy.types.PropertyGroup):
         " input points before meshing, so the surface follows the scan closely (about 30; a"
         " few seconds). 0: the model's prediction as it is")
     rotations: IntProperty(
-        name="Rotations", default=1, min=1, soft_max=8, max=16,
+        name="Rotations", default=0, min=0, soft_max=8, max=16,
         description="Point clouds and voxels: average the surface over the input and this"
         " many - 1 rotated copies of it (about 4, for models trained on rotated shapes like"
-        " the defaults): smoother and closer to the input, that many times the time. 1: off")
+        " the defaults): smoother and closer to the input, that many times the time. 0: the"
+        " model's own (from its card); 1: off")
     fill_cavities: BoolProperty(
         name="Fill Enclosed Cavities", default=True,
         description="Make cavities sealed inside the shape solid: no scan sees them, so they"

@@ -87,12 +87,15 @@ class ONET_PT_reconstruct(_Sidebar, bpy.types.Panel):
             fold.prop(settings, "tile_size")
             fold.prop(settings, "fill_cavities")
             fold.prop(settings, "smooth_steps")
-            own = props.model_smooth_steps(settings, description.kind)
+            own = props.model_own(settings, description.kind, "smooth_steps", 0)
             if settings.smooth_steps < 0 and own is not None:
                 fold.label(text=f"-1: the model's own smoothing, {own}")
             fold.prop(settings, "drop_floaters")
             fold.prop(settings, "fit_steps")
             fold.prop(settings, "rotations")
+            own = props.model_own(settings, description.kind, "rotations", 1)
+            if settings.rotations == 0 and own is not None:
+                fold.label(text=f"0: the model's own rotations, {own}")
             fold.prop(settings, "show_test_shapes")
 
         running = jobs.running()

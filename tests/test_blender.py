@@ -611,6 +611,7 @@ def test_panels_draw_what_the_issue_asks_for(blender):
     # Smoothing -1 is the card's (sent as null), a number is sent as it is.
     assert {"smooth_steps", "drop_floaters"} <= set(idle["props"])
     assert any(label.startswith("-1: the model's own smoothing, ") for label in idle["labels"])
+    assert any(label.startswith("0: the model's own rotations, ") for label in idle["labels"])
     assert [(o["smooth_steps"], o["drop_floaters"]) for o in data["outputs"]] == [
         (None, True), (2, False)]
     assert any(label.startswith("Running locally: torch engine on cpu") for label in idle["labels"])
@@ -875,7 +876,7 @@ def scenario_mesh_vertices():
     settings.rotations = 2
     result, _ = reconstruct(solid, "analytic:sphere", "PREVIEW")
     out["rotations"] = [result.get("onet_rotations"), is_closed(result)]
-    settings.mesh_mode, settings.rotations = "AUTO", 1
+    settings.mesh_mode, settings.rotations = "AUTO", 0
     return out
 
 

@@ -107,11 +107,28 @@ def test_the_fit_takes_each_copy_in_turn(poco, chair):
     assert summary["fit"]["steps"] == 6 and summary["rotations"] == 2
 
 
-def test_a_turned_code_is_not_blended(poco, chair):
+def test_a_cards_rotations_apply_unless_the_request_names_its_own(poco, chair):
     model, card = poco
-    code = Generator(model, card, "cpu", Settings(rotations=2)).encode(chair[None])
-    with pytest.raises(UserError, match="rotations 1"):
-        code.blend(code, 0.5)
+    own = dict(card, rotations=2)
+    assert Generator(model, card, "cpu", Settings()).rotations == 1  # the card names none
+    assert Generator(model, own, "cpu", Settings()).rotations == 2
+    assert Generator(model, own, "cpu", Settings(rotations=1)).rotations == 1
+    assert run(model, own, chair)[-1].summary["rotations"] == 2
+    assert "rotations" not in run(model, own, chair, rotations=1)[-1].summary
+
+
+def test_tiles_are_encoded_as_they_are_whatever_the_card(monkeypatch):
+    from tests.test_tiling import BallsModel, scene
+
+    encoded = []
+    model = BallsModel()
+    monkeypatch.setattr(model, "encode_inputs", lambda points: encoded.append(1) or points[0])
+    request = ReconstructRequest(PointCloudInput(scene()), settings=Settings(
+        resolution0=8, upsampling_steps=0, mesh_every_level=False),
+        tiling=TilingOptions(1.0, tile_points=10**6))
+    request.validate(model)
+    list(pipeline.reconstruct(request, model, {"threshold": 0.5, "rotations": 3}, "cpu"))
+    assert len(encoded) == 2  # one per tile, no turned copies
 
 
 def test_rotations_are_checked_before_any_work(poco):
@@ -198,6 +215,28 @@ def test_a_grids_copies_are_turned_grids_queried_in_their_own_frames(voxel_model
     assert not np.all((vertices > lo) & (vertices < hi), axis=1).any(), "surface in the notch"
     solid = (np.argwhere(grid) + 0.5) / 32 - 0.5
     assert np.median(cKDTree(solid).query(vertices)[0]) < 0.05
+
+
+def test_grid_codes_with_copies_blend_copy_by_copy(voxel_model):
+    """Both ends' copies share the rotations, so the blend of their codes is exact at both
+    ends; ends with different counts are refused."""
+    model, card = voxel_model
+    grids = np.zeros((2, 32, 32, 32), bool)
+    grids[0, 6:26, 6:14, 6:26] = grids[0, 6:14, 6:26, 6:26] = True
+    grids[1, 8:24, 8:24, 4:28] = True
+    ends = [pipeline.prepare_voxels(grid, np.full(3, -0.5), 1.0, "centres", True).inputs
+            for grid in grids]
+    generator = Generator(model, card, "cpu", Settings(precision="fp32", rotations=3))
+    a, b = (generator.encode(end) for end in ends)
+    queries = np.random.default_rng(4).uniform(-0.5, 0.5, (500, 3)).astype(np.float32)
+    for t, end in ((0.0, a), (1.0, b)):
+        np.testing.assert_allclose(generator.logits(a.blend(b, t), queries),
+                                   generator.logits(end, queries), atol=1e-5)
+    middle = generator.logits(a.blend(b, 0.5), queries)
+    assert np.abs(middle - generator.logits(a, queries)).max() > 0.1
+    single = Generator(model, card, "cpu", Settings(precision="fp32", rotations=1))
+    with pytest.raises(UserError, match="different rotations .3 and 1."):
+        a.blend(single.encode(ends[1]), 0.5)
 
 
 def test_the_bundled_engine_turns_grids_alike(voxel_model):

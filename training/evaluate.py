@@ -124,9 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fit-steps", type=int, default=0, metavar="STEPS",
                         help="fit each shape code to its input points for STEPS steps before "
                              "meshing (backend/engine/fit.py; point clouds; default 0: off)")
-    parser.add_argument("--rotations", type=int, default=1, metavar="N",
+    parser.add_argument("--rotations", type=int, metavar="N",
                         help="average each field over the input and N - 1 rotated copies "
-                             "(Settings.rotations; point clouds; default 1: off)")
+                             "(Settings.rotations; point clouds and voxel grids; 1: off; "
+                             "default: the model card's rotations, else 1)")
     parser.add_argument("--limit", type=int, help="at most N shapes per class")
     parser.add_argument("--categories", help="comma-separated category folders (default all)")
     parser.add_argument("--eval-points", type=int, default=metrics.N_POINTS,
@@ -153,7 +154,7 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0")
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be >= 1")
-    if args.rotations < 1:
+    if args.rotations is not None and args.rotations < 1:
         raise UserError("--rotations must be >= 1")
     if not args.noise >= 0:
         raise UserError(f"--noise must be >= 0 (got {args.noise})")
@@ -373,7 +374,7 @@ def _evaluate(args: argparse.Namespace, procs, device) -> None:
     generator = Generator(model, card, device, settings)  # the threshold and precision used
     summary.update(model=args.model, data=str(args.data), split=args.split, input=kind,
                    device=str(device), threshold=generator.threshold,
-                   smooth_steps=generator.smooth_steps,
+                   smooth_steps=generator.smooth_steps, rotations=generator.rotations,
                    precision=generator.precision_name,
                    settings={"resolution0": args.resolution0,
                              "upsampling_steps": args.upsampling_steps,

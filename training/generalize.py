@@ -122,11 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also run every model fitted to the input points for STEPS steps "
                              "(backend/engine/fit.py), as method 'MODEL fit STEPS' (default 0: "
                              "unfitted only)")
-    parser.add_argument("--rotations", type=int, default=1, metavar="N",
+    parser.add_argument("--rotations", type=int, metavar="N",
                         help="also run every model (and, with --fit-steps, every fitted one) "
                              "averaged over the input and N - 1 rotated copies "
-                             "(Settings.rotations), as method 'MODEL rotations N' (default 1: "
-                             "not)")
+                             "(Settings.rotations; 1: none), as method 'MODEL rotations N' "
+                             "(default: not; 'MODEL' itself uses its card's rotations)")
     parser.add_argument("--raw", action="store_true",
                         help="also score every model's raw marching-cubes mesh (no smoothing, "
                              "floaters kept), as method 'MODEL raw'")
@@ -154,7 +154,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--seeds must be >= 0")
     if args.fit_steps < 0:
         raise UserError("--fit-steps must be >= 0")
-    if args.rotations < 1:
+    if args.rotations is not None and args.rotations < 1:
         raise UserError("--rotations must be >= 1")
 
 
@@ -221,7 +221,7 @@ def load_methods(args: argparse.Namespace, device) -> dict[str, Method]:
             raw = replace(settings, smooth_steps=0, drop_floaters=False)
             methods[f"{name} raw"] = Method(model, card, device, raw)
         variants = [(name, settings)]
-        if args.rotations > 1:
+        if args.rotations is not None:
             variants.append((f"{name} rotations {args.rotations}",
                              replace(settings, rotations=args.rotations)))
             methods[variants[-1][0]] = Method(model, card, device, variants[-1][1])

@@ -60,10 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--families", help="comma-separated families (default all)")
     parser.add_argument("--no-real", action="store_true", help="leave the real meshes out")
     parser.add_argument("--taubin-iterations", type=int, nargs="+", default=[10, 20, 50])
-    parser.add_argument("--rotations", type=int, default=1, metavar="N",
+    parser.add_argument("--rotations", type=int, metavar="N",
                         help="also run every model averaged over the grid and N - 1 copies "
-                             "turned by the cube's rotations (Settings.rotations), as method "
-                             "'MODEL rotations N' (default 1: not)")
+                             "turned by the cube's rotations (Settings.rotations; 1: none), as "
+                             "method 'MODEL rotations N' (default: not; 'MODEL' itself uses "
+                             "its card's rotations)")
     parser.add_argument("--resolution0", type=int, default=32)
     parser.add_argument("--upsampling-steps", type=int, default=2)
     parser.add_argument("--eval-points", type=int, default=metrics.N_POINTS)
@@ -104,7 +105,7 @@ def load_methods(args: argparse.Namespace, device) -> dict:
         settings = Settings(args.resolution0, args.upsampling_steps, fill_cavities=False,
                             mesh_every_level=False)
         methods[name] = generalize.Method(model, card, device, settings)
-        if args.rotations > 1:
+        if args.rotations is not None:
             methods[f"{name} rotations {args.rotations}"] = generalize.Method(
                 model, card, device, replace(settings, rotations=args.rotations))
     return methods
@@ -211,7 +212,7 @@ def benchmark(args: argparse.Namespace) -> None:
 
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be >= 1")
-    if args.rotations < 1:
+    if args.rotations is not None and args.rotations < 1:
         raise UserError("--rotations must be >= 1")
     if min(args.taubin_iterations) < 1:
         raise UserError("--taubin-iterations must be >= 1")

@@ -70,11 +70,15 @@ class ShapeCode:
         """The code at t in [0, 1] between two codes: c linearly (``runtime.lerp``: an
         array, each volume of a dict, or a code that interpolates itself with ``c.lerp`` or
         refuses with a UserError), z spherically (``slerp``: the Gaussian prior's samples
-        lie near a shell, and lerp midpoints fall inside it). Exact at both ends."""
-        if self.rotated or other.rotated:
-            raise UserError("a shape encoded with rotations cannot be blended; encode both "
-                            "ends with rotations 1")
-        return ShapeCode(lerp(self.c, other.c, t), slerp(self.z, other.z, t))
+        lie near a shell, and lerp midpoints fall inside it). Exact at both ends. Codes with
+        rotated copies blend copy by copy (the same count gives the same rotations)."""
+        if len(self.rotated) != len(other.rotated):
+            raise UserError(f"the two shapes were encoded with different rotations "
+                            f"({len(self.rotated) + 1} and {len(other.rotated) + 1}); encode "
+                            "both with the same")
+        rotated = tuple((rotation, mine.blend(theirs, t)) for (rotation, mine), (_, theirs)
+                        in zip(self.rotated, other.rotated))
+        return ShapeCode(lerp(self.c, other.c, t), slerp(self.z, other.z, t), rotated=rotated)
 
 
 SLERP_MIN_ANGLE = 1e-6  # radians: ends closer than this (or opposite) are lerped
@@ -136,6 +140,8 @@ class Generator:
         self.threshold = float(threshold)
         smooth = self.settings.smooth_steps
         self.smooth_steps = int(card.get("smooth_steps", 0) if smooth is None else smooth)
+        rotations = self.settings.rotations
+        self.rotations = int(card.get("rotations", 1) if rotations is None else rotations)
 
     @property
     def precision_name(self) -> str:
@@ -154,7 +160,7 @@ class Generator:
         rotated = tuple(
             (rotation, ShapeCode(*self.runtime.encode(
                 self.model, self._turn(inputs, rotation), occupancies)))
-            for rotation in input_rotations(self.settings.rotations, self.reads_grid)[1:])
+            for rotation in input_rotations(self.rotations, self.reads_grid)[1:])
         return ShapeCode(c, z, time.perf_counter() - started, rotated)
 
     def _turn(self, inputs, rotation):

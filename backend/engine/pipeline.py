@@ -200,7 +200,10 @@ def reconstruct(request: ReconstructRequest, model, card, device="cpu",
     ``generation.Cancelled``). With ``fit_steps``, the code is first fitted to the input
     points (``fit.fit``: a FitProgress per step)."""
     started = time.perf_counter()
-    generator = Generator(model, card, device, request.settings)
+    settings = request.settings
+    if request.tiling is not None:  # tiles are encoded as they are (a card's rotations too)
+        settings = replace(settings, rotations=1)
+    generator = Generator(model, card, device, settings)
     if request.tiling is not None:
         yield from _tiled(request, generator, card, started, should_stop)
         return
@@ -228,8 +231,7 @@ def reconstruct(request: ReconstructRequest, model, card, device="cpu",
         "precision": generator.precision_name, "engine": generator.runtime.name,
         "seconds": round(time.perf_counter() - started, 4), "notes": prepared.notes,
         **sampled, **({"fit": fitted.summary()} if fitted else {}),
-        **({"rotations": request.settings.rotations} if request.settings.rotations > 1
-           else {})})
+        **({"rotations": generator.rotations} if generator.rotations > 1 else {})})
 
 
 def _blend(blend: Blend):

@@ -58,8 +58,9 @@ class Settings:
     fit_steps: int = 0  # optimise the shape code to the input points first (engine/fit.py)
     # Point clouds and voxel grids: the field is the mean over the input and rotations - 1
     # rotated copies of it (transforms.input_rotations), for models trained on rotated
-    # shapes; 1: off.
-    rotations: int = 1
+    # shapes; 1: off; None: the model card's ``rotations`` (chosen on validation shapes),
+    # else 1 (``Generator.rotations``).
+    rotations: Optional[int] = None
     fill_cavities: bool = True  # final mesh: enclosed voids made solid (meshing.fill_enclosed)
     # Final mesh: Taubin (lambda, mu) pairs (meshing.taubin); None: the model card's
     # ``smooth_steps`` (chosen on validation shapes), else 0.
@@ -76,12 +77,14 @@ class Settings:
         (docs/protocol.md, "Ranges"): resolution0 in [2, max_resolution], upsampling_steps
         >= 0 with resolution0 * 2^steps <= max_resolution, threshold in (0, 1), simplify in
         [4, 2^31 - 1], refine_steps >= 0 (and <= Limits.max_refine_steps), fit_steps >= 0 (and
-        <= Limits.max_fit_steps), rotations >= 1 (and <= Limits.max_rotations), smooth_steps
-        None or >= 0 (and <= Limits.max_smooth_steps)."""
-        for name in ("resolution0", "upsampling_steps", "refine_steps", "fit_steps",
-                     "rotations"):
+        <= Limits.max_fit_steps), rotations None or >= 1 (and <= Limits.max_rotations),
+        smooth_steps None or >= 0 (and <= Limits.max_smooth_steps)."""
+        for name in ("resolution0", "upsampling_steps", "refine_steps", "fit_steps"):
             if not is_int(getattr(self, name)):
                 raise UserError(f"{name} must be a whole number (got {getattr(self, name)!r})")
+        if self.rotations is not None and not is_int(self.rotations):
+            raise UserError(f"rotations must be a whole number, or null for the model's own "
+                            f"(got {short(self.rotations)})")
         if self.smooth_steps is not None and not (is_int(self.smooth_steps)
                                                   and self.smooth_steps >= 0):
             raise UserError(f"smooth_steps must be a whole number >= 0, or null for the "
@@ -115,7 +118,7 @@ class Settings:
             raise UserError("refine_steps must be >= 0")
         if self.fit_steps < 0:
             raise UserError("fit_steps must be >= 0")
-        if self.rotations < 1:
+        if self.rotations is not None and self.rotations < 1:
             raise UserError(f"rotations must be at least 1 (1: the input as it is; got "
                             f"{short(self.rotations)})")
 
@@ -176,7 +179,7 @@ class Limits:
         if settings.fit_steps > self.max_fit_steps:
             raise LimitError(f"fit_steps {short(settings.fit_steps)} is over the limit of "
                              f"{self.max_fit_steps} (max_fit_steps)")
-        if settings.rotations > self.max_rotations:
+        if (settings.rotations or 1) > self.max_rotations:
             raise LimitError(f"rotations {short(settings.rotations)} is over the limit of "
                              f"{self.max_rotations} (max_rotations)")
         if (settings.smooth_steps or 0) > self.max_smooth_steps:
@@ -283,7 +286,7 @@ class ReconstructRequest:
         if self.settings.fit_steps:
             self._check_untiled_input("fit_steps", "fits the surface to input points", 0,
                                       ("pointcloud",))
-        if self.settings.rotations > 1:
+        if (self.settings.rotations or 1) > 1:  # a card's own applies where it can
             self._check_untiled_input("rotations", "encodes rotated copies of the input", 1,
                                       ("pointcloud", "voxels"))
             if self.kind == "voxels" and self.settings.rotations > GRID_ROTATIONS:

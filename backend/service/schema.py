@@ -70,12 +70,14 @@ def settings_from(header: dict, preview: bool = False) -> Settings:
     precision = header.get("precision", "auto")
     if precision not in PRECISIONS:
         raise bad_request(f"'precision' must be one of {', '.join(PRECISIONS)}")
-    counts = {name: header.get(name, default) for name, default in
-              (("fit_steps", Settings.fit_steps), ("rotations", Settings.rotations))}
-    for name, count in counts.items():
-        if not is_int(count):
-            raise bad_request(f"'{name}' must be a whole number (got {count!r})")
-    return Settings(**values, precision=precision, **counts)
+    fit_steps = header.get("fit_steps", Settings.fit_steps)
+    if not is_int(fit_steps):
+        raise bad_request(f"'fit_steps' must be a whole number (got {fit_steps!r})")
+    rotations = header.get("rotations", Settings.rotations)
+    if not (rotations is None or is_int(rotations)):
+        raise bad_request(f"'rotations' must be a whole number, or null for the model's own "
+                          f"(got {rotations!r})")
+    return Settings(**values, precision=precision, fit_steps=fit_steps, rotations=rotations)
 
 
 def tiling_from(header: dict) -> Optional[TilingOptions]:
