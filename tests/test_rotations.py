@@ -79,7 +79,7 @@ def test_the_mean_field_is_the_mean_of_the_turned_copies(poco, chair):
     generator = Generator(model, card, "cpu", Settings(precision="fp32", rotations=3))
     code = generator.encode(chair[None])
     queries = np.random.default_rng(0).uniform(-0.5, 0.5, (500, 3)).astype(np.float32)
-    single = Generator(model, card, "cpu", Settings(precision="fp32"))
+    single = Generator(model, card, "cpu", Settings(precision="fp32", rotations=1))
     expected = np.mean([single.logits(single.encode(chair[None] @ turn.T), queries @ turn.T)
                         for turn in input_rotations(3)], axis=0)
     np.testing.assert_allclose(generator.logits(code, queries), expected, atol=1e-4)
@@ -198,7 +198,7 @@ def test_a_grids_copies_are_turned_grids_queried_in_their_own_frames(voxel_model
     settings = Settings(precision="fp32", rotations=3)
     queries = np.random.default_rng(2).uniform(-0.5, 0.5, (500, 3)).astype(np.float32)
     generator = Generator(model, card, "cpu", settings)
-    single = Generator(model, card, "cpu", Settings(precision="fp32"))
+    single = Generator(model, card, "cpu", Settings(precision="fp32", rotations=1))
     expected = np.mean([single.logits(single.encode(turn_grid(inputs, turn)), queries @ turn.T)
                         for turn in input_rotations(3, grid=True)], axis=0)
     np.testing.assert_allclose(generator.logits(generator.encode(inputs), queries), expected,
