@@ -115,6 +115,8 @@ def test_a_cards_rotations_apply_unless_the_request_names_its_own(poco, chair):
     assert Generator(model, own, "cpu", Settings(rotations=1)).rotations == 1
     assert run(model, own, chair)[-1].summary["rotations"] == 2
     assert "rotations" not in run(model, own, chair, rotations=1)[-1].summary
+    with pytest.raises(UserError, match="the model card's rotations must lie in"):
+        Generator(model, dict(card, rotations=0), "cpu", Settings())
 
 
 def test_tiles_are_encoded_as_they_are_whatever_the_card(monkeypatch):

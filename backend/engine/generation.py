@@ -17,9 +17,9 @@ from . import meshing
 from ..errors import Cancelled, UserError
 from ..io.cards import DEFAULT_THRESHOLD
 from .mise import mise
-from .request import Settings
+from .request import LIMITS, Settings
 from .runtime import lerp, runtime_for
-from .transforms import input_rotations, turn_grid
+from .transforms import GRID_ROTATIONS, input_rotations, turn_grid
 
 PAD_POINTS = 1024  # decoder chunks are padded to a multiple of this many points
 
@@ -142,6 +142,10 @@ class Generator:
         self.smooth_steps = int(card.get("smooth_steps", 0) if smooth is None else smooth)
         rotations = self.settings.rotations
         self.rotations = int(card.get("rotations", 1) if rotations is None else rotations)
+        most = GRID_ROTATIONS if self.reads_grid else LIMITS.max_rotations
+        if rotations is None and not 1 <= self.rotations <= most:  # requests are checked
+            raise UserError(f"the model card's rotations must lie in [1, {most}] (got "
+                            f"{self.rotations}); fix the card or send rotations")
 
     @property
     def precision_name(self) -> str:
