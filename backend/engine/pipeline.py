@@ -200,13 +200,11 @@ def reconstruct(request: ReconstructRequest, model, card, device="cpu",
     ``generation.Cancelled``). With ``fit_steps``, the code is first fitted to the input
     points (``fit.fit``: a FitProgress per step)."""
     started = time.perf_counter()
-    settings = request.settings
     if request.tiling is not None:  # tiles are encoded as they are (a card's rotations too)
-        settings = replace(settings, rotations=1)
-    generator = Generator(model, card, device, settings)
-    if request.tiling is not None:
+        generator = Generator(model, card, device, replace(request.settings, rotations=1))
         yield from _tiled(request, generator, card, started, should_stop)
         return
+    generator = Generator(model, card, device, request.settings)
     code, prepared = source_code(request, generator, model, card)
     fitted = None
     if request.settings.fit_steps:
