@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine.request import (LIMITS, PRECISIONS, Blend, ReconstructRequest, Sample, Settings,
-                             TilingOptions)
+from .engine.request import (DEFAULT_RESOLUTION0, LIMITS, MAX_AUTO_RESOLUTION0, PRECISIONS,
+                             Blend, ReconstructRequest, Sample, Settings, TilingOptions)
 from .engine.meshing import FLOATER_DISTANCE
 from .engine.runtime import add_engine_options
 from .errors import UserError, run_command
@@ -54,7 +54,9 @@ def add_request_options(parser, tiling=True):
     ``tiling``: with the tiling options (inputs only)."""
     defaults = Settings()
     parser.add_argument("--resolution0", type=int, default=defaults.resolution0,
-                        help="MISE start resolution")
+                        help=f"MISE start resolution (default: auto, {DEFAULT_RESOLUTION0}, "
+                             f"or a finer voxel grid's own size up to {MAX_AUTO_RESOLUTION0} "
+                             "for models that read grids at their own size)")
     parser.add_argument("--upsampling-steps", type=positive_int,
                         default=defaults.upsampling_steps,
                         help="MISE levels after the first; finest = resolution0 * 2^steps")

@@ -134,6 +134,11 @@ class Generator:
         self.device = self.runtime.device
         self.model = self.runtime.prepare_model(model)
         self.reads_grid = getattr(model, "input_kind", None) == "voxels"
+        # A voxel model's field steps by tens of logits within a voxel (its grid is binary):
+        # interpolated from a coarser lattice, a part one or two voxels thin looks certainly
+        # outside and would be skipped (a knot's touching grid lost half its tube), while
+        # its decoder is cheap enough to evaluate every point MISE asks for.
+        self.certainty_margin = None if self.reads_grid else self.settings.certainty_margin
         threshold = self.settings.threshold
         if threshold is None:
             threshold = card.get("threshold", DEFAULT_THRESHOLD)
@@ -255,8 +260,8 @@ class Generator:
         threshold = logit(self.threshold)
         levels = s.upsampling_steps + 1
         empty = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
-        for state in mise(evaluate, s.resolution0, s.upsampling_steps, threshold,
-                          s.certainty_margin):
+        for state in mise(evaluate, s.start_resolution(), s.upsampling_steps, threshold,
+                          self.certainty_margin):
             final = state.level == s.upsampling_steps
             values = state.values
             if final and s.fill_cavities:

@@ -66,7 +66,7 @@ def prepare(inp, model, card, seed=0, occupancies=None) -> Prepared:
         return prepare_points(inp.points, card, seed, occupancies)
     if inp.kind == "voxels":
         return prepare_voxels(inp.occupancy, inp.translate, inp.scale, inp.voxelisation,
-                              reads_voxelisation(model))
+                              reads_voxelisation(model), transforms.reads_native_grid(model))
     return prepare_image(inp.rgba)
 
 
@@ -118,18 +118,22 @@ def reads_voxelisation(model) -> bool:
 
 
 def prepare_voxels(occupancy, translate, scale, voxelisation=VOXELISATIONS[0],
-                   reads_rule=False):
-    """(n, n, n) bool grid -> (1, 32, 32, 32) float32, or with ``reads_rule`` (the model
-    takes the grid's ``voxelisation``) ``(1, 2, 32, 32, 32)`` (``transforms.voxel_channels``);
-    meshes go back to the grid's frame.
+                   reads_rule=False, native=False):
+    """(n, n, n) bool grid -> (1, m, m, m) float32, or with ``reads_rule`` (the model
+    takes the grid's ``voxelisation``) ``(1, 2, m, m, m)`` (``transforms.voxel_channels``);
+    meshes go back to the grid's frame. m is 32, or with ``native`` (the model reads any
+    grid at its own size) n itself up to 128 (``transforms.grid_size``): resampling a finer
+    grid to 32^3 loses its detail and shifts its surface by a quarter of a voxel.
 
     A model without the rule was trained on grids of every voxel the surface touches: it
     takes a centres grid too, with a note that its surface comes out small.
     """
     notes = []
-    if occupancy.shape[0] != 32:
-        notes.append(f"resampled the {occupancy.shape[0]}^3 grid to 32^3")
-        occupancy = transforms.resample_voxels(occupancy, 32)
+    n = occupancy.shape[0]
+    size = transforms.grid_size(n, native)
+    if n != size:
+        notes.append(f"resampled the {n}^3 grid to {size}^3")
+        occupancy = transforms.resample_voxels(occupancy, size)
     if reads_rule:
         inputs = transforms.voxel_channels(occupancy, voxelisation)
     else:

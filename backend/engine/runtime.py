@@ -119,6 +119,10 @@ def lerp(a, b, t: float):
     from the nearer end, as ``torch.lerp`` does (a + (b - a) is not b in floating point)."""
     if isinstance(a, dict):
         return {key: lerp(value, b[key], t) for key, value in a.items()}
+    if getattr(a, "shape", None) is not None and tuple(a.shape) != tuple(b.shape):
+        raise UserError(f"the two shapes' codes differ in size ({tuple(a.shape)} and "
+                        f"{tuple(b.shape)}): voxel grids read at their own size blend only "
+                        "with grids of the same size; resample one of them")
     if isinstance(a, np.ndarray):
         a, b = a.astype(np.float32), b.astype(np.float32)
         if t < 0.5:

@@ -140,7 +140,7 @@ def reconstruct_tiled(generator, card: dict, points: np.ndarray, crop_size: floa
     started = time.perf_counter()
     settings = generator.settings
     grid = plan_tiles(points, crop_size, overlap,
-                      settings.resolution0 * 2 ** settings.upsampling_steps)
+                      settings.start_resolution() * 2 ** settings.upsampling_steps)
     threshold = logit(generator.threshold)
     # MISE's lattice spans the padded cube [-0.55, 0.55]^3; a tile spans tile / crop of the
     # model's unit cube, so MISE coordinates scale by this factor into the model's.
@@ -157,7 +157,7 @@ def reconstruct_tiled(generator, card: dict, points: np.ndarray, crop_size: floa
         if len(unit):
             code = generator.encode(unit[None])
             evaluate = generator.evaluator(generator.decoder(code), timer, should_stop)
-            for state in mise(lambda q: evaluate(q * to_model), settings.resolution0,
+            for state in mise(lambda q: evaluate(q * to_model), settings.start_resolution(),
                               settings.upsampling_steps, threshold,
                               settings.certainty_margin):
                 pass

@@ -15,6 +15,11 @@ import numpy as np
 from ..errors import UserError
 from ..io.inputs import VOXELISATIONS
 
+# Voxel models were trained on 32^3 grids; one that reads any grid at its own size takes
+# grids up to NATIVE_GRID_MAX per edge as they are (a 128^3 grid's features: 280 MB a copy).
+TRAINED_GRID = 32
+NATIVE_GRID_MAX = 128
+
 
 def normalize_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Centre ``points`` (N, 3) on their bounding-box centre and divide by the longest edge.
@@ -62,6 +67,21 @@ def voxel_channels(occupancy: np.ndarray, voxelisation: str) -> np.ndarray:
     ``voxelisation`` in ``VOXELISATIONS`` in every voxel."""
     rule = np.full(occupancy.shape, VOXELISATIONS.index(voxelisation), np.float32)
     return np.stack([occupancy.astype(np.float32), rule])
+
+
+def reads_native_grid(model) -> bool:
+    """Whether a voxel model reads grids of any size at their own resolution
+    (``convonet.layout.reads_native_grid`` of its config; False for other models)."""
+    from ..models.convonet.layout import reads_native_grid as config_reads_native_grid
+
+    return config_reads_native_grid(getattr(model, "config", None) or {})
+
+
+def grid_size(n: int, native: bool) -> int:
+    """The edge at which a voxel model reads an n^3 grid: the trained ``TRAINED_GRID``, or
+    for a model that reads grids at their own size (``native``) n itself up to
+    ``NATIVE_GRID_MAX``."""
+    return min(n, NATIVE_GRID_MAX) if native else TRAINED_GRID
 
 
 def resample_voxels(occupancy: np.ndarray, n: int = 32) -> np.ndarray:

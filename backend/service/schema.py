@@ -49,7 +49,8 @@ def is_int(value) -> bool:
 
 def settings_from(header: dict, preview: bool = False) -> Settings:
     """Settings from the ``mise``, ``precision``, ``fit_steps``, ``rotations`` and ``output``
-    fields (defaults: the paper's 32 -> 128; ``preview``: a quick 16 -> 32)."""
+    fields (defaults: auto, the paper's 32 -> 128 or a finer voxel grid's own size ->
+    4 times it; ``preview``: a quick 16 -> 32)."""
     values = {**(PREVIEW_MISE if preview else {})}
     for group, names in (("mise", MISE_FIELDS), ("output", OUTPUT_FIELDS)):
         given = header.get(group) or {}
@@ -58,7 +59,8 @@ def settings_from(header: dict, preview: bool = False) -> Settings:
         for key, value in given.items():
             if key not in names:
                 raise bad_request(f"unknown {group} option {key!r}; known: {', '.join(names)}")
-            valid = {"threshold": value is None or is_number(value),
+            valid = {"resolution0": value is None or is_int(value),
+                     "threshold": value is None or is_number(value),
                      "simplify": value is None or is_int(value),
                      "normals": isinstance(value, bool),
                      "smooth_steps": value is None or is_int(value),

@@ -190,10 +190,12 @@ class LocalVoxelEncoder(_LocalEncoder):
         return self.volumes(self.cells(p), features)
 
     def one_voxel_per_cell(self, n: int) -> bool:
-        """True when the only volume is an n^3 grid over the unpadded cube with the voxels'
-        true centres: cell i holds voxel i and nothing else."""
-        return (list(self.shapes) == ["grid"] and self.shapes["grid"][0] == n
-                and self.padding == 0 and self.sample_align == "consistent")
+        """True when the only volume is a grid over the unpadded cube with the voxels' true
+        centres, of n^3 cells or without a U-Net (the grid then takes the input's size n,
+        ``layout.reads_native_grid``): cell i holds voxel i and nothing else."""
+        return (list(self.shapes) == ["grid"] and self.padding == 0
+                and self.sample_align == "consistent"
+                and (self.shapes["grid"][0] == n or self.unet3d is None))
 
 
 def blur_kernel():

@@ -2,8 +2,8 @@
 
 The same computation as ``backend.models.convonet`` (names, coordinates and sampling in its
 ``features`` module) for plane models ("xz", "xy", "yz" with a 2D U-Net) and for voxel
-models on one grid without a U-Net, one voxel per cell (``LocalVoxelEncoder
-.one_voxel_per_cell``); grid models with a 3D U-Net run on the torch engine. The code c is
+models on one grid without a U-Net, one voxel per cell at the grid's own size
+(``layout.reads_native_grid``); grid models with a 3D U-Net run on the torch engine. The code c is
 ``{kind: (C, R, R) | (C, R, R, R) float32}`` (a grid indexed [z, y, x], as in torch).
 """
 
@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from ...errors import UserError
-from ..convonet.layout import BLUR_TAPS, EPS, N_BLOCKS, PLANE_AXES
+from ..convonet.layout import BLUR_TAPS, EPS, N_BLOCKS, PLANE_AXES, reads_native_grid
 from .base import NumpyModel, Weights
 from .ops import (bilinear_corners, conv, conv_transpose2d_2x2, linear, max_pool2d_2x2, relu,
                   resnet_block_fc, scatter_max, scatter_mean, trilinear_corners)
@@ -66,10 +66,7 @@ class ConvONet(NumpyModel):
         super().__init__(weights, config)
         encoder = config["encoder"]
         self.grid = encoder["plane_type"] == ["grid"]
-        one_voxel_per_cell = (self.grid and config["input_kind"] == "voxels"
-                              and encoder.get("unet3d") is None and config["padding"] == 0
-                              and config["sample_align"] == "consistent")
-        if not (one_voxel_per_cell or ("grid" not in encoder["plane_type"]
+        if not (reads_native_grid(config) or ("grid" not in encoder["plane_type"]
                                        and encoder.get("unet") is not None)):
             raise UserError("the bundled engine runs plane ConvONets with a U-Net and voxel "
                             "ConvONets on one unpadded grid without one; this model has "
@@ -101,13 +98,12 @@ class ConvONet(NumpyModel):
 
     def encode_grid(self, inputs):
         """``LocalVoxelEncoder`` with one voxel per cell: (1, n, n, n) or with the rule
-        (1, 2, n, n, n) -> {"grid": (C (+1 base), n, n, n) indexed [z, y, x]}."""
+        (1, 2, n, n, n), any n -> {"grid": (C (+1 base), n, n, n) indexed [z, y, x]}."""
         w = self.weights
         x = np.asarray(inputs[0], np.float32)
         occupancy, rule = (x[0], x[1, 0, 0, 0]) if self.rule else (x, None)
-        if occupancy.shape != (self.resolution,) * 3:
-            raise UserError(f"this model takes {self.resolution}^3 voxels, got "
-                            f"{occupancy.shape}")
+        if occupancy.ndim != 3 or len(set(occupancy.shape)) != 1:
+            raise UserError(f"this model takes an n^3 voxel grid, got {occupancy.shape}")
         kernel = w["encoder.conv_in.weight"]
         features = conv(occupancy[None], kernel, w["encoder.conv_in.bias"],
                         padding=kernel.shape[-1] // 2)
@@ -156,6 +152,8 @@ class LocalShapeDecoder:
         self.tables = {kind: np.ascontiguousarray(volume.reshape(len(volume), -1).T,
                                                   np.float32)
                        for kind, volume in c.items()}  # (R^2 or R^3, C) rows per cell
+        # A grid holds one voxel per cell at the input's own size (reads_native_grid).
+        self.resolution = c["grid"].shape[-1] if model.grid else model.resolution
         self.hidden = w["decoder.fc_out.weight"].shape[1]
         biases = np.stack([w[f"decoder.fc_c.{i}.bias"] for i in range(N_BLOCKS)])
         positions = "decoder.fc_p.weight" in w
@@ -181,7 +179,7 @@ class LocalShapeDecoder:
         f = None
         corners = trilinear_corners if model.grid else bilinear_corners
         for kind, table in self.tables.items():
-            index, weights = corners(normalize(p, kind, model.padding), model.resolution,
+            index, weights = corners(normalize(p, kind, model.padding), self.resolution,
                                      model.align_corners)
             for k in range(len(index)):
                 tap = table[index[k]]
@@ -221,7 +219,7 @@ class LocalShapeDecoder:
             if self.base_scale is not None:  # convonet.decoder: base field, cube_wall
                 out = logits[start:start + len(p)]
                 out += self.base_scale * (base - np.float32(0.5))
-                wall = self.base_scale * np.float32(self.model.resolution) * (
+                wall = self.base_scale * np.float32(self.resolution) * (
                     np.float32(0.5) - np.abs(p).max(axis=1))
                 np.minimum(out, wall, out=out)
         return logits
