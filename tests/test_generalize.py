@@ -184,5 +184,7 @@ def test_voxel_benchmark_end_to_end(tmp_path):
     centres = generalize_voxels.voxelise(shape, "centres", 0)
     touching = generalize_voxels.voxelise(shape, "touching", 0)
     assert centres.any() and not (centres & ~touching).any()
+    fine = generalize_voxels.voxelise(shape, "centres", 0, 64)
+    assert fine.shape == (64, 64, 64) and abs(fine.mean() - centres.mean()) < 0.01
     with Image.open(tmp_path / "gallery.png") as gallery:
         assert gallery.width > gallery.height

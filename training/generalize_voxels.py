@@ -4,9 +4,9 @@
 [--limit N] [--families a,b] [--no-real] [--taubin-iterations 10 20 50] [--rotations N]``
 
 The shapes of ``training.generalize`` (unseen procedural families and real meshes from
-packages, random orientation; ``generalize.shape_makers``), each voxelised at 32^3 over
-[-0.5, 0.5]^3 by both rules the backend accepts (``backend.io.inputs.VOXELISATIONS``,
-sent with the grid): "centres" (a voxel is set when its centre is inside, the common rule) and
+packages, random orientation; ``generalize.shape_makers``), each voxelised at 32^3
+(``--grid N``: N^3) over [-0.5, 0.5]^3 by both rules the backend accepts
+(``backend.io.inputs.VOXELISATIONS``, sent with the grid): "centres" (a voxel is set when its centre is inside, the common rule) and
 "touching" (also every voxel the surface passes through, as the corpus's ``model.binvox``).
 Methods, scored on the same ground truth by ``evaluate.score``: every ``--model`` through
 the backend (``evaluate.reconstruct``, raw marching-cubes mesh of MISE; with ``--rotations``
@@ -35,13 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from backend.errors import UserError, run_command
+from backend.io.binvox import MAX_VOXEL_DIM
 
 from . import baselines, evaluate, generalize, metrics
 from .data.procedural import VOXEL_FILES, voxel_centres
 
 log = logging.getLogger(__name__)
 
-RESOLUTION = 32
+RESOLUTION = 32  # the grids' edge unless --grid says otherwise
 SURFACE_SAMPLES = 200_000  # marking the voxels the surface touches
 TAUBIN = (0.5, 0.52)  # lambda and -mu (trimesh's nu): pass band 1/0.5 - 1/0.52 = 0.077
 MARCHING_CUBES, TAUBIN_PREFIX, BEST_TAUBIN = "marching cubes", "mc + taubin x", "taubin best"
@@ -65,18 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
                              "turned by the cube's rotations (Settings.rotations; 1: none), as "
                              "method 'MODEL rotations N' (default: not; 'MODEL' itself uses "
                              "its card's rotations)")
-    parser.add_argument("--resolution0", type=int, default=32)
+    parser.add_argument("--grid", type=int, default=RESOLUTION,
+                        help="voxelise at N^3 (default 32, the models' training grids)")
+    parser.add_argument("--resolution0", type=int,
+                        help="MISE start resolution (default: auto, Settings.start_resolution)")
     parser.add_argument("--upsampling-steps", type=int, default=2)
     parser.add_argument("--eval-points", type=int, default=metrics.N_POINTS)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     return parser
 
 
-def voxelise(shape, rule: str, seed: int) -> np.ndarray:
-    """(32, 32, 32) bool grid of ``shape`` over [-0.5, 0.5]^3 by ``rule`` (VOXEL_FILES)."""
+def voxelise(shape, rule: str, seed: int, n: int = RESOLUTION) -> np.ndarray:
+    """(n, n, n) bool grid of ``shape`` over [-0.5, 0.5]^3 by ``rule`` (VOXEL_FILES)."""
     from .data.procedural import touching
 
-    grid = shape.inside(voxel_centres(RESOLUTION)).reshape((RESOLUTION,) * 3)
+    grid = shape.inside(voxel_centres(n)).reshape((n,) * 3)
     if rule == "centres":
         return grid
     surface, _ = metrics.sample_surface(shape.vertices, shape.faces, SURFACE_SAMPLES, seed)
@@ -112,12 +116,12 @@ def load_methods(args: argparse.Namespace, device) -> dict:
 
 
 def run_case(shape, gt: dict, rule: str, methods: dict, iterations: list[int], seed: int,
-             eval_points: int):
+             eval_points: int, n: int = RESOLUTION):
     """Voxelise ``shape`` by ``rule``, reconstruct it with every method and score each mesh.
     Returns (grid, CSV rows, method -> (vertices, faces))."""
     from backend.io.inputs import VoxelInput
 
-    grid = voxelise(shape, rule, seed)
+    grid = voxelise(shape, rule, seed, n)
     inp = VoxelInput(grid, np.full(3, -0.5), 1.0, rule)
     results = {}
     for name, method in methods.items():
@@ -165,11 +169,12 @@ def summarise(rows: list[dict], models: list[str], iterations: list[int]) -> lis
 
 
 def markdown(summary: dict) -> str:
-    lines = ["# Generalisation benchmark, 32^3 voxel input", "", f"`{summary['command']}`", "",
+    lines = [f"# Generalisation benchmark, {summary.get('grid', RESOLUTION)}^3 voxel input", "",
+             f"`{summary['command']}`", "",
              f"Means over shapes and seeds {summary['seeds']}; grids over [-0.5, 0.5]^3 by "
              "rule: `centres` (centre inside), `touching` (also every voxel the surface "
              "passes through). MISE "
-             f"{summary['resolution0']} + {summary['upsampling_steps']} levels, raw meshes; "
+             f"{summary['resolution0'] or 'auto'} + {summary['upsampling_steps']} levels, raw meshes; "
              f"`{BEST_TAUBIN}` is the Taubin iteration count with the best mean F-score.", "",
              "| set | grid | method | shapes | " + " | ".join(t for _, t in METRICS) + " |",
              "|---|---|---|---:|" + "---:|" * len(METRICS)]
@@ -212,6 +217,8 @@ def benchmark(args: argparse.Namespace) -> None:
 
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be >= 1")
+    if not 2 <= args.grid <= MAX_VOXEL_DIM:
+        raise UserError(f"--grid must be in [2, {MAX_VOXEL_DIM}]")
     if args.rotations is not None and args.rotations < 1:
         raise UserError("--rotations must be >= 1")
     if min(args.taubin_iterations) < 1:
@@ -230,7 +237,8 @@ def benchmark(args: argparse.Namespace) -> None:
             drawn = {}
             for rule in VOXEL_FILES:
                 _, case_rows, meshes = run_case(shape, gt, rule, methods,
-                                                args.taubin_iterations, seed, args.eval_points)
+                                                args.taubin_iterations, seed, args.eval_points,
+                                                args.grid)
                 rows += case_rows
                 drawn[rule] = meshes
                 progress.update()
@@ -239,7 +247,8 @@ def benchmark(args: argparse.Namespace) -> None:
     progress.close()
     table = summarise(rows, list(methods), args.taubin_iterations)
     summary = {"models": list(methods), "seeds": args.seeds, "device": str(device),
-               "resolution0": args.resolution0, "upsampling_steps": args.upsampling_steps,
+               "grid": args.grid, "resolution0": args.resolution0,
+               "upsampling_steps": args.upsampling_steps,
                "eval_points": args.eval_points, "table": table,
                "command": "python -m training.generalize_voxels " + " ".join(sys.argv[1:])}
     evaluate.write_csv(out / "shapes.csv", rows, COLUMNS)
