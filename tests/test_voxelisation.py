@@ -100,7 +100,8 @@ def test_a_finer_grid_is_read_at_its_own_size(model_file):
     big[40:120, 40:120, 40:120] = True
     capped = pipeline.prepare(VoxelInput(big, np.full(3, -0.5), 1.0, "centres"), model, card)
     assert capped.inputs.shape[-1] == pipeline.transforms.NATIVE_GRID_MAX
-    assert capped.notes == [f"resampled the {len(big)}^3 grid to {pipeline.transforms.NATIVE_GRID_MAX}^3"]
+    most = pipeline.transforms.NATIVE_GRID_MAX
+    assert capped.notes == [f"resampled the {len(big)}^3 grid to {most}^3"]
     planes = build_model({"arch": "convonet", "input_kind": "voxels", "encoder": {
         "name": "voxel_simple_local", "c_dim": 8, "plane_type": ["xz", "xy", "yz"],
         "unet": {"depth": 2, "start_filts": 8}}, "decoder": {"name": "simple_local", "c_dim": 8,

@@ -6,8 +6,9 @@
 The shapes of ``training.generalize`` (unseen procedural families and real meshes from
 packages, random orientation; ``generalize.shape_makers``), each voxelised at 32^3
 (``--grid N``: N^3) over [-0.5, 0.5]^3 by both rules the backend accepts
-(``backend.io.inputs.VOXELISATIONS``, sent with the grid): "centres" (a voxel is set when its centre is inside, the common rule) and
-"touching" (also every voxel the surface passes through, as the corpus's ``model.binvox``).
+(``backend.io.inputs.VOXELISATIONS``, sent with the grid): "centres" (a voxel is set when
+its centre is inside, the common rule) and "touching" (also every voxel the surface passes
+through, as the corpus's ``model.binvox``).
 Methods, scored on the same ground truth by ``evaluate.score``: every ``--model`` through
 the backend (``evaluate.reconstruct``, raw marching-cubes mesh of MISE; with ``--rotations``
 also averaged over turned copies of the grid, "MODEL rotations N"), plain marching cubes
@@ -174,7 +175,8 @@ def markdown(summary: dict) -> str:
              f"Means over shapes and seeds {summary['seeds']}; grids over [-0.5, 0.5]^3 by "
              "rule: `centres` (centre inside), `touching` (also every voxel the surface "
              "passes through). MISE "
-             f"{summary['resolution0'] or 'auto'} + {summary['upsampling_steps']} levels, raw meshes; "
+             f"{summary['resolution0'] or 'auto'} + {summary['upsampling_steps']} levels, "
+             "raw meshes; "
              f"`{BEST_TAUBIN}` is the Taubin iteration count with the best mean F-score.", "",
              "| set | grid | method | shapes | " + " | ".join(t for _, t in METRICS) + " |",
              "|---|---|---|---:|" + "---:|" * len(METRICS)]

@@ -40,7 +40,8 @@ CERTAINTY_MARGIN = 8.0
 # MISE's first lattice when a request leaves resolution0 unset ("auto",
 # Settings.start_resolution), and the most auto gives a finer voxel grid read at its own size:
 # a 64^3 grid then meshes at 256, four lattice cells a voxel as a 32^3 grid at 128, which
-# raised the real meshes' F-score by 0.001 over 128 (README, "Finer grids").
+# raised the real meshes' F-score by 0.001 over 128 (README, "Finer grids at their own
+# size").
 DEFAULT_RESOLUTION0 = 32
 MAX_AUTO_RESOLUTION0 = 64
 
@@ -93,11 +94,11 @@ class Settings:
     def validate(self, max_resolution: int = 512):
         """Raise UserError naming the option for settings that cannot work, LimitError when
         the finest lattice is over ``max_resolution`` (the request's ``Limits``). Ranges
-        (docs/protocol.md, "Ranges"): resolution0 None or in [2, max_resolution], upsampling_steps
-        >= 0 with resolution0 * 2^steps <= max_resolution, threshold in (0, 1), simplify in
-        [4, 2^31 - 1], refine_steps >= 0 (and <= Limits.max_refine_steps), fit_steps >= 0 (and
-        <= Limits.max_fit_steps), rotations None or >= 1 (and <= Limits.max_rotations),
-        smooth_steps None or >= 0 (and <= Limits.max_smooth_steps)."""
+        (docs/protocol.md, "Ranges"): resolution0 None (auto) or in [2, max_resolution],
+        upsampling_steps >= 0 with resolution0 * 2^steps <= max_resolution, threshold in
+        (0, 1), simplify in [4, 2^31 - 1], refine_steps >= 0 (and <= Limits.max_refine_steps),
+        fit_steps >= 0 (and <= Limits.max_fit_steps), rotations None or >= 1 (and <=
+        Limits.max_rotations), smooth_steps None or >= 0 (and <= Limits.max_smooth_steps)."""
         if self.resolution0 is not None and not is_int(self.resolution0):
             raise UserError(f"resolution0 must be a whole number, or null for auto (got "
                             f"{self.resolution0!r})")
