@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.engine import pipeline
+from backend.engine import pipeline, transforms
 from backend.engine.generation import Generator
 from backend.engine.request import LIMITS, ReconstructRequest, Settings
 from backend.errors import UserError
@@ -56,6 +56,15 @@ def grid_model(seed=0, base_only=False):
     return model
 
 
+def plane_model():
+    """A voxel model on three feature planes with a U-Net: it reads grids resampled to 32^3."""
+    encoder = {"name": "voxel_simple_local", "c_dim": 8, "plane_type": ["xz", "xy", "yz"],
+               "unet": {"depth": 2, "start_filts": 8}}
+    decoder = {"name": "simple_local", "c_dim": 8, "hidden_size": 8}
+    return build_model({"arch": "convonet", "input_kind": "voxels", "encoder": encoder,
+                        "decoder": decoder})
+
+
 @pytest.fixture
 def model_file(tmp_path):
     path = tmp_path / "grid.safetensors"
@@ -86,27 +95,25 @@ def test_a_finer_grid_is_read_at_its_own_size(model_file):
     plane models still get; grids over NATIVE_GRID_MAX are resampled to it."""
     model, card = zoo.load(str(model_file), "cpu")
     grid = ball_grid("centres", n=64)
-    prepared = pipeline.prepare(VoxelInput(grid, np.full(3, -0.5), 1.0, "centres"), model, card)
+    prepared = pipeline.prepare(VoxelInput(grid, np.full(3, -0.5), 1.0, "centres"), model,
+                                card)
     assert prepared.inputs.shape == (1, 2, 64, 64, 64) and prepared.notes == []
     errors = {}
-    for name, inputs in (("native", grid), ("resampled", pipeline.transforms.resample_voxels(
-            grid, pipeline.transforms.TRAINED_GRID))):
+    for name, inputs in (("native", grid), ("resampled", transforms.resample_voxels(
+            grid, transforms.TRAINED_GRID))):
         request = ReconstructRequest(VoxelInput(inputs, np.full(3, -0.5), 1.0, "centres"),
                                      settings=Settings(32, 2, mesh_every_level=False))
         *_, finished = pipeline.reconstruct(request, model, card, "cpu")
         errors[name] = np.abs(np.linalg.norm(finished.frame.vertices, axis=1) - 0.3).mean()
     assert errors["native"] < 0.6 * errors["resampled"], errors
-    big = np.zeros((pipeline.transforms.NATIVE_GRID_MAX + 32,) * 3, bool)
+    big = np.zeros((transforms.NATIVE_GRID_MAX + 32,) * 3, bool)
     big[40:120, 40:120, 40:120] = True
     capped = pipeline.prepare(VoxelInput(big, np.full(3, -0.5), 1.0, "centres"), model, card)
-    assert capped.inputs.shape[-1] == pipeline.transforms.NATIVE_GRID_MAX
-    most = pipeline.transforms.NATIVE_GRID_MAX
+    assert capped.inputs.shape[-1] == transforms.NATIVE_GRID_MAX
+    most = transforms.NATIVE_GRID_MAX
     assert capped.notes == [f"resampled the {len(big)}^3 grid to {most}^3"]
-    planes = build_model({"arch": "convonet", "input_kind": "voxels", "encoder": {
-        "name": "voxel_simple_local", "c_dim": 8, "plane_type": ["xz", "xy", "yz"],
-        "unet": {"depth": 2, "start_filts": 8}}, "decoder": {"name": "simple_local", "c_dim": 8,
-                                                               "hidden_size": 8}})
-    assert not pipeline.transforms.reads_native_grid(planes)
+    planes = plane_model()
+    assert not transforms.reads_native_grid(planes)
     assert pipeline.prepare(VoxelInput(grid, np.full(3, -0.5), 1.0), planes,
                             {}).inputs.shape == (1, 32, 32, 32)
 
@@ -133,11 +140,7 @@ def test_auto_resolution_follows_a_grid_read_at_its_own_size(model_file):
     assert settled(Settings(), inputs=ball_grid("centres")) == 32
     assert settled(Settings(), limits=replace(LIMITS, max_resolution=128)) == 32
     assert settled(Settings(32)) == 32
-    planes = build_model({"arch": "convonet", "input_kind": "voxels", "encoder": {
-        "name": "voxel_simple_local", "c_dim": 8, "plane_type": ["xz"],
-        "unet": {"depth": 2, "start_filts": 8}}, "decoder": {"name": "simple_local", "c_dim": 8,
-                                                               "hidden_size": 8}})
-    assert settled(Settings(), on=planes) == 32
+    assert settled(Settings(), on=plane_model()) == 32
     request = ReconstructRequest(VoxelInput(grid, np.full(3, -0.5), 1.0, "centres"),
                                  settings=Settings(mesh_every_level=False))
     request.validate(model)

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.errors import UserError, run_command
+from backend.engine.transforms import TRAINED_GRID
 from backend.io.binvox import MAX_VOXEL_DIM
 
 from . import baselines, evaluate, generalize, metrics
@@ -43,7 +44,6 @@ from .data.procedural import VOXEL_FILES, voxel_centres
 
 log = logging.getLogger(__name__)
 
-RESOLUTION = 32  # the grids' edge unless --grid says otherwise
 SURFACE_SAMPLES = 200_000  # marking the voxels the surface touches
 TAUBIN = (0.5, 0.52)  # lambda and -mu (trimesh's nu): pass band 1/0.5 - 1/0.52 = 0.077
 MARCHING_CUBES, TAUBIN_PREFIX, BEST_TAUBIN = "marching cubes", "mc + taubin x", "taubin best"
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "turned by the cube's rotations (Settings.rotations; 1: none), as "
                              "method 'MODEL rotations N' (default: not; 'MODEL' itself uses "
                              "its card's rotations)")
-    parser.add_argument("--grid", type=int, default=RESOLUTION,
+    parser.add_argument("--grid", type=int, default=TRAINED_GRID,
                         help="voxelise at N^3 (default 32, the models' training grids)")
     parser.add_argument("--resolution0", type=int,
                         help="MISE start resolution (default: auto, Settings.start_resolution)")
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def voxelise(shape, rule: str, seed: int, n: int = RESOLUTION) -> np.ndarray:
+def voxelise(shape, rule: str, seed: int, n: int = TRAINED_GRID) -> np.ndarray:
     """(n, n, n) bool grid of ``shape`` over [-0.5, 0.5]^3 by ``rule`` (VOXEL_FILES)."""
     from .data.procedural import touching
 
@@ -117,7 +117,7 @@ def load_methods(args: argparse.Namespace, device) -> dict:
 
 
 def run_case(shape, gt: dict, rule: str, methods: dict, iterations: list[int], seed: int,
-             eval_points: int, n: int = RESOLUTION):
+             eval_points: int, n: int = TRAINED_GRID):
     """Voxelise ``shape`` by ``rule``, reconstruct it with every method and score each mesh.
     Returns (grid, CSV rows, method -> (vertices, faces))."""
     from backend.io.inputs import VoxelInput
@@ -170,7 +170,7 @@ def summarise(rows: list[dict], models: list[str], iterations: list[int]) -> lis
 
 
 def markdown(summary: dict) -> str:
-    lines = [f"# Generalisation benchmark, {summary.get('grid', RESOLUTION)}^3 voxel input", "",
+    lines = [f"# Generalisation benchmark, {summary['grid']}^3 voxel input", "",
              f"`{summary['command']}`", "",
              f"Means over shapes and seeds {summary['seeds']}; grids over [-0.5, 0.5]^3 by "
              "rule: `centres` (centre inside), `touching` (also every voxel the surface "

@@ -82,13 +82,13 @@ class Settings:
     def start_resolution(self, grid: Optional[int] = None, max_resolution: int = 512) -> int:
         """MISE's first lattice: ``resolution0``, or when it is None ("auto")
         ``DEFAULT_RESOLUTION0``, or for a voxel grid read at its own size ``grid``^3 that size
-        within [DEFAULT_RESOLUTION0, MAX_AUTO_RESOLUTION0] and, after upsampling_steps, within
-        ``max_resolution``."""
+        within [DEFAULT_RESOLUTION0, MAX_AUTO_RESOLUTION0] and, after upsampling_steps (of
+        validated settings), within ``max_resolution``."""
         if self.resolution0 is not None:
             return self.resolution0
-        if grid is None or not is_int(self.upsampling_steps) or self.upsampling_steps < 0:
+        if grid is None:
             return DEFAULT_RESOLUTION0
-        fits = max_resolution >> min(self.upsampling_steps, max_resolution.bit_length())
+        fits = max_resolution >> self.upsampling_steps
         return max(DEFAULT_RESOLUTION0, min(grid, MAX_AUTO_RESOLUTION0, fits))
 
     def validate(self, max_resolution: int = 512):
@@ -293,9 +293,8 @@ class ReconstructRequest:
         model: a voxel grid the model reads at its own size starts MISE at that size."""
         limits.check_settings(self.settings)
         if self.settings.resolution0 is None:
-            grid = None
-            if self.kind == "voxels" and transforms.reads_native_grid(model):
-                grid = transforms.grid_size(len(self.source.occupancy), True)
+            native = self.kind == "voxels" and transforms.reads_native_grid(model)
+            grid = len(self.source.occupancy) if native else None
             self.settings = replace(self.settings, resolution0=self.settings.start_resolution(
                 grid, limits.max_resolution))
         if isinstance(self.source, Blend):

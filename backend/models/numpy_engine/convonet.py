@@ -3,8 +3,8 @@
 The same computation as ``backend.models.convonet`` (names, coordinates and sampling in its
 ``features`` module) for plane models ("xz", "xy", "yz" with a 2D U-Net) and for voxel
 models on one grid without a U-Net, one voxel per cell at the grid's own size
-(``layout.reads_native_grid``); grid models with a 3D U-Net run on the torch engine. The code c is
-``{kind: (C, R, R) | (C, R, R, R) float32}`` (a grid indexed [z, y, x], as in torch).
+(``layout.reads_native_grid``); grid models with a 3D U-Net run on the torch engine. The code
+c is ``{kind: (C, R, R) | (C, R, R, R) float32}`` (a grid indexed [z, y, x], as in torch).
 """
 
 import logging
